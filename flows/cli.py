@@ -1,0 +1,249 @@
+"""The `helmflow` command line.
+
+Heavy libraries (Prefect, torch, transformers, Great Expectations) are imported inside the
+commands that need them, so `helmflow runs` or `helmflow query` start in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from specs.loader import SpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _quiet_environment(verbose: bool) -> None:
+    defaults = {
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        # Prefect logs every task failure with a traceback; the CLI prints the short reason itself.
+        "PREFECT_LOGGING_LEVEL": "INFO" if verbose else "CRITICAL",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+# -- run -------------------------------------------------------------------------------------------
+
+
+def _plans(refs: Sequence[str], max_instances: int | None):
+    """Resolve what `run` was given into scenario plans, the suite's models and its seed."""
+    from flows.benchmark import ScenarioPlan
+    from specs.library import apply_suite_entry, find, resolve_run_target
+    from specs.schema import SuiteSpec
+
+    plans, models, seed = [], [], None
+    for ref in refs:
+        loaded = resolve_run_target(ref)
+        if isinstance(loaded.spec, SuiteSpec):
+            suite = loaded.spec
+            models += [m for m in suite.models if m not in models]
+            seed = suite.seed if seed is None else seed
+            for entry in suite.scenarios:
+                found = find("scenario", entry.scenario)
+                spec = apply_suite_entry(found.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
+                plans.append(ScenarioPlan(spec, str(found.path.parent), suite.name))
+        elif loaded.kind == "scenario":
+            plans.append(ScenarioPlan(loaded.spec, str(loaded.path.parent)))  # type: ignore[arg-type]
+        else:
+            raise SpecError(f"{loaded.path}: a {loaded.kind} spec cannot be run; give a suite or a scenario")
+    if max_instances is not None:
+        plans = [
+            ScenarioPlan(apply_suite_entry(p.spec, max_instances=max_instances), p.base_dir, p.suite) for p in plans
+        ]
+    return plans, models, seed
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.display import Display, results_table
+
+    plans, suite_models, suite_seed = _plans(args.specs, args.max_instances)
+    from specs.library import find_model
+
+    model_specs = [find_model(m) for m in (args.model or suite_models or [DEFAULT_MODEL])]
+    seed = args.seed if args.seed is not None else (suite_seed or 0)
+    display = Display()
+    from flows import progress
+    from flows.benchmark import benchmark
+
+    progress.set_reporter(display)
+    with display:
+        outcomes = benchmark(plans, model_specs, seed=seed, db=args.db, prefer=args.source)
+    results_table(args.db, [o.run_id for o in outcomes])
+    for outcome in outcomes:
+        if outcome.status != "succeeded":
+            print(
+                f"run {outcome.run_id} ({outcome.scenario} × {outcome.model}) {outcome.status}: {outcome.error}",
+                file=sys.stderr,
+            )
+    return EXIT_OK if all(o.status == "succeeded" for o in outcomes) else EXIT_FAILED
+
+
+# -- history ----------------------------------------------------------------------------------------
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from flows.display import print_frame
+    from warehouse.db import connect
+    from warehouse.writer import interrupted_run_ids
+
+    with connect(args.db, read_only=True) as con:
+        stale = set(interrupted_run_ids(con))
+        frame = con.execute(
+            "select run_id, started_at, suite, scenario, model, status, spec_hash, model_fingerprint, "
+            "num_instances as n, round(wall_seconds, 1) as wall_s from runs order by started_at desc limit ?",
+            [args.limit],
+        ).df()
+    # A run whose process died is failed, even before the next writer records that.
+    frame["status"] = [
+        ("failed (interrupted)" if r in stale else s) for r, s in zip(frame.run_id, frame.status, strict=True)
+    ]
+    print_frame(frame, "table")
+    return EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from flows.display import print_frame
+    from warehouse.db import connect
+
+    with connect(args.db, read_only=True) as con:
+        try:
+            frame = con.execute(args.sql).df()
+        except duckdb.Error as exc:
+            print(f"query failed: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    print_frame(frame, args.format)
+    return EXIT_OK
+
+
+# -- specs -------------------------------------------------------------------------------------------
+
+
+def cmd_specs_validate(args: argparse.Namespace) -> int:
+    from specs.loader import load_spec
+
+    status = EXIT_OK
+    for path in args.paths:
+        try:
+            loaded = load_spec(path)
+            print(f"ok  {path} ({loaded.kind} '{loaded.spec.name}')")
+        except SpecError as exc:
+            print(str(exc), file=sys.stderr)
+            status = EXIT_BAD_INPUT
+    return status
+
+
+def cmd_specs_list(args: argparse.Namespace) -> int:
+    from flows.display import print_frame
+    from specs.library import spec_files
+    from specs.loader import load_spec
+    from specs.schema import ScenarioSpec
+    from tasks.data import offline_available
+
+    rows = []
+    for kind in ("suite", "scenario", "model"):
+        for path in spec_files(kind):
+            try:
+                spec = load_spec(path, kind).spec
+            except SpecError as exc:
+                rows.append(
+                    {
+                        "kind": kind,
+                        "name": path.stem,
+                        "sources": "",
+                        "offline here": "",
+                        "description": f"INVALID: {exc}",
+                    }
+                )
+                continue
+            sources, here = "", ""
+            if isinstance(spec, ScenarioSpec):
+                sources = ", ".join(k for k in ("hub", "offline") if getattr(spec.source, k) is not None)
+                here = "yes" if offline_available(spec, path.parent) else "no"
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": spec.name,
+                    "sources": sources,
+                    "offline here": here,
+                    "description": " ".join(spec.description.split())[:70],
+                }
+            )
+    import pandas as pd
+
+    print_frame(pd.DataFrame(rows), "table")
+    return EXIT_OK
+
+
+# -- entry point -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="helmflow", description="Holistic evaluation of language models.")
+    parser.add_argument(
+        "--db", default=None, help="warehouse file (default: $HELMFLOW_DB or warehouse/helmflow.duckdb)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate models on suites or scenarios")
+    run.add_argument("specs", nargs="+", help="suite or scenario names or YAML files")
+    run.add_argument("--model", action="append", help="model spec name or file, or hf:<hub id or path> (repeatable)")
+    run.add_argument("--max-instances", type=int, default=None)
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument(
+        "--source",
+        choices=["auto", "offline", "hub"],
+        default="auto",
+        help="where data comes from: offline copy when available (auto), or force one",
+    )
+    run.set_defaults(func=cmd_run)
+
+    runs = sub.add_parser("runs", help="list runs, newest first")
+    runs.add_argument("--limit", type=int, default=50)
+    runs.set_defaults(func=cmd_runs)
+
+    query = sub.add_parser("query", help="run read-only SQL on the warehouse")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.set_defaults(func=cmd_query)
+
+    specs = sub.add_parser("specs", help="the spec library").add_subparsers(dest="specs_command", required=True)
+    validate = specs.add_parser("validate", help="check spec files")
+    validate.add_argument("paths", nargs="+")
+    validate.set_defaults(func=cmd_specs_validate)
+    specs.add_parser("list", help="list suites, scenarios and models").set_defaults(func=cmd_specs_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.db:
+        args.db = str(Path(args.db))
+    _quiet_environment(args.verbose)
+    from tasks.data import DataError
+    from tasks.models.base import ModelError
+    from tasks.validate import ValidationFailed
+    from warehouse.db import WarehouseError
+
+    try:
+        return int(args.func(args))
+    except (SpecError, DataError, ModelError, ValidationFailed, WarehouseError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

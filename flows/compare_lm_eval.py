@@ -1,0 +1,77 @@
+"""Compare a helmflow MMLU run with lm-evaluation-harness's logged samples, instance by instance.
+
+    python -m flows.compare_lm_eval --db W.duckdb --run RUN_ID SAMPLES_DIR
+
+SAMPLES_DIR holds lm-eval's `samples_<task>_<time>.jsonl` files (from `--log_samples`) for MMLU
+subject tasks whose names end in the subject (e.g. `mmlu_abstract_algebra`), scored zero-shot
+with lm-eval's standard MMLU prompt. lm-eval's doc_id is the row's index in the subject's test
+split, which is the number in helmflow's instance id (`abstract_algebra-12`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from warehouse.db import connect
+
+
+def lm_eval_samples(folder: Path, subjects: set[str]) -> dict[str, dict]:
+    samples = {}
+    for path in sorted(folder.glob("samples_*.jsonl")):
+        task = re.sub(r"_\d{4}-\d\d-\d\dT.*$", "", path.stem.removeprefix("samples_"))
+        subject = next((s for s in subjects if task.endswith(s)), None)
+        if subject is None:
+            continue
+        for line in path.open():
+            sample = json.loads(line)
+            loglikelihoods = [float(r[0][0]) for r in sample["resps"]]
+            samples[f"{subject}-{sample['doc_id']}"] = {
+                "context": sample["arguments"][0][0]
+                if isinstance(sample["arguments"], list)
+                else sample["arguments"]["gen_args_0"]["arg_0"],
+                "loglikelihoods": loglikelihoods,
+                "pred": max(range(len(loglikelihoods)), key=lambda k: loglikelihoods[k]),
+                "acc": float(sample["acc"]),
+            }
+    return samples
+
+
+def compare(db: str, run_id: str, folder: Path) -> dict[str, float]:
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "select p.instance_id, i.group_name, p.prompt, p.choice_logprobs, p.predicted_index, "
+            "(p.predicted_index = i.gold_index)::int from predictions p join instances i using (run_id, instance_id) "
+            "where run_id = ?",
+            [run_id],
+        ).fetchall()
+    ours = {r[0]: r for r in rows}
+    theirs = lm_eval_samples(folder, {r[1] for r in rows})
+    common = sorted(set(ours) & set(theirs))
+    same_prompt = sum(ours[i][2] == theirs[i]["context"] for i in common)
+    same_pred = sum(ours[i][4] == theirs[i]["pred"] for i in common)
+    max_diff = max(abs(a - b) for i in common for a, b in zip(ours[i][3], theirs[i]["loglikelihoods"], strict=True))
+    return {
+        "instances_compared": len(common),
+        "helmflow_only": len(set(ours) - set(theirs)),
+        "identical_prompts": same_prompt,
+        "identical_predictions": same_pred,
+        "max_abs_loglikelihood_diff": max_diff,
+        "helmflow_accuracy": sum(ours[i][5] for i in common) / len(common),
+        "lm_eval_accuracy": sum(theirs[i]["acc"] for i in common) / len(common),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("samples_dir", type=Path)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--run", required=True)
+    args = parser.parse_args()
+    print(json.dumps(compare(args.db, args.run, args.samples_dir), indent=2))
+
+
+if __name__ == "__main__":
+    main()

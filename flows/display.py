@@ -1,0 +1,95 @@
+"""What the CLI shows: live progress while a flow runs, and tables of results."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+class Display:
+    """A rich progress bar for inference, plus one line per finished stage (to stderr)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task_id: int | None = None
+
+    def __enter__(self) -> Display:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def stage(self, label: str, message: str) -> None:
+        console.print(f"[bold]{label}[/bold]: {message}")
+
+    def start_inference(self, label: str, total: int) -> None:
+        self.task_id = self.progress.add_task(f"{label}: inference", total=total)
+
+    def advance(self, done: int) -> None:
+        if self.task_id is not None:
+            self.progress.update(self.task_id, completed=done)
+
+    def end_inference(self) -> None:
+        if self.task_id is not None:
+            self.progress.remove_task(self.task_id)
+            self.task_id = None
+
+
+def print_frame(frame: pd.DataFrame, fmt: str) -> None:
+    if fmt == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif fmt == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=2))
+    else:
+        table = Table(show_lines=False)
+        for column in frame.columns:
+            table.add_column(str(column), overflow="fold")
+        for row in frame.itertuples(index=False):
+            table.add_row(
+                *[
+                    ""
+                    if v is None or (isinstance(v, float) and pd.isna(v))
+                    else (f"{v:.4g}" if isinstance(v, float) else str(v))
+                    for v in row
+                ]
+            )
+        # Piped output gets a wide fixed width rather than rich's 80 columns.
+        Console(width=None if sys.stdout.isatty() else 220).print(table)
+
+
+RESULTS_SQL = """
+select r.run_id, r.scenario, r.model, r.status, r.num_instances as n,
+       max(case when m.category = 'accuracy' and m.headline then m.metric end) as accuracy_metric,
+       max(case when m.category = 'accuracy' and m.headline then m.value end) as accuracy,
+       max(case when m.metric = 'ece_10_bin' then m.value end) as ece_10_bin,
+       max(case when m.metric = 'inference_runtime' then m.value end) as runtime_per_instance_s,
+       round(r.wall_seconds, 1) as wall_s
+from runs r left join metrics m on m.run_id = r.run_id and m.group_name = '' and m.perturbation = ''
+where r.run_id in (select unnest(?))
+group by all order by r.scenario, r.model
+"""
+
+
+def results_table(db: str | None, run_ids: list[str]) -> None:
+    from warehouse.db import connect
+
+    if not run_ids:
+        return
+    with connect(db, read_only=True) as con:
+        frame = con.execute(RESULTS_SQL, [run_ids]).df()
+    print_frame(frame, "table")

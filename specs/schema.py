@@ -1,0 +1,162 @@
+"""The spec language, v1: what a scenario, a model and a suite file may say.
+
+Every model forbids unknown keys, so a misspelt field is an error that names the field
+rather than a setting silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldMap(Strict):
+    """Where the canonical instance fields come from in a data row.
+
+    `choices` is either one column holding a list or a list of columns (one per option).
+    `answer_type` says how the `answer` column names the gold option.
+    """
+
+    id: str | None = None
+    input: str | None = None
+    choices: str | list[str] | None = None
+    answer: str | None = None
+    answer_type: Literal["index", "letter", "text", "label"] = "index"
+    # For answer_type 'label': raw label value -> option index (e.g. {"positive": 1}).
+    labels: dict[str, int] | None = None
+    references: str | None = None
+    group: str | None = None
+    # Groups are compared and stored as snake_case when true ("abstract algebra" -> "abstract_algebra").
+    group_snake_case: bool = False
+
+
+class HubSource(Strict):
+    """A dataset on the Hugging Face Hub, loaded with `datasets.load_dataset(path, name)`."""
+
+    path: str
+    name: str | None = None
+    revision: str | None = None
+    fields: FieldMap | None = None
+
+
+class OfflineSource(Strict):
+    """Files on disk or inside an installed package, keyed by split name."""
+
+    package: str | None = None
+    files: dict[str, str | list[str]]
+    format: Literal["json", "csv", "tsv", "parquet"] | None = None
+    # For header-less CSV/TSV files.
+    column_names: list[str] | None = None
+    # Rows whose listed fields all equal these values are dropped (e.g. header rows repeated in a file).
+    exclude_where: dict[str, str] | None = None
+    fields: FieldMap | None = None
+
+
+class Source(Strict):
+    hub: HubSource | None = None
+    offline: OfflineSource | None = None
+    split: str = "test"
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> Source:
+        if self.hub is None and self.offline is None:
+            raise ValueError("a source needs 'hub' or 'offline' (or both)")
+        return self
+
+
+class AdapterSpec(Strict):
+    """How instances become prompts. Defaults reproduce lm-evaluation-harness's MMLU format."""
+
+    method: Literal["multiple_choice_joint", "generation"] = "multiple_choice_joint"
+    # Python format fields: {group} and {group_words} (underscores as spaces).
+    instructions: str = ""
+    input_prefix: str = ""
+    input_suffix: str = "\n"
+    option_format: str = "{letter}. {text}\n"
+    output_prefix: str = "Answer:"
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+    num_train: int = Field(0, ge=0, le=64)
+    fewshot_split: str | None = None
+    # Generation only.
+    max_tokens: int = Field(32, ge=1, le=4096)
+    stop: list[str] = Field(default_factory=lambda: ["\n"])
+
+    @model_validator(mode="after")
+    def _fewshot_needs_split(self) -> AdapterSpec:
+        if self.num_train > 0 and not self.fewshot_split:
+            raise ValueError("num_train > 0 needs fewshot_split (the split exemplars come from)")
+        return self
+
+
+MetricName = Literal["accuracy", "calibration", "efficiency", "robustness", "fairness", "bias", "toxicity"]
+
+
+class ScenarioSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    source: Source
+    fields: FieldMap = FieldMap()
+    adapter: AdapterSpec = AdapterSpec()
+    main_metric: Literal["exact_match", "quasi_exact_match"] = "exact_match"
+    metrics: list[MetricName] = Field(default_factory=lambda: ["accuracy", "calibration", "efficiency"])
+    # Restrict to these groups (e.g. MMLU subjects). Empty means all.
+    groups: list[str] = Field(default_factory=list)
+    max_instances: int | None = Field(None, ge=1)
+
+
+class ModelSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    backend: Literal["embedded", "hf"]
+    # hf: a hub id or a local directory. embedded: ignored (the packaged SmolLM2 is used).
+    path: str | None = None
+    revision: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "cpu"
+    batch_size: int = Field(16, ge=1, le=1024)
+    max_length: int = Field(2048, ge=16)
+
+    @model_validator(mode="after")
+    def _hf_needs_path(self) -> ModelSpec:
+        if self.backend == "hf" and not self.path:
+            raise ValueError("backend 'hf' needs 'path' (a hub id or a local directory)")
+        return self
+
+
+class SuiteEntry(Strict):
+    scenario: str
+    max_instances: int | None = Field(None, ge=1)
+    groups: list[str] | None = None
+    num_train: int | None = Field(None, ge=0, le=64)
+
+
+class SuiteSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    models: list[str] = Field(default_factory=list)
+    scenarios: list[SuiteEntry] = Field(min_length=1)
+    seed: int = 0
+
+    @field_validator("scenarios", mode="before")
+    @classmethod
+    def _allow_bare_names(cls, value: object) -> object:
+        # `- mmlu` is shorthand for `- scenario: mmlu`.
+        if isinstance(value, list):
+            return [{"scenario": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+SPEC_KINDS: dict[str, type[Strict]] = {"scenario": ScenarioSpec, "model": ModelSpec, "suite": SuiteSpec}
+
+
+def group_words(group: str | None) -> str:
+    return re.sub(r"_+", " ", group or "").strip()

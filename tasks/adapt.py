@@ -1,0 +1,117 @@
+"""Adapter: instances become model requests (HELM's adapter stage).
+
+`multiple_choice_joint` lists the lettered options in the prompt and scores the option letters
+at the answer position, the way lm-evaluation-harness scores MMLU. `generation` asks for a
+greedy completion. Both take zero or k exemplars from a named split, label-balanced and seeded.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Literal
+
+from specs.schema import AdapterSpec, group_words
+from tasks.instances import LETTERS, Instance
+
+RequestKind = Literal["multiple_choice", "generation"]
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str
+    instance_id: str
+    kind: RequestKind
+    prompt: str
+    # multiple_choice: the continuations scored after the prompt (" A", " B", ...).
+    continuations: tuple[str, ...] = ()
+    max_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    perturbation: str = ""
+
+
+def _fill(template: str, group: str | None) -> str:
+    # Plain replacement rather than str.format: instructions may contain literal braces.
+    return template.replace("{group_words}", group_words(group)).replace("{group}", group or "")
+
+
+def render_block(adapter: AdapterSpec, inst: Instance) -> str:
+    """One instance's question part, up to and including the output prefix."""
+    text = f"{adapter.input_prefix}{inst.input.strip()}{adapter.input_suffix}"
+    if adapter.method == "multiple_choice_joint":
+        for letter, choice in zip(LETTERS, inst.choices, strict=False):
+            text += adapter.option_format.replace("{letter}", letter).replace("{text}", choice)
+    return text + adapter.output_prefix
+
+
+def target_text(adapter: AdapterSpec, inst: Instance) -> str:
+    if adapter.method == "multiple_choice_joint":
+        return LETTERS[inst.gold_index or 0]
+    return inst.gold_text or ""
+
+
+def choose_exemplars(pool: list[Instance], k: int, seed: int, group: str | None) -> list[Instance]:
+    """k exemplars, label-balanced (round-robin over gold labels) and seeded; same group when possible."""
+    if k == 0 or not pool:
+        return []
+    same_group = [p for p in pool if p.group == group]
+    candidates = same_group if same_group else pool
+    rng = random.Random(f"{seed}:{group}")
+    by_label: dict[object, list[Instance]] = defaultdict(list)
+    for inst in candidates:
+        by_label[inst.gold_index if inst.gold_index is not None else inst.gold_text].append(inst)
+    buckets = [by_label[label] for label in sorted(by_label, key=str)]
+    for bucket in buckets:
+        rng.shuffle(bucket)
+    rng.shuffle(buckets)
+    chosen: list[Instance] = []
+    while len(chosen) < k and any(buckets):
+        for bucket in buckets:
+            if bucket and len(chosen) < k:
+                chosen.append(bucket.pop())
+    rng.shuffle(chosen)
+    return chosen
+
+
+def render_prompt(adapter: AdapterSpec, inst: Instance, exemplars: list[Instance]) -> str:
+    shots = "".join(
+        render_block(adapter, ex) + adapter.target_delimiter + target_text(adapter, ex) + adapter.fewshot_delimiter
+        for ex in exemplars
+    )
+    return _fill(adapter.instructions, inst.group) + shots + render_block(adapter, inst)
+
+
+def build_requests(
+    adapter: AdapterSpec, instances: list[Instance], fewshot_pool: list[Instance], seed: int
+) -> list[Request]:
+    exemplar_cache: dict[str | None, list[Instance]] = {}
+    requests = []
+    for inst in instances:
+        if inst.group not in exemplar_cache:
+            exemplar_cache[inst.group] = choose_exemplars(fewshot_pool, adapter.num_train, seed, inst.group)
+        exemplars = [e for e in exemplar_cache[inst.group] if e.id != inst.id]
+        prompt = render_prompt(adapter, inst, exemplars)
+        if adapter.method == "multiple_choice_joint":
+            letters = LETTERS[: len(inst.choices)]
+            requests.append(
+                Request(
+                    id=inst.id,
+                    instance_id=inst.id,
+                    kind="multiple_choice",
+                    prompt=prompt,
+                    continuations=tuple(adapter.target_delimiter + letter for letter in letters),
+                )
+            )
+        else:
+            requests.append(
+                Request(
+                    id=inst.id,
+                    instance_id=inst.id,
+                    kind="generation",
+                    prompt=prompt,
+                    max_tokens=adapter.max_tokens,
+                    stop=tuple(adapter.stop),
+                )
+            )
+    return requests

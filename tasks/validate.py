@@ -1,0 +1,161 @@
+"""Great Expectations suites for the three stages: instances, predictions and stats.
+
+Each stage's table is a pandas DataFrame validated in an ephemeral GX context. The results are
+returned as plain records (stage, expectation, success, the ids of the failing rows) so that the
+warehouse stores every one of them and the CLI can say which expectation failed on which rows.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pandas as pd
+
+# Expected ranges per metric family; a stat outside its range fails validation.
+UNIT_INTERVAL_CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "bias", "toxicity")
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    stage: str
+    expectation: str
+    kwargs: str  # JSON of the expectation's arguments
+    success: bool
+    element_count: int
+    unexpected_count: int
+    unexpected_ids: list[str]
+
+    def describe(self, where: dict[str, str] | None = None) -> str:
+        """One line; `where` maps row ids to their place in the source (file and row)."""
+        names = [f"{i} ({where[i]})" if where and i in where else i for i in self.unexpected_ids[:5]]
+        more = " ..." if len(self.unexpected_ids) > 5 else ""
+        return f"{self.stage}: {self.expectation} {self.kwargs} failed on {self.unexpected_count} row(s): " + (
+            ", ".join(names) + more
+        )
+
+
+class ValidationFailed(ValueError):
+    def __init__(self, results: list[ValidationResult], where: dict[str, str] | None = None) -> None:
+        self.results = results
+        failed = [r.describe(where) for r in results if not r.success]
+        super().__init__("validation failed:\n  " + "\n  ".join(failed))
+
+
+@cache
+def _context() -> Any:
+    import logging
+
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context.data_sources.add_pandas("helmflow")
+
+
+def _run(stage: str, frame: pd.DataFrame, id_column: str, expectations: list[Any]) -> list[ValidationResult]:
+    import great_expectations as gx
+
+    source = _context()
+    try:
+        asset = source.get_asset(stage)
+    except LookupError:
+        asset = source.add_dataframe_asset(stage)
+    try:
+        definition = asset.get_batch_definition("all")
+    except KeyError:
+        definition = asset.add_batch_definition_whole_dataframe("all")
+    batch = definition.get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+    suite = gx.ExpectationSuite(name=stage, expectations=expectations)
+    outcome = batch.validate(
+        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]}
+    )
+    results = []
+    for item in outcome.results:
+        config = item.expectation_config
+        kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+        unexpected = item.result.get("unexpected_index_list") or []
+        ids = [str(u.get(id_column)) if isinstance(u, dict) else str(u) for u in unexpected]
+        results.append(
+            ValidationResult(
+                stage=stage,
+                expectation=config.type,
+                kwargs=json.dumps(kwargs, sort_keys=True, default=str),
+                success=bool(item.success),
+                element_count=int(item.result.get("element_count") or len(frame)),
+                unexpected_count=int(item.result.get("unexpected_count") or 0),
+                unexpected_ids=ids,
+            )
+        )
+    return results
+
+
+def validate_instances(frame: pd.DataFrame) -> list[ValidationResult]:
+    """Columns: instance_id, input, n_choices, gold_index (multiple choice rows have n_choices > 0)."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    mc = "n_choices > 0"
+    return _run(
+        "instances",
+        frame,
+        "instance_id",
+        [
+            e.ExpectColumnValuesToBeUnique(column="instance_id"),
+            e.ExpectColumnValuesToNotBeNull(column="input"),
+            e.ExpectColumnValueLengthsToBeBetween(column="input", min_value=1),
+            e.ExpectColumnValuesToBeBetween(
+                column="gold_index", min_value=0, row_condition=mc, condition_parser="pandas"
+            ),
+            e.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="n_choices", column_B="gold_index", row_condition=mc, condition_parser="pandas"
+            ),
+        ],
+    )
+
+
+def validate_predictions(frame: pd.DataFrame, expected_requests: int) -> list[ValidationResult]:
+    """Columns: request_id, completion, confidence, latency_s, error."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    return _run(
+        "predictions",
+        frame,
+        "request_id",
+        [
+            e.ExpectTableRowCountToEqual(value=expected_requests),
+            e.ExpectColumnValuesToBeUnique(column="request_id"),
+            e.ExpectColumnValuesToBeBetween(column="confidence", min_value=0.0, max_value=1.0),
+            e.ExpectColumnValuesToBeBetween(column="latency_s", min_value=0.0, strict_min=True),
+            e.ExpectColumnValueLengthsToBeBetween(
+                column="completion", min_value=1, row_condition="error.isnull()", condition_parser="pandas"
+            ),
+        ],
+    )
+
+
+def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
+    """Columns: key (category/metric/perturbation/group), category, metric, value, n."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    unit = " or ".join(f'category == "{c}"' for c in UNIT_INTERVAL_CATEGORIES)
+    return _run(
+        "stats",
+        frame,
+        "key",
+        [
+            e.ExpectColumnValuesToBeBetween(
+                column="value", min_value=0.0, max_value=1.0, row_condition=unit, condition_parser="pandas"
+            ),
+            e.ExpectColumnValuesToBeBetween(
+                column="value", min_value=0.0, row_condition='category == "efficiency"', condition_parser="pandas"
+            ),
+            e.ExpectColumnValuesToBeBetween(column="n", min_value=0),
+        ],
+    )

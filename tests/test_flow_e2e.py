@@ -1,0 +1,136 @@
+"""The real flow on the real embedded model, into a temporary DuckDB file."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from specs.library import apply_suite_entry, find_scenario
+from specs.loader import spec_hash
+from tasks.adapt import build_requests
+from tasks.data import load_instances, select
+from tasks.metrics.calibration import ece, option_probabilities
+from tests.conftest import write
+from warehouse.db import connect
+
+pytestmark = pytest.mark.model
+
+SUITE = """
+name: tiny
+models: [smollm2-135m-instruct]
+seed: 3
+scenarios:
+  - scenario: mmlu
+    groups: [abstract_algebra, anatomy]
+    max_instances: 6
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    folder = tmp_path_factory.mktemp("e2e")
+    db = folder / "e2e.duckdb"
+    code = main(["--db", str(db), "run", str(write(folder / "tiny.yaml", SUITE))])
+    return db, code
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with connect(db, read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_run_succeeds_with_its_provenance(finished_run: tuple[Path, int]) -> None:
+    db, code = finished_run
+    assert code == 0
+    spec = apply_suite_entry(find_scenario("mmlu"), groups=["abstract_algebra", "anatomy"], max_instances=6)
+    [(suite, status, hashed, fingerprint, seed, n, flow_run, versions)] = rows(
+        db,
+        "select suite, status, spec_hash, model_fingerprint, seed, num_instances, flow_run_id, package_versions "
+        "from runs",
+    )
+    assert (suite, status, hashed, seed, n) == ("tiny", "succeeded", spec_hash(spec), 3, 6)
+    assert fingerprint.startswith("gguf-sha256:")
+    assert len(flow_run) == 36  # Prefect's flow-run UUID
+    assert json.loads(versions)["torch"].startswith("2.13.0")
+
+
+def test_stored_instances_and_prompts_are_the_seeded_selection(finished_run: tuple[Path, int]) -> None:
+    db, _ = finished_run
+    spec = find_scenario("mmlu")
+    everything, _ = load_instances(spec)
+    chosen = select(everything, ["abstract_algebra", "anatomy"], 6, seed=3)
+    assert rows(db, "select instance_id, gold_index from instances order by rowid") == [
+        (i.id, i.gold_index) for i in chosen
+    ]
+    expected_prompts = {r.instance_id: r.prompt for r in build_requests(spec.adapter, chosen, [], 3)}
+    stored = dict(rows(db, "select instance_id, prompt from predictions"))
+    assert stored == expected_prompts
+
+
+def test_predictions_are_argmax_of_stored_logprobs(finished_run: tuple[Path, int]) -> None:
+    db, _ = finished_run
+    for logprobs, index, letter, confidence, latency, tokens in rows(
+        db, "select choice_logprobs, predicted_index, completion, confidence, latency_s, prompt_tokens from predictions"
+    ):
+        assert len(logprobs) == 4 and all(lp < 0 for lp in logprobs)
+        assert index == max(range(4), key=lambda k: logprobs[k])
+        assert letter == "ABCD"[index]
+        assert confidence == pytest.approx(option_probabilities(logprobs)[index], abs=1e-12)
+        assert latency > 0 and tokens > 20
+
+
+def test_metrics_equal_what_the_stored_rows_give(finished_run: tuple[Path, int]) -> None:
+    db, _ = finished_run
+    stats = rows(
+        db,
+        "select p.confidence, s.value from predictions p join instance_stats s using (run_id, "
+        "instance_id) where s.metric = 'exact_match' order by p.instance_id",
+    )
+    metrics = dict(rows(db, "select metric, value from metrics where group_name = ''"))
+    assert metrics["exact_match"] == pytest.approx(sum(v for _, v in stats) / 6, abs=1e-12)
+    assert metrics["ece_10_bin"] == pytest.approx(ece([c for c, _ in stats], [int(v) for _, v in stats], 10))
+    runtimes = [r for (r,) in rows(db, "select latency_s from predictions")]
+    assert metrics["inference_runtime"] == pytest.approx(sum(runtimes) / 6)
+    assert math.isclose(metrics["instances_per_second"], 6 / sum(runtimes))
+    by_group = rows(
+        db, "select group_name, n from metrics where metric = 'exact_match' and group_name != '' order by 1"
+    )
+    assert [g for g, _ in by_group] == ["abstract_algebra", "anatomy"] and sum(n for _, n in by_group) == 6
+
+
+def test_every_expectation_is_stored_and_passed(finished_run: tuple[Path, int]) -> None:
+    db, _ = finished_run
+    stored = rows(db, "select stage, count(*), bool_and(success) from validations group by 1 order by 1")
+    assert stored == [("instances", 5, True), ("predictions", 5, True), ("stats", 3, True)]
+
+
+def test_cli_query_and_runs_read_the_warehouse(finished_run: tuple[Path, int], capsys: pytest.CaptureFixture) -> None:
+    db, _ = finished_run
+    capsys.readouterr()
+    assert main(["--db", str(db), "query", "select scenario, status, num_instances from runs", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "scenario,status,num_instances\nmmlu,succeeded,6\n"
+    assert main(["--db", str(db), "runs"]) == 0
+    assert "succeeded" in capsys.readouterr().out
+    assert main(["--db", str(db), "query", "delete from runs"]) == 2  # read-only
+    assert rows(db, "select count(*) from runs") == [(1,)]
+
+
+def test_batched_scores_equal_one_at_a_time_scores() -> None:
+    import torch
+
+    from specs.library import find_model
+    from tasks.models import load_model
+
+    model = load_model(find_model("smollm2-135m-instruct"))
+    spec = find_scenario("mmlu")
+    chosen = select(load_instances(spec)[0], ["anatomy"], 5, seed=0)
+    requests = build_requests(spec.adapter, chosen, [], 0)
+    batched = model.loglikelihood(requests)
+    for request, completion in zip(requests, batched, strict=True):
+        ids = model.tokenizer(request.prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(model.model(ids).logits[0, -1].float(), dim=-1)
+        letters = [model.tokenizer(c, add_special_tokens=False).input_ids[0] for c in request.continuations]
+        assert completion.logprobs == pytest.approx([float(logprobs[t]) for t in letters], abs=1e-4)

@@ -1,0 +1,54 @@
+import pandas as pd
+
+from tasks.validate import validate_instances, validate_predictions, validate_stats
+
+
+def failed(results):
+    return {(r.expectation, tuple(r.unexpected_ids)) for r in results if not r.success}
+
+
+def test_instances_duplicate_ids_and_gold_out_of_range() -> None:
+    frame = pd.DataFrame(
+        {
+            "instance_id": ["a", "b", "b", "g"],
+            "input": ["x", "y", "z", "w"],
+            "n_choices": [4, 4, 4, 0],
+            "gold_index": pd.array([0, 4, 1, None], dtype="Int64"),
+        }
+    )
+    assert failed(validate_instances(frame)) == {
+        ("expect_column_values_to_be_unique", ("b", "b")),
+        ("expect_column_pair_values_a_to_be_greater_than_b", ("b",)),
+    }
+
+
+def test_predictions_empty_output_is_allowed_only_with_an_error() -> None:
+    frame = pd.DataFrame(
+        {
+            "request_id": ["a", "b", "c"],
+            "completion": ["A", "", ""],
+            "confidence": [0.5, 0.2, None],
+            "latency_s": [0.1, 0.2, 0.3],
+            "error": pd.array([None, None, "timeout"], dtype="string"),
+        }
+    )
+    assert failed(validate_predictions(frame, expected_requests=3)) == {
+        ("expect_column_value_lengths_to_be_between", ("b",)),
+    }
+    assert ("expect_table_row_count_to_equal", ()) in failed(validate_predictions(frame, expected_requests=4))
+
+
+def test_stats_out_of_range() -> None:
+    frame = pd.DataFrame(
+        {
+            "key": ["acc", "ece", "rt"],
+            "category": ["accuracy", "calibration", "efficiency"],
+            "metric": ["exact_match", "ece_10_bin", "inference_runtime"],
+            "value": [1.5, 0.2, -1.0],
+            "n": [3, 3, 3],
+        }
+    )
+    assert failed(validate_stats(frame)) == {
+        ("expect_column_values_to_be_between", ("acc",)),
+        ("expect_column_values_to_be_between", ("rt",)),
+    }

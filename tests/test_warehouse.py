@@ -1,0 +1,121 @@
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from warehouse import writer
+from warehouse.db import WarehouseError, connect, latest_version
+
+RUN = {
+    "run_id": "r1",
+    "scenario": "s",
+    "spec_hash": "h",
+    "spec_json": "{}",
+    "model": "m",
+    "model_json": "{}",
+    "seed": 0,
+    "adapter_json": "{}",
+}
+
+
+def counts(db: Path) -> dict[str, int]:
+    with connect(db, read_only=True) as con:
+        return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in writer.RESULT_TABLES}
+
+
+def test_new_warehouse_gets_the_latest_schema(db: Path) -> None:
+    with connect(db) as con:
+        assert con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 1
+        tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+    assert {"runs", "instances", "predictions", "instance_stats", "metrics", "validations"} <= tables
+
+
+def test_newer_schema_is_refused(db: Path) -> None:
+    with connect(db) as con:
+        con.execute("insert into schema_version (version, name) values (99, 'future.sql')")
+    with pytest.raises(WarehouseError, match="schema version 99 is newer than this helmflow knows"), connect(db):
+        pass
+
+
+def test_run_lands_whole(db: Path) -> None:
+    writer.start_run(db, RUN)
+    tables = {
+        "metrics": pd.DataFrame(
+            [
+                {
+                    "metrics_version": 1,
+                    "category": "accuracy",
+                    "metric": "exact_match",
+                    "perturbation": "",
+                    "group_name": "",
+                    "value": 0.5,
+                    "n": 2,
+                    "lower_is_better": False,
+                    "headline": True,
+                }
+            ]
+        )
+    }
+    writer.finish_run(db, "r1", "succeeded", tables, {"wall_seconds": 1.5})
+    with connect(db, read_only=True) as con:
+        assert con.execute("select status, wall_seconds from runs").fetchall() == [("succeeded", 1.5)]
+        assert con.execute("select run_id, metric, value from metrics").fetchall() == [("r1", "exact_match", 0.5)]
+
+
+def test_failure_inside_the_final_write_leaves_no_result_rows(db: Path) -> None:
+    writer.start_run(db, RUN)
+    good = pd.DataFrame([{"instance_id": "i", "split": "test", "input": "x"}])
+    bad = pd.DataFrame([{"no_such_column": 1}])  # fails after instances were inserted
+    with pytest.raises(duckdb.Error):
+        writer.finish_run(db, "r1", "succeeded", {"instances": good, "predictions": bad}, {})
+    assert counts(db) == dict.fromkeys(writer.RESULT_TABLES, 0)
+    writer.fail_run(db, "r1", "boom")
+    with connect(db, read_only=True) as con:
+        assert con.execute("select status, error from runs").fetchall() == [("failed", "boom")]
+
+
+def test_interrupted_runs_are_reaped(db: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    writer.start_run(db, RUN)
+    with connect(db) as con:
+        con.execute("update runs set pid = ?", [dead.pid])
+        assert writer.reap_interrupted(con) == 1
+        assert con.execute("select status from runs").fetchone()[0] == "failed"
+
+
+def test_a_locked_warehouse_waits_then_names_the_file(db: Path) -> None:
+    with connect(db):
+        pass
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(db)!r})
+        print("locked", flush=True)
+        time.sleep(3)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    with (
+        pytest.raises(WarehouseError, match=f"{db}: the warehouse is locked by another process"),
+        connect(db, timeout=0.3),
+    ):
+        pass
+    began = time.monotonic()
+    with connect(db, timeout=30) as con:  # waits for the holder to exit, then writes
+        con.execute("select 1")
+    assert time.monotonic() - began > 0.5
+    holder.wait()
+    assert os.path.exists(db)

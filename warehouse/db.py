@@ -1,0 +1,117 @@
+"""Open the DuckDB warehouse: where it lives, schema migrations, and the one-writer lock.
+
+DuckDB lets one process at a time open a file for writing; a second gets an immediate lock
+error. helmflow holds a connection only for the moment it writes, and a process that finds
+the file locked retries for a while (HELMFLOW_DB_LOCK_TIMEOUT seconds) before it gives up with
+a message that names the file, so two runs finishing together both land.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_DB = Path(__file__).parent / "helmflow.duckdb"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class WarehouseError(RuntimeError):
+    """A warehouse that cannot be opened or used; the message names the file."""
+
+
+def db_path(explicit: str | Path | None = None) -> Path:
+    return Path(explicit or os.environ.get("HELMFLOW_DB") or DEFAULT_DB)
+
+
+def migrations() -> list[tuple[int, Path]]:
+    files = sorted(MIGRATIONS.glob("*.sql"))
+    return [(int(f.name.split("_", 1)[0]), f) for f in files]
+
+
+def latest_version() -> int:
+    return max(v for v, _ in migrations())
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.execute(
+        "select count(*) from information_schema.tables where table_name = 'schema_version'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = con.execute("select max(version) from schema_version").fetchone()
+    return int(row[0] or 0) if row else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Apply every migration newer than the file's version, each in its own transaction."""
+    current = schema_version(con)
+    latest = latest_version()
+    if current > latest:
+        raise WarehouseError(
+            f"{path}: schema version {current} is newer than this helmflow knows ({latest}); upgrade helmflow"
+        )
+    if 0 < current < latest and path.exists():
+        # Keep the older file as it was before upgrading it in place.
+        con.execute("checkpoint")
+        shutil.copy2(path, path.with_name(f"{path.name}.v{current}.bak"))
+    for version, file in migrations():
+        if version <= current:
+            continue
+        con.execute("begin transaction")
+        try:
+            con.execute(
+                "create table if not exists schema_version (version integer primary key, name varchar, "
+                "applied_at timestamp default current_timestamp)"
+            )
+            con.execute(file.read_text())
+            con.execute("insert into schema_version (version, name) values (?, ?)", [version, file.name])
+            con.execute("commit")
+        except Exception:
+            con.execute("rollback")
+            raise
+    return latest
+
+
+def _open(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise WarehouseError(f"{path}: cannot open the warehouse: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise WarehouseError(
+                    f"{path}: the warehouse is locked by another process and stayed locked for {timeout:.0f} s "
+                    f"(DuckDB allows one writer per file; set HELMFLOW_DB_LOCK_TIMEOUT to wait longer): {exc}"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+@contextmanager
+def connect(
+    path: str | Path | None = None, read_only: bool = False, timeout: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection; writable connections bring the schema up to date first."""
+    path = db_path(path)
+    if timeout is None:
+        timeout = float(os.environ.get("HELMFLOW_DB_LOCK_TIMEOUT", "300"))
+    if read_only and not path.exists():
+        raise WarehouseError(f"{path}: no warehouse here yet; `helmflow run` creates it")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = _open(path, read_only, timeout)
+    try:
+        if not read_only:
+            migrate(con, path)
+        yield con
+    finally:
+        con.close()
