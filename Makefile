@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/helmflow run specs/suites/quickstart.yaml
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)

@@ -78,6 +78,10 @@ def _run(stage: str, frame: pd.DataFrame, id_column: str, expectations: list[Any
     for item in outcome.results:
         config = item.expectation_config
         kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+        condition = kwargs.get("row_condition")
+        if isinstance(condition, dict) and "pass_through_filter" in condition:
+            # GX sometimes hands back the pandas condition wrapped; store the condition as written.
+            kwargs["row_condition"] = condition["pass_through_filter"]
         unexpected = item.result.get("unexpected_index_list") or []
         ids = [str(u.get(id_column)) if isinstance(u, dict) else str(u) for u in unexpected]
         results.append(
