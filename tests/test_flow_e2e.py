@@ -134,3 +134,64 @@ def test_batched_scores_equal_one_at_a_time_scores() -> None:
             logprobs = torch.log_softmax(model.model(ids).logits[0, -1].float(), dim=-1)
         letters = [model.tokenizer(c, add_special_tokens=False).input_ids[0] for c in request.continuations]
         assert completion.logprobs == pytest.approx([float(logprobs[t]) for t in letters], abs=1e-4)
+
+
+GENERATION = """
+name: capitals
+source:
+  offline: {files: {test: capitals.jsonl}}
+fields: {input: prompt, references: answers}
+adapter:
+  method: generation
+  instructions: "Complete the sentence.\\n"
+  input_suffix: ""
+  output_prefix: ""
+  max_tokens: 6
+  stop: [".", "\\n"]
+metrics: [accuracy, calibration, efficiency]
+main_metric: quasi_exact_match
+"""
+
+
+def test_generation_scenario_runs_end_to_end(tmp_path: Path) -> None:
+    data = [
+        {"prompt": "The capital of France is", "answers": ["Paris"]},
+        {"prompt": "The capital of Italy is", "answers": ["Rome", "Roma"]},
+        {"prompt": "On a clear day the colour of the sky is", "answers": ["blue"]},
+    ]
+    write(tmp_path / "capitals.jsonl", "\n".join(json.dumps(r) for r in data))
+    spec = write(tmp_path / "capitals.yaml", GENERATION)
+    db = tmp_path / "gen.duckdb"
+    assert main(["--db", str(db), "run", str(spec)]) == 0
+    stored = rows(
+        db,
+        "select p.prompt, p.completion, p.output_tokens, p.confidence, s.value from predictions "
+        "p join instance_stats s using (run_id, instance_id) where s.metric = "
+        "'quasi_exact_match' order by p.instance_id",
+    )
+    assert stored[0][0] == "Complete the sentence.\nThe capital of France is"
+    assert stored[0][1] == " Paris"  # greedy, cut at the stop sequence "."
+    assert stored[0][4] == 1.0
+    for _, completion, tokens, confidence, _ in stored:
+        assert "\n" not in completion and 0 < tokens <= 6 and 0 < confidence <= 1
+    [(value,)] = rows(db, "select value from metrics where metric = 'quasi_exact_match' and group_name = ''")
+    assert value == pytest.approx(sum(r[4] for r in stored) / 3)
+
+
+def test_batched_generation_equals_one_at_a_time() -> None:
+    from specs.library import find_model
+    from tasks.adapt import Request
+    from tasks.models import load_model
+
+    model = load_model(find_model("smollm2-135m-instruct"))
+    prompts = ["The capital of France is", "Once upon a time, in a small village far away,", "1, 2, 3,"]
+    requests = [
+        Request(id=str(i), instance_id=str(i), kind="generation", prompt=p, max_tokens=8, stop=(".",))
+        for i, p in enumerate(prompts)
+    ]
+    together = model.generate(requests)
+    alone = [model.generate([r])[0] for r in requests]
+    assert [c.text for c in together] == [c.text for c in alone]
+    for c in together:
+        assert "." not in c.text and len(c.logprobs) == c.output_tokens <= 8
+        assert c.logprobs == pytest.approx(alone[int(c.request_id)].logprobs, abs=1e-3)
