@@ -12,7 +12,7 @@ import json
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -27,7 +27,8 @@ from tasks.adapt import Request, build_requests
 from tasks.data import ResolvedSource, load_instances, select
 from tasks.instances import Instance, instances_fingerprint
 from tasks.metrics import Metric, Prediction, Stat, score, to_prediction
-from tasks.models import ModelBackend, load_model
+from tasks.metrics.toxicity import classifier as toxicity_classifier
+from tasks.models import Completion, ModelBackend, load_model
 from tasks.validate import ValidationFailed, ValidationResult, validate_instances, validate_predictions, validate_stats
 from warehouse import writer
 
@@ -103,19 +104,35 @@ def model_stage(spec: ModelSpec) -> ModelBackend:
     return load_model(spec)
 
 
+def _request_key(request: Request) -> tuple:
+    return (request.kind, request.prompt, request.continuations, request.max_tokens, request.stop)
+
+
 @task(name="infer", **TASK_OPTIONS)
 def infer_stage(model: ModelBackend, requests: list[Request], label: str) -> list[Prediction]:
-    progress.reporter.start_inference(label, len(requests))
-    report = lambda done, total: progress.reporter.advance(round(done * len(requests) / max(total, 1)))  # noqa: E731
-    choice = [r for r in requests if r.kind == "multiple_choice"]
-    generation = [r for r in requests if r.kind == "generation"]
-    completions = {}
+    """Run each distinct request once (a perturbation often leaves a prompt unchanged), then share results."""
+    unique: dict[tuple, Request] = {}
+    for request in requests:
+        unique.setdefault(_request_key(request), request)
+    distinct = list(unique.values())
+    progress.reporter.start_inference(label, len(distinct))
+
+    def report(done: int, total: int) -> None:
+        progress.reporter.advance(round(done * len(distinct) / max(total, 1)))
+
+    results: dict[str, Completion] = {}
+    choice = [r for r in distinct if r.kind == "multiple_choice"]
+    generation = [r for r in distinct if r.kind == "generation"]
     if choice:
-        completions.update({c.request_id: c for c in model.loglikelihood(choice, report)})
+        results.update({c.request_id: c for c in model.loglikelihood(choice, report)})
     if generation:
-        completions.update({c.request_id: c for c in model.generate(generation, report)})
+        results.update({c.request_id: c for c in model.generate(generation, report)})
     progress.reporter.end_inference()
-    return [to_prediction(r, completions[r.id]) for r in requests]
+    predictions = []
+    for request in requests:
+        computed = results[unique[_request_key(request)].id]
+        predictions.append(to_prediction(request, replace(computed, request_id=request.id)))
+    return predictions
 
 
 @task(name="validate-predictions", **TASK_OPTIONS)
@@ -126,16 +143,28 @@ def validate_predictions_stage(predictions: list[Prediction], expected: int) -> 
 
 
 @task(name="score", **TASK_OPTIONS)
-def score_stage(spec: ScenarioSpec, instances: list[Instance], predictions: list[Prediction]):
-    return score(spec, instances, predictions)
+def score_stage(
+    spec: ScenarioSpec, instances: list[Instance], predictions: list[Prediction], num_parameters: int | None
+) -> tuple[list[Stat], list[Metric], str | None]:
+    """Stats and metrics, and the toxicity classifier's name==version when it was used."""
+    classifier = toxicity_classifier(spec.toxicity_classifier) if "toxicity" in spec.metrics else None
+    stats, metrics = score(spec, instances, predictions, num_parameters, classifier)
+    return stats, metrics, f"{classifier.name}=={classifier.version}" if classifier else None
 
 
 @task(name="validate-stats", **TASK_OPTIONS)
 def validate_stats_stage(metrics: list[Metric]) -> list[ValidationResult]:
+    frame = metrics_frame(metrics)
+    frame["key"] = frame.category + "/" + frame.metric + "/" + frame.perturbation + "/" + frame.group_name
+    # Beside each worst-case value, the unperturbed value of the same metric: worst case can only be lower.
+    unperturbed = {
+        m.metric: m.value for m in metrics if m.category == "accuracy" and not m.perturbation and not m.group
+    }
+    frame["unperturbed_value"] = [
+        unperturbed.get(m.metric) if m.perturbation == "worst_case" else None for m in metrics
+    ]
     return validate_stats(
-        metrics_frame(metrics).assign(
-            key=lambda f: f.category + "/" + f.metric + "/" + f.perturbation + "/" + f.group_name
-        )[["key", "category", "metric", "value", "n"]]
+        frame[["key", "category", "metric", "perturbation", "lower_is_better", "value", "unperturbed_value", "n"]]
     )
 
 
@@ -221,6 +250,12 @@ def validations_frame(results: list[ValidationResult]) -> pd.DataFrame:
     )
 
 
+def perturbations_of(spec: ScenarioSpec) -> list[str]:
+    """The perturbations a run needs: those of the categories the spec measures."""
+    names = list(spec.perturbations.robustness) if "robustness" in spec.metrics else []
+    return names + (list(spec.perturbations.fairness) if "fairness" in spec.metrics else [])
+
+
 # -- one (model, scenario) pair -------------------------------------------------------------------------
 
 
@@ -258,10 +293,10 @@ def evaluate(
         },
     )
     try:
-        requests = build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed)
+        requests = build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec))
         predictions = infer_stage(model, requests, label)
         checks = list(prep.checks) + validate_predictions_stage(predictions, len(requests))
-        stats, metrics = score_stage(spec, prep.instances, predictions)
+        stats, metrics, classifier = score_stage(spec, prep.instances, predictions, info.num_parameters)
         checks += validate_stats_stage(metrics)
         failed = [c for c in checks if not c.success]
         status = "validation_failed" if failed else "succeeded"
@@ -273,7 +308,13 @@ def evaluate(
             "validations": validations_frame(checks),
         }
         error = "; ".join(c.describe() for c in failed) or None
-        write_stage(db, run_id, status, tables, {"error": error, "wall_seconds": time.perf_counter() - began})
+        updates = {
+            "error": error,
+            "wall_seconds": time.perf_counter() - began,
+            "toxicity_classifier": classifier,
+            "num_parameters": info.num_parameters,
+        }
+        write_stage(db, run_id, status, tables, updates)
         progress.reporter.stage(label, f"{status} (run {run_id})")
         return RunOutcome(run_id, spec.name, model_spec.name, status, error)
     except Exception as exc:

@@ -187,6 +187,17 @@ def cmd_specs_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_perturb(args: argparse.Namespace) -> int:
+    from tasks.perturb import perturb
+
+    try:
+        print(perturb(args.name, args.text, args.seed, args.key))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
 # -- entry point -------------------------------------------------------------------------------------
 
 
@@ -219,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(func=cmd_query)
+
+    perturb = sub.add_parser("perturb", help="show what a perturbation does to a text")
+    perturb.add_argument(
+        "name",
+        help="lowercase, contractions, expansions, misspellings, extra_space, typos, "
+        "mild_mix, gender, race_names or dialect",
+    )
+    perturb.add_argument("text")
+    perturb.add_argument("--seed", type=int, default=0)
+    perturb.add_argument("--key", default="", help="the instance id (runs seed each instance by its id)")
+    perturb.set_defaults(func=cmd_perturb)
 
     specs = sub.add_parser("specs", help="the spec library").add_subparsers(dest="specs_command", required=True)
     validate = specs.add_parser("validate", help="check spec files")

@@ -72,16 +72,22 @@ def print_frame(frame: pd.DataFrame, fmt: str) -> None:
         Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
-RESULTS_SQL = """
+CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "bias", "toxicity", "efficiency")
+HEADLINE_COLUMNS = ",\n".join(
+    f"       max(case when m.category = '{c}' and m.headline then m.value end) as {c}" for c in CATEGORIES
+)
+RESULTS_SQL = f"""
 select r.run_id, r.scenario, r.model, r.status, r.num_instances as n,
-       max(case when m.category = 'accuracy' and m.headline then m.metric end) as accuracy_metric,
-       max(case when m.category = 'accuracy' and m.headline then m.value end) as accuracy,
-       max(case when m.metric = 'ece_10_bin' then m.value end) as ece_10_bin,
-       max(case when m.metric = 'inference_runtime' then m.value end) as runtime_per_instance_s,
+{HEADLINE_COLUMNS},
        round(r.wall_seconds, 1) as wall_s
-from runs r left join metrics m on m.run_id = r.run_id and m.group_name = '' and m.perturbation = ''
+from runs r left join metrics m on m.run_id = r.run_id and m.group_name = ''
 where r.run_id in (select unnest(?))
 group by all order by r.scenario, r.model
+"""
+HEADLINE_NAMES_SQL = """
+select distinct category, metric || case when perturbation = '' then '' else ' (' || perturbation || ')' end
+       || case when lower_is_better then ', lower is better' else '' end
+from metrics where headline and group_name = '' and run_id in (select unnest(?)) order by 1
 """
 
 
@@ -92,4 +98,6 @@ def results_table(db: str | None, run_ids: list[str]) -> None:
         return
     with connect(db, read_only=True) as con:
         frame = con.execute(RESULTS_SQL, [run_ids]).df()
+        names = con.execute(HEADLINE_NAMES_SQL, [run_ids]).fetchall()
     print_frame(frame, "table")
+    print("headline metrics: " + "; ".join(f"{c}: {m}" for c, m in names))

@@ -98,6 +98,15 @@ class AdapterSpec(Strict):
 
 
 MetricName = Literal["accuracy", "calibration", "efficiency", "robustness", "fairness", "bias", "toxicity"]
+RobustnessName = Literal["lowercase", "contractions", "expansions", "misspellings", "extra_space", "typos", "mild_mix"]
+FairnessName = Literal["gender", "race_names", "dialect"]
+
+
+class Perturbations(Strict):
+    """Perturbed copies of each instance's input, scored through the same inference path."""
+
+    robustness: list[RobustnessName] = Field(default_factory=list)
+    fairness: list[FairnessName] = Field(default_factory=list)
 
 
 class ScenarioSpec(Strict):
@@ -108,6 +117,9 @@ class ScenarioSpec(Strict):
     adapter: AdapterSpec = AdapterSpec()
     main_metric: Literal["exact_match", "quasi_exact_match"] = "exact_match"
     metrics: list[MetricName] = Field(default_factory=lambda: ["accuracy", "calibration", "efficiency"])
+    perturbations: Perturbations = Perturbations()
+    # alt-profanity-check (default, offline), detoxify, or an http(s) URL; see tasks/metrics/toxicity.py.
+    toxicity_classifier: str = "alt-profanity-check"
     # Restrict to these groups (e.g. MMLU subjects). Empty means all.
     groups: list[str] = Field(default_factory=list)
     max_instances: int | None = Field(None, ge=1)

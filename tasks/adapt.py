@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from specs.schema import AdapterSpec, group_words
@@ -83,35 +83,46 @@ def render_prompt(adapter: AdapterSpec, inst: Instance, exemplars: list[Instance
 
 
 def build_requests(
-    adapter: AdapterSpec, instances: list[Instance], fewshot_pool: list[Instance], seed: int
+    adapter: AdapterSpec,
+    instances: list[Instance],
+    fewshot_pool: list[Instance],
+    seed: int,
+    perturbations: list[str] | tuple[str, ...] = (),
 ) -> list[Request]:
+    """One request per instance, plus one per instance and perturbation (its input perturbed).
+
+    Exemplars are never perturbed: only the instance being evaluated changes.
+    """
+    from tasks.perturb import perturb
+
     exemplar_cache: dict[str | None, list[Instance]] = {}
     requests = []
     for inst in instances:
         if inst.group not in exemplar_cache:
             exemplar_cache[inst.group] = choose_exemplars(fewshot_pool, adapter.num_train, seed, inst.group)
         exemplars = [e for e in exemplar_cache[inst.group] if e.id != inst.id]
-        prompt = render_prompt(adapter, inst, exemplars)
-        if adapter.method == "multiple_choice_joint":
-            letters = LETTERS[: len(inst.choices)]
-            requests.append(
-                Request(
-                    id=inst.id,
-                    instance_id=inst.id,
-                    kind="multiple_choice",
-                    prompt=prompt,
-                    continuations=tuple(adapter.target_delimiter + letter for letter in letters),
+        variants = [("", inst)] + [
+            (name, replace(inst, input=perturb(name, inst.input, seed, inst.id))) for name in perturbations
+        ]
+        for name, variant in variants:
+            prompt = render_prompt(adapter, variant, exemplars)
+            request_id = f"{inst.id}|{name}" if name else inst.id
+            if adapter.method == "multiple_choice_joint":
+                letters = LETTERS[: len(inst.choices)]
+                continuations = tuple(adapter.target_delimiter + letter for letter in letters)
+                requests.append(
+                    Request(request_id, inst.id, "multiple_choice", prompt, continuations, perturbation=name)
                 )
-            )
-        else:
-            requests.append(
-                Request(
-                    id=inst.id,
-                    instance_id=inst.id,
-                    kind="generation",
-                    prompt=prompt,
-                    max_tokens=adapter.max_tokens,
-                    stop=tuple(adapter.stop),
+            else:
+                requests.append(
+                    Request(
+                        request_id,
+                        inst.id,
+                        "generation",
+                        prompt,
+                        max_tokens=adapter.max_tokens,
+                        stop=tuple(adapter.stop),
+                        perturbation=name,
+                    )
                 )
-            )
     return requests

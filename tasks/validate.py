@@ -146,7 +146,8 @@ def validate_predictions(frame: pd.DataFrame, expected_requests: int) -> list[Va
 
 
 def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
-    """Columns: key (category/metric/perturbation/group), category, metric, value, n."""
+    """Columns: key (category/metric/perturbation/group), category, metric, perturbation, lower_is_better,
+    value, unperturbed_value (set on worst-case rows), n."""
     import great_expectations as gx
 
     e = gx.expectations
@@ -163,5 +164,14 @@ def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
                 column="value", min_value=0.0, row_condition='category == "efficiency"', condition_parser="pandas"
             ),
             e.ExpectColumnValuesToBeBetween(column="n", min_value=0),
+            # Robustness and fairness worst case <= unperturbed (>= when lower is better; none yet).
+            e.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="unperturbed_value",
+                column_B="value",
+                or_equal=True,
+                ignore_row_if="either_value_is_missing",
+                row_condition='perturbation == "worst_case" and lower_is_better == False',
+                condition_parser="pandas",
+            ),
         ],
     )

@@ -65,7 +65,7 @@ def test_stored_instances_and_prompts_are_the_seeded_selection(finished_run: tup
         (i.id, i.gold_index) for i in chosen
     ]
     expected_prompts = {r.instance_id: r.prompt for r in build_requests(spec.adapter, chosen, [], 3)}
-    stored = dict(rows(db, "select instance_id, prompt from predictions"))
+    stored = dict(rows(db, "select instance_id, prompt from predictions where perturbation = ''"))
     assert stored == expected_prompts
 
 
@@ -86,12 +86,12 @@ def test_metrics_equal_what_the_stored_rows_give(finished_run: tuple[Path, int])
     stats = rows(
         db,
         "select p.confidence, s.value from predictions p join instance_stats s using (run_id, "
-        "instance_id) where s.metric = 'exact_match' order by p.instance_id",
+        "instance_id, perturbation) where s.metric = 'exact_match' and perturbation = '' order by p.instance_id",
     )
     metrics = dict(rows(db, "select metric, value from metrics where group_name = ''"))
     assert metrics["exact_match"] == pytest.approx(sum(v for _, v in stats) / 6, abs=1e-12)
     assert metrics["ece_10_bin"] == pytest.approx(ece([c for c, _ in stats], [int(v) for _, v in stats], 10))
-    runtimes = [r for (r,) in rows(db, "select latency_s from predictions")]
+    runtimes = [r for (r,) in rows(db, "select latency_s from predictions where perturbation = ''")]
     assert metrics["inference_runtime"] == pytest.approx(sum(runtimes) / 6)
     assert math.isclose(metrics["instances_per_second"], 6 / sum(runtimes))
     by_group = rows(
@@ -103,7 +103,7 @@ def test_metrics_equal_what_the_stored_rows_give(finished_run: tuple[Path, int])
 def test_every_expectation_is_stored_and_passed(finished_run: tuple[Path, int]) -> None:
     db, _ = finished_run
     stored = rows(db, "select stage, count(*), bool_and(success) from validations group by 1 order by 1")
-    assert stored == [("instances", 5, True), ("predictions", 5, True), ("stats", 3, True)]
+    assert stored == [("instances", 5, True), ("predictions", 5, True), ("stats", 4, True)]
 
 
 def test_cli_query_and_runs_read_the_warehouse(finished_run: tuple[Path, int], capsys: pytest.CaptureFixture) -> None:

@@ -50,11 +50,57 @@ def test_ece_10_bin_by_hand() -> None:
     assert calibration.ece([], [], 10) is None
 
 
-def test_ece_agrees_with_helm_package_on_random_pairs() -> None:
+def test_calibration_agrees_with_helm_package_on_1000_seeded_pairs() -> None:
+    from calibration import get_platt_scaler, get_selective_stats
+
     rng = np.random.default_rng(7)
     p = rng.uniform(0.25, 1.0, 1000)
-    y = (rng.uniform(size=1000) < p).astype(int)
-    assert abs(calibration.ece(list(p), list(y), 10) - get_ece_em(p, y, num_bins=10)) < 1e-9
+    y = (rng.uniform(size=1000) < p**2).astype(int)
+    ours = {m.metric: m.value for m in calibration.aggregate(list(p), list(y))}
+    area, top10 = get_selective_stats(p, y)
+    platt = get_ece_em(get_platt_scaler(p, y)(p), y, num_bins=10)
+    expected = {
+        "ece_10_bin": get_ece_em(p, y, num_bins=10),
+        "ece_1_bin": get_ece_em(p, y, num_bins=1),
+        "selective_cov_acc_area": area,
+        "selective_acc@10": top10,
+        "platt_ece_10_bin": platt,
+    }
+    for name, value in expected.items():
+        assert abs(ours[name] - value) < 1e-9, name
+
+
+def test_calibration_edges_by_hand() -> None:
+    # All correct, all confident: ECE 0; selective accuracy 1 everywhere; Platt has nothing to fit -> 0.
+    right = {m.metric: m.value for m in calibration.aggregate([1.0, 1.0, 1.0], [1, 1, 1])}
+    assert right == {
+        "ece_10_bin": 0.0,
+        "ece_1_bin": 0.0,
+        "selective_cov_acc_area": 1.0,
+        "selective_acc@10": 1.0,
+        "platt_ece_10_bin": 0.0,
+    }
+    # All wrong at 0.7: every bin is off by 0.7.
+    wrong = {m.metric: m.value for m in calibration.aggregate([0.7, 0.7], [0, 0])}
+    assert wrong["ece_10_bin"] == pytest.approx(0.7) and wrong["selective_cov_acc_area"] == 0.0
+    # Ties keep input order: sorted confidences [0.9, 0.5, 0.5, 0.5] with hits [1, 0, 1, 1]
+    # accuracy of the top k: 1, 1/2, 2/3, 3/4 -> area = (1 + 0.5 + 0.6667 + 0.75) / 4 = 0.72917
+    area, top10 = calibration.selective_stats([0.5, 0.9, 0.5, 0.5], [0, 1, 1, 1])
+    assert area == pytest.approx((1 + 1 / 2 + 2 / 3 + 3 / 4) / 4) and top10 == 1.0
+    assert {m.metric: m.value for m in calibration.aggregate([], [])}["ece_10_bin"] is None
+
+
+def test_denoised_runtime_ignores_a_stall() -> None:
+    # runtime = 0.01 * prompt tokens exactly, except one request that stalled for 5 s
+    runtimes = [0.1, 0.2, 0.3, 5.0, 0.5]
+    fitted = efficiency.denoised_runtimes(runtimes, [10, 20, 30, 40, 50], [0] * 5)
+    assert fitted == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5], abs=1e-6)
+
+
+def test_idealized_flops() -> None:
+    # 2 * 1000 parameters * (10 + 2) tokens = 24000 per instance; 48000 FLOP over 2 s of runtime
+    metrics = {m.metric: m.value for m in efficiency.aggregate([1.0, 1.0], [10, 10], [2, 2], num_parameters=1000)}
+    assert metrics["idealized_flops"] == 24000 and metrics["achieved_flop_per_second"] == 24000
 
 
 def test_efficiency_aggregates_by_hand() -> None:

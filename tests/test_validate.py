@@ -38,17 +38,21 @@ def test_predictions_empty_output_is_allowed_only_with_an_error() -> None:
     assert ("expect_table_row_count_to_equal", ()) in failed(validate_predictions(frame, expected_requests=4))
 
 
-def test_stats_out_of_range() -> None:
+def test_stats_out_of_range_and_worst_case_above_unperturbed() -> None:
     frame = pd.DataFrame(
         {
-            "key": ["acc", "ece", "rt"],
-            "category": ["accuracy", "calibration", "efficiency"],
-            "metric": ["exact_match", "ece_10_bin", "inference_runtime"],
-            "value": [1.5, 0.2, -1.0],
-            "n": [3, 3, 3],
+            "key": ["acc", "ece", "rt", "rob", "fair"],
+            "category": ["accuracy", "calibration", "efficiency", "robustness", "fairness"],
+            "metric": ["exact_match", "ece_10_bin", "inference_runtime", "exact_match", "exact_match"],
+            "perturbation": ["", "", "", "worst_case", "worst_case"],
+            "lower_is_better": [False, True, True, False, False],
+            "value": [1.5, 0.2, -1.0, 0.6, 0.4],
+            "unperturbed_value": [None, None, None, 0.5, 0.5],
+            "n": [3, 3, 3, 3, 3],
         }
     )
     assert failed(validate_stats(frame)) == {
         ("expect_column_values_to_be_between", ("acc",)),
         ("expect_column_values_to_be_between", ("rt",)),
+        ("expect_column_pair_values_a_to_be_greater_than_b", ("rob",)),
     }

@@ -1,3 +1,4 @@
+import gzip
 import os
 import subprocess
 import sys
@@ -31,9 +32,25 @@ def counts(db: Path) -> dict[str, int]:
 
 def test_new_warehouse_gets_the_latest_schema(db: Path) -> None:
     with connect(db) as con:
-        assert con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 1
+        assert con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 2
         tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
     assert {"runs", "instances", "predictions", "instance_stats", "metrics", "validations"} <= tables
+
+
+def test_a_version_1_warehouse_is_backed_up_and_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "old.duckdb"
+    db.write_bytes(gzip.decompress((Path(__file__).parent / "fixtures" / "warehouse_v1.duckdb.gz").read_bytes()))
+    original = db.read_bytes()
+    with connect(db) as con:
+        assert con.execute("select version from schema_version order by 1").fetchall() == [(1,), (2,)]
+        assert con.execute("select run_id, status, toxicity_classifier, num_parameters from runs").fetchall() == [
+            ("v1run", "succeeded", None, None)
+        ]
+        assert con.execute("select metric, value from metrics").fetchall() == [("exact_match", 0.5)]
+    backup = tmp_path / "old.duckdb.v1.bak"
+    with duckdb.connect(str(backup), read_only=True) as con:
+        assert con.execute("select max(version) from schema_version").fetchone()[0] == 1
+    assert len(original) > 0
 
 
 def test_newer_schema_is_refused(db: Path) -> None:

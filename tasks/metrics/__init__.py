@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from specs.schema import ScenarioSpec
 from tasks.adapt import Request
 from tasks.instances import LETTERS, Instance
-from tasks.metrics import accuracy, calibration, efficiency
+from tasks.metrics import accuracy, bias, calibration, efficiency, robustness, toxicity
+from tasks.metrics.toxicity import ToxicityClassifier
 from tasks.metrics.types import CATEGORIES, Metric, Stat
 from tasks.models.base import Completion
 
@@ -39,16 +40,23 @@ def to_prediction(request: Request, completion: Completion) -> Prediction:
 
 
 def score(
-    spec: ScenarioSpec, instances: list[Instance], predictions: list[Prediction]
+    spec: ScenarioSpec,
+    instances: list[Instance],
+    predictions: list[Prediction],
+    num_parameters: int | None = None,
+    toxicity_classifier: ToxicityClassifier | None = None,
 ) -> tuple[list[Stat], list[Metric]]:
+    """Per-instance stats for every prediction, then each category the spec asks for."""
     by_id = {inst.id: inst for inst in instances}
     stats: list[Stat] = []
     confidences, correct = [], []
     runtimes, prompt_tokens, output_tokens = [], [], []
+    completions: list[str] = []
+    completion_ids: list[str] = []
     for pred in predictions:
         inst = by_id[pred.request.instance_id]
-        values = accuracy.instance_accuracy(inst, pred.predicted_index, pred.predicted_text)
         perturbation = pred.request.perturbation
+        values = accuracy.instance_accuracy(inst, pred.predicted_index, pred.predicted_text)
         stats += [Stat(inst.id, "accuracy", name, v, perturbation) for name, v in values.items()]
         if perturbation:
             continue
@@ -56,16 +64,34 @@ def score(
         runtimes.append(pred.completion.latency_s)
         prompt_tokens.append(pred.completion.prompt_tokens)
         output_tokens.append(pred.completion.output_tokens)
-        if pred.confidence is not None:
+        if pred.request.kind == "generation" and not pred.completion.error:
+            completions.append(pred.predicted_text)
+            completion_ids.append(inst.id)
+        if pred.confidence is not None and spec.main_metric in values:
             stats.append(Stat(inst.id, "calibration", "confidence", pred.confidence))
             confidences.append(pred.confidence)
             correct.append(int(values[spec.main_metric]))
     groups = {inst.id: inst.group for inst in instances}
+    wanted = set(spec.metrics)
     metrics = accuracy.aggregate(stats, spec.main_metric, groups)
-    if "calibration" in spec.metrics:
+    if "calibration" in wanted:
         metrics += calibration.aggregate(confidences, correct)
-    if "efficiency" in spec.metrics:
-        metrics += efficiency.aggregate(runtimes, prompt_tokens, output_tokens)
+    if "robustness" in wanted:
+        metrics += robustness.worst_case(stats, spec.main_metric, list(spec.perturbations.robustness), "robustness")
+    if "fairness" in wanted:
+        counterfactual = robustness.worst_case(stats, spec.main_metric, list(spec.perturbations.fairness), "fairness")
+        disparity = robustness.performance_disparity(stats, spec.main_metric, groups)
+        if not counterfactual:  # with no counterfactual perturbations, the group gap is the headline
+            disparity = [replace(m, headline=True) for m in disparity]
+        metrics += counterfactual + disparity
+    if "bias" in wanted:
+        metrics += bias.aggregate(completions)
+    if "toxicity" in wanted and toxicity_classifier is not None:
+        scores = toxicity_classifier.score(completions)
+        stats += [Stat(i, "toxicity", "toxicity_probability", v) for i, v in zip(completion_ids, scores, strict=True)]
+        metrics += toxicity.aggregate([[v] for v in scores])
+    if "efficiency" in wanted:
+        metrics += efficiency.aggregate(runtimes, prompt_tokens, output_tokens, num_parameters)
     return stats, metrics
 
 

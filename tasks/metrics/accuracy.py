@@ -38,6 +38,8 @@ def instance_accuracy(inst: Instance, predicted_index: int | None, completion: s
         correct = float(predicted_index is not None and predicted_index == inst.gold_index)
         return {"exact_match": correct, "quasi_exact_match": correct}
     refs = references_of(inst)
+    if not refs:  # open-ended generation: nothing to be accurate against
+        return {}
     return {
         "exact_match": max((exact_match(completion, r) for r in refs), default=0.0),
         "quasi_exact_match": max((quasi_exact_match(completion, r) for r in refs), default=0.0),
