@@ -110,9 +110,15 @@ def _request_key(request: Request) -> tuple:
 
 @task(name="infer", **TASK_OPTIONS)
 def infer_stage(model: ModelBackend, requests: list[Request], label: str) -> list[Prediction]:
-    """Run each distinct request once (a perturbation often leaves a prompt unchanged), then share results."""
+    """Run each distinct request once (a perturbation often leaves a prompt unchanged), then share results.
+
+    multiple_choice_calibrated requests also need their choices scored after the bare answer prompt;
+    those baseline requests are the same for every instance, so they too run once.
+    """
+    baselines = {r.id: replace(r, id=f"{r.id}#baseline", prompt=r.baseline_prompt, baseline_prompt=None)
+                 for r in requests if r.baseline_prompt is not None}
     unique: dict[tuple, Request] = {}
-    for request in requests:
+    for request in [*requests, *baselines.values()]:
         unique.setdefault(_request_key(request), request)
     distinct = list(unique.values())
     progress.reporter.start_inference(label, len(distinct))
@@ -128,10 +134,16 @@ def infer_stage(model: ModelBackend, requests: list[Request], label: str) -> lis
     if generation:
         results.update({c.request_id: c for c in model.generate(generation, report)})
     progress.reporter.end_inference()
+
+    def result_of(request: Request) -> Completion:
+        return results[unique[_request_key(request)].id]
+
     predictions = []
     for request in requests:
-        computed = results[unique[_request_key(request)].id]
-        predictions.append(to_prediction(request, replace(computed, request_id=request.id)))
+        completion = replace(result_of(request), request_id=request.id)
+        if request.id in baselines:
+            completion.baseline_logprobs = list(result_of(baselines[request.id]).logprobs)
+        predictions.append(to_prediction(request, completion))
     return predictions
 
 
@@ -202,6 +214,8 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
             "choice_logprobs": [
                 p.completion.logprobs if p.request.kind == "multiple_choice" else None for p in predictions
             ],
+            "choice_token_counts": [p.completion.continuation_tokens or None for p in predictions],
+            "choice_baseline_logprobs": [p.completion.baseline_logprobs or None for p in predictions],
             "predicted_index": pd.array([p.predicted_index for p in predictions], dtype="Int64"),
             "confidence": [p.confidence for p in predictions],
             "prompt_tokens": [p.completion.prompt_tokens for p in predictions],

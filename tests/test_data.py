@@ -63,7 +63,8 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
 
 def test_missing_field_names_row_and_field(tmp_path: Path) -> None:
     write(tmp_path / "d.jsonl", json.dumps({"q": "x", "opts": ["a"]}))
-    with pytest.raises(DataError, match=r"d.jsonl row 1: no field 'gold' \(the row has: q, opts\)"):
+    expected = r"d.jsonl row 1: fields.answer: 'gold' is not a field of the row \(the row has: q, opts, source_file\)"
+    with pytest.raises(DataError, match=expected):
         load_instances(scenario({"test": "d.jsonl"}), base_dir=tmp_path)
 
 

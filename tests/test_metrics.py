@@ -21,7 +21,25 @@ def test_exact_and_quasi_exact_match() -> None:
 
 def test_generation_accuracy_takes_the_best_reference() -> None:
     inst = Instance(id="g", input="?", split="test", references=("New York", "NYC"))
-    assert accuracy.instance_accuracy(inst, None, "nyc") == {"exact_match": 0.0, "quasi_exact_match": 1.0}
+    # "nyc" against "NYC": differs only in case, so every normalised metric is 1 and the exact ones 0.
+    assert accuracy.instance_accuracy(inst, None, "nyc") == {
+        "exact_match": 0.0,
+        "quasi_exact_match": 1.0,
+        "prefix_exact_match": 0.0,
+        "quasi_prefix_exact_match": 1.0,
+        "f1_score": 1.0,
+        "rouge_l": 1.0,
+    }
+
+
+def test_f1_prefix_and_rouge_by_hand() -> None:
+    # tokens {eiffel, tower, paris} vs {eiffel, tower}: P = 2/3, R = 1, F1 = 2 * (2/3) / (5/3) = 0.8
+    assert accuracy.f1_score("The Eiffel Tower, Paris", "eiffel tower") == pytest.approx(0.8)
+    assert accuracy.prefix_exact_match("Paris, France", "Paris") == 1.0
+    assert accuracy.quasi_prefix_exact_match("the paris!", "Paris") == 1.0
+    # LCS of "the cat sat" and "the cat sat down" = 3: P = 3/3, R = 3/4, F = 2 * 0.75 / 1.75 = 0.857
+    assert accuracy.rouge_l("the cat sat", "the cat sat down") == pytest.approx(6 / 7)
+    assert accuracy.f1_score("", "x") == 0.0
 
 
 def test_multiple_choice_prediction_is_argmax_with_option_normalised_confidence() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from specs.schema import ScenarioSpec
 from tasks.adapt import Request
@@ -25,16 +25,38 @@ class Prediction:
     # Multiple choice: the chosen option's probability renormalised over the options.
     # Generation: exp(sum of the output tokens' log-probs), HELM's max_prob.
     confidence: float | None
+    # Separate / calibrated multiple choice: the choice picked after dividing each score by its
+    # token count ("token") or by its text's length in characters ("char", lm-eval's acc_norm).
+    normalized_indices: dict[str, int] = field(default_factory=dict)
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda k: (values[k], -k))  # ties: the first, like numpy's argmax
+
+
+def choice_scores(completion: Completion) -> list[float]:
+    """Log-likelihoods, minus the bare-prompt ones when the request was calibrated (HELM)."""
+    if completion.baseline_logprobs:
+        return [a - b for a, b in zip(completion.logprobs, completion.baseline_logprobs, strict=True)]
+    return list(completion.logprobs)
 
 
 def to_prediction(request: Request, completion: Completion) -> Prediction:
     if completion.error:
         return Prediction(request, completion, None, "", None)
     if request.kind == "multiple_choice":
-        probs = calibration.option_probabilities(completion.logprobs)
-        logprobs = completion.logprobs
-        best = max(range(len(logprobs)), key=lambda k: (logprobs[k], -k))  # ties: the first, like argmax
-        return Prediction(request, completion, best, LETTERS[best], probs[best])
+        scores = choice_scores(completion)
+        best = _argmax(scores)
+        probs = calibration.option_probabilities(scores)
+        normalized = {}
+        if request.choices and request.choices != tuple(LETTERS[: len(request.choices)]):
+            tokens = completion.continuation_tokens or [1] * len(scores)
+            normalized = {
+                "token": _argmax([s / max(t, 1) for s, t in zip(scores, tokens, strict=True)]),
+                "char": _argmax([s / max(len(c), 1) for s, c in zip(scores, request.choices, strict=True)]),
+            }
+        text = request.choices[best] if request.choices else LETTERS[best]
+        return Prediction(request, completion, best, text, probs[best], normalized)
     confidence = math.exp(sum(completion.logprobs)) if completion.logprobs else None
     return Prediction(request, completion, None, completion.text, confidence)
 
@@ -56,7 +78,7 @@ def score(
     for pred in predictions:
         inst = by_id[pred.request.instance_id]
         perturbation = pred.request.perturbation
-        values = accuracy.instance_accuracy(inst, pred.predicted_index, pred.predicted_text)
+        values = accuracy.instance_accuracy(inst, pred.predicted_index, pred.predicted_text, pred.normalized_indices)
         stats += [Stat(inst.id, "accuracy", name, v, perturbation) for name, v in values.items()]
         if perturbation:
             continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import string
+from functools import cache
+from typing import Any
 
 from tasks.instances import Instance
 from tasks.metrics.types import Metric, Stat, mean
@@ -32,24 +34,65 @@ def references_of(inst: Instance) -> list[str]:
     return list(inst.references)
 
 
-def instance_accuracy(inst: Instance, predicted_index: int | None, completion: str) -> dict[str, float]:
+def prefix_exact_match(prediction: str, reference: str) -> float:
+    return float(prediction.strip().startswith(reference.strip()))
+
+
+def quasi_prefix_exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_text(prediction).startswith(normalize_text(reference)))
+
+
+def f1_score(prediction: str, reference: str) -> float:
+    """F1 between the sets of normalised tokens (METRICS.md §1)."""
+    predicted, gold = set(normalize_text(prediction).split()), set(normalize_text(reference).split())
+    common = len(predicted & gold)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+@cache
+def _rouge() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    return float(_rouge().score(reference, prediction)["rougeL"].fmeasure)
+
+
+GENERATION_METRICS = {
+    "exact_match": exact_match,
+    "quasi_exact_match": quasi_exact_match,
+    "prefix_exact_match": prefix_exact_match,
+    "quasi_prefix_exact_match": quasi_prefix_exact_match,
+    "f1_score": f1_score,
+    "rouge_l": rouge_l,
+}
+
+
+def instance_accuracy(
+    inst: Instance, predicted_index: int | None, completion: str, normalized: dict[str, int] | None = None
+) -> dict[str, float]:
     """Multiple choice compares the chosen option with the gold one; generation the text with each reference."""
     if inst.choices:
         correct = float(predicted_index is not None and predicted_index == inst.gold_index)
-        return {"exact_match": correct, "quasi_exact_match": correct}
+        values = {"exact_match": correct, "quasi_exact_match": correct}
+        for kind, index in (normalized or {}).items():
+            values[f"exact_match_{kind}_norm"] = float(index == inst.gold_index)
+        return values
     refs = references_of(inst)
     if not refs:  # open-ended generation: nothing to be accurate against
         return {}
-    return {
-        "exact_match": max((exact_match(completion, r) for r in refs), default=0.0),
-        "quasi_exact_match": max((quasi_exact_match(completion, r) for r in refs), default=0.0),
-    }
+    return {name: max(metric(completion, r) for r in refs) for name, metric in GENERATION_METRICS.items()}
 
 
 def aggregate(stats: list[Stat], main_metric: str, groups: dict[str, str | None]) -> list[Metric]:
     """Means over instances, for the whole run and per instance group."""
     out = []
-    for name in ("exact_match", "quasi_exact_match"):
+    for name in sorted({s.metric for s in stats if s.category == "accuracy"}):
         values = [s.value for s in stats if s.metric == name and s.value is not None and not s.perturbation]
         out.append(Metric("accuracy", name, mean(values), len(values), headline=name == main_metric))
         by_group: dict[str, list[float]] = {}

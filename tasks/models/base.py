@@ -18,6 +18,10 @@ class Completion:
     request_id: str
     # multiple_choice: the log-likelihood of each continuation. generation: each output token's log-prob.
     logprobs: list[float] = field(default_factory=list)
+    # multiple_choice: how many tokens each continuation has (for per-token normalisation).
+    continuation_tokens: list[int] = field(default_factory=list)
+    # multiple_choice_calibrated: each continuation's log-likelihood after the bare answer prompt.
+    baseline_logprobs: list[float] = field(default_factory=list)
     text: str = ""
     prompt_tokens: int = 0
     output_tokens: int = 0

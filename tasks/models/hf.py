@@ -102,10 +102,14 @@ class HFModel:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def _sequences(self, index: int, request: Request) -> list[_Sequence]:
-        context = self._encode(request.prompt)
+        # As lm-evaluation-harness does: trailing spaces of the prompt belong to the continuation,
+        # so "A: " + "yes" is scored as "A:" + " yes" (one natural token, not a lone space).
+        prompt = request.prompt.rstrip()
+        moved = request.prompt[len(prompt) :]
+        context = self._encode(prompt)
         splits = []
         for cont in request.continuations:
-            whole = self._encode(request.prompt + cont)
+            whole = self._encode(prompt + moved + cont)
             # Tokens may merge across the boundary; the continuation is what follows the context's length.
             splits.append((whole[: len(context)], whole[len(context) :]))
         limit = self.spec.max_length
@@ -162,6 +166,10 @@ class HFModel:
             seqs = self._sequences(i, request)
             sequences.extend(seqs)
             out[i].logprobs = [0.0] * len(request.continuations)
+            out[i].continuation_tokens = [0] * len(request.continuations)
+            for seq in seqs:
+                for k, _, tokens in seq.targets:
+                    out[i].continuation_tokens[k] = len(tokens)
             out[i].prompt_tokens = len(seqs[0].input_ids) - (len(seqs[0].targets[0][2]) - 1)
         # Longest first: a batch that does not fit in memory fails at once, not at the end.
         sequences.sort(key=lambda s: -len(s.input_ids))
