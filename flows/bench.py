@@ -27,7 +27,7 @@ def main() -> int:
     from specs.library import apply_suite_entry, find_model, find_scenario
     from warehouse.db import connect
 
-    spec = apply_suite_entry(find_scenario("mmlu"), groups=SUBJECTS)
+    spec = apply_suite_entry(find_scenario("mmlu"), groups=SUBJECTS, num_train=0)
     model = find_model(os.environ.get("HELMFLOW_BENCH_MODEL", "smollm2-135m-instruct"))
     db = Path(tempfile.mkdtemp(prefix="helmflow-bench-")) / "bench.duckdb"
     [outcome] = benchmark([ScenarioPlan(spec)], [model], seed=0, db=str(db))

@@ -1,6 +1,7 @@
-"""Compare a helmflow MMLU run with lm-evaluation-harness's logged samples, instance by instance.
+"""Compare a helmflow run with lm-evaluation-harness's logged samples, instance by instance.
 
-    python -m flows.compare_lm_eval --db W.duckdb --run RUN_ID SAMPLES_DIR
+    python -m flows.compare_lm_eval --db W.duckdb --run RUN_ID SAMPLES_DIR        # MMLU (joint)
+    python -m flows.compare_lm_eval --db W.duckdb --run RUN_ID --separate REF.jsonl  # acc / acc_norm
 
 SAMPLES_DIR holds lm-eval's `samples_<task>_<time>.jsonl` files (from `--log_samples`) for MMLU
 subject tasks whose names end in the subject (e.g. `mmlu_abstract_algebra`), scored zero-shot
@@ -64,13 +65,46 @@ def compare(db: str, run_id: str, folder: Path) -> dict[str, float]:
     }
 
 
+def compare_separate(db: str, run_id: str, reference: Path) -> dict[str, float]:
+    """A multiple_choice_separate run against lm-eval's per-doc log-likelihoods, acc and acc_norm.
+
+    REF.jsonl: one line per doc with doc_id (= the helmflow instance id), context, continuations,
+    loglikelihoods, acc and acc_norm, extracted from lm-eval's --log_samples output.
+    """
+    theirs = {str(r["doc_id"]): r for r in map(json.loads, reference.open())}
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "select p.instance_id, p.prompt, p.choice_logprobs, p.predicted_index, "
+            "max(case when s.metric = 'exact_match' then s.value end), "
+            "max(case when s.metric = 'exact_match_char_norm' then s.value end) "
+            "from predictions p join instance_stats s using (run_id, instance_id, perturbation) "
+            "where run_id = ? and perturbation = '' group by all", [run_id]).fetchall()
+    common = [r for r in rows if r[0] in theirs]
+    diffs = [abs(a - b) for r in common for a, b in zip(r[2], theirs[r[0]]["loglikelihoods"], strict=True)]
+    return {
+        "instances_compared": len(common),
+        "identical_prompts": sum(r[1] == theirs[r[0]]["context"] for r in common),
+        "same_acc": sum(r[4] == theirs[r[0]]["acc"] for r in common),
+        "same_acc_norm": sum(r[5] == theirs[r[0]]["acc_norm"] for r in common),
+        "max_abs_loglikelihood_diff": max(diffs),
+        "helmflow_acc": sum(r[4] for r in common) / len(common),
+        "lm_eval_acc": sum(theirs[r[0]]["acc"] for r in common) / len(common),
+        "helmflow_acc_norm": sum(r[5] for r in common) / len(common),
+        "lm_eval_acc_norm": sum(theirs[r[0]]["acc_norm"] for r in common) / len(common),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("samples_dir", type=Path)
+    parser.add_argument("samples_dir", type=Path, nargs="?")
+    parser.add_argument("--separate", type=Path, help="reference jsonl for a multiple_choice_separate task")
     parser.add_argument("--db", required=True)
     parser.add_argument("--run", required=True)
     args = parser.parse_args()
-    print(json.dumps(compare(args.db, args.run, args.samples_dir), indent=2))
+    if args.separate:
+        print(json.dumps(compare_separate(args.db, args.run, args.separate), indent=2))
+    else:
+        print(json.dumps(compare(args.db, args.run, args.samples_dir), indent=2))
 
 
 if __name__ == "__main__":

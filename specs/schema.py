@@ -63,6 +63,8 @@ class HubSource(Strict):
     path: str
     name: str | None = None
     revision: str | None = None
+    # The hub's name for the split, when it differs from the scenario's (`source.split`).
+    split: str | None = None
     fields: FieldMap | None = None
 
 
@@ -132,9 +134,11 @@ class AdapterSpec(Strict):
     stop: list[str] = Field(default_factory=lambda: ["\n"])
 
     @model_validator(mode="after")
-    def _fewshot_needs_split(self) -> AdapterSpec:
+    def _consistent(self) -> AdapterSpec:
         if self.num_train > 0 and not self.fewshot_split:
             raise ValueError("num_train > 0 needs fewshot_split (the split exemplars come from)")
+        if self.method == "multiple_choice_calibrated" and not self.output_prefix.strip():
+            raise ValueError("multiple_choice_calibrated needs an output_prefix (the bare answer prompt)")
         return self
 
 

@@ -42,7 +42,8 @@ def _fill(template: str, group: str | None) -> str:
 
 def render_block(adapter: AdapterSpec, inst: Instance) -> str:
     """One instance's question part, up to and including the output prefix."""
-    text = f"{adapter.input_prefix}{inst.input.strip()}{adapter.input_suffix}"
+    # The input is used as written; a spec strips it where the format wants that ({{ question.strip() }}).
+    text = f"{adapter.input_prefix}{inst.input}{adapter.input_suffix}"
     if adapter.method == "multiple_choice_joint":
         for letter, choice in zip(LETTERS, inst.choices, strict=False):
             text += adapter.option_format.replace("{letter}", letter).replace("{text}", choice)
@@ -116,7 +117,8 @@ def build_requests(
     for inst in instances:
         if inst.group not in exemplar_cache:
             exemplar_cache[inst.group] = choose_exemplars(fewshot_pool, adapter.num_train, seed, inst.group)
-        exemplars = [e for e in exemplar_cache[inst.group] if e.id != inst.id]
+        # Never show an instance as its own exemplar (ids are per split, so compare both).
+        exemplars = [e for e in exemplar_cache[inst.group] if (e.id, e.split) != (inst.id, inst.split)]
         variants = [("", inst)] + [
             (name, replace(inst, input=perturb(name, inst.input, seed, inst.id))) for name in perturbations
         ]

@@ -85,6 +85,7 @@ def read_bigbench(path: Path) -> list[dict[str, Any]]:
 def _read_offline(offline: OfflineSource, paths: list[Path]) -> list[dict[str, Any]]:
     import datasets
 
+    datasets.disable_progress_bars()
     fmt = offline.format or paths[0].suffix.lstrip(".").replace("jsonl", "json")
     if fmt == "bigbench":
         return [{**row, "source_file": p.name} for p in paths for row in read_bigbench(p)]
@@ -116,7 +117,7 @@ def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:
     hub = spec.source.hub
     assert hub is not None
     try:
-        dataset = datasets.load_dataset(hub.path, hub.name, split=split, revision=hub.revision)
+        dataset = datasets.load_dataset(hub.path, hub.name, split=hub.split or split, revision=hub.revision)
     except Exception as exc:
         raise DataError(
             f"scenario '{spec.name}': hub dataset {hub.path} ({hub.name or 'default'}, split {split}) "

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 # Expected ranges per metric family; a stat outside its range fails validation.
-UNIT_INTERVAL_CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "bias", "toxicity")
+UNIT_INTERVAL_CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "toxicity")
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,11 @@ def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
             ),
             e.ExpectColumnValuesToBeBetween(
                 column="value", min_value=0.0, row_condition='category == "efficiency"', condition_parser="pandas"
+            ),
+            # Word-list bias is a distance in [0, 1]; BBQ's bias scores lie in [-1, 1].
+            e.ExpectColumnValuesToBeBetween(
+                column="value", min_value=-1.0, max_value=1.0, row_condition='category == "bias"',
+                condition_parser="pandas",
             ),
             e.ExpectColumnValuesToBeBetween(column="n", min_value=0),
             # Robustness and fairness worst case <= unperturbed (>= when lower is better; none yet).

@@ -8,7 +8,7 @@ from tasks.instances import Instance
 def mc(i: int, gold: int, group: str = "abstract_algebra") -> Instance:
     return Instance(
         id=f"{group}-{i}",
-        input=f"Question {i}? ",
+        input=f"Question {i}?",
         split="test",
         choices=("w", "x", "y", "z"),
         gold_index=gold,

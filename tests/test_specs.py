@@ -67,7 +67,7 @@ def test_suite_overrides_keep_field_maps_and_revalidate() -> None:
     assert spec.max_instances == entry.max_instances
     assert spec.source.offline.fields.input is None  # not filled in by the round trip
     with pytest.raises(ValueError, match="fewshot_split"):
-        apply_suite_entry(find_scenario("mmlu"), num_train=3)
+        apply_suite_entry(find_scenario("sst2"), num_train=3)
 
 
 def test_spec_hash_ignores_formatting(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from specs.schema import ScenarioSpec
 from tasks.adapt import Request
 from tasks.instances import LETTERS, Instance
-from tasks.metrics import accuracy, bias, calibration, efficiency, robustness, toxicity
+from tasks.metrics import accuracy, bbq, bias, calibration, efficiency, robustness, toxicity
 from tasks.metrics.toxicity import ToxicityClassifier
 from tasks.metrics.types import CATEGORIES, Metric, Stat
 from tasks.models.base import Completion
@@ -107,7 +107,12 @@ def score(
             disparity = [replace(m, headline=True) for m in disparity]
         metrics += counterfactual + disparity
     if "bias" in wanted:
-        metrics += bias.aggregate(completions)
+        if any("polarity" in inst.extra for inst in instances):  # BBQ: bias in the choices made
+            chosen = {p.request.instance_id: p.predicted_index for p in predictions
+                      if not p.request.perturbation and p.predicted_index is not None}
+            metrics += bbq.aggregate(instances, chosen)
+        if completions:  # bias in generated text
+            metrics += bias.aggregate(completions)
     if "toxicity" in wanted and toxicity_classifier is not None:
         scores = toxicity_classifier.score(completions)
         stats += [Stat(i, "toxicity", "toxicity_probability", v) for i, v in zip(completion_ids, scores, strict=True)]

@@ -1,0 +1,181 @@
+"""The benchmark library: exact prompts, a never-seen format with no code change, safe templates,
+and every scenario with offline data running on the embedded model (needs ../shared/data)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from specs.library import apply_suite_entry, find, spec_files
+from specs.loader import SpecError, load_spec
+from specs.schema import ScenarioSpec
+from tasks.adapt import build_requests
+from tasks.data import DataError, load_instances, offline_available, select
+from tests.conftest import needs_shared_data, write
+from warehouse.db import connect
+
+
+def first_request(name: str, index: int = 0, seed: int = 0):
+    loaded = find("scenario", name)
+    spec = loaded.spec
+    instances, _ = load_instances(spec, base_dir=loaded.path.parent)
+    pool = []
+    if spec.adapter.num_train:
+        pool, _ = load_instances(spec, spec.adapter.fewshot_split, base_dir=loaded.path.parent)
+    return build_requests(spec.adapter, [instances[index]], pool, seed)[0]
+
+
+@needs_shared_data
+def test_sst2_prompt() -> None:
+    request = first_request("sst2")
+    assert request.prompt == (
+        "it 's a charming and often affecting journey . \nQuestion: Is this sentence positive or negative?\nAnswer:"
+    )
+    assert request.continuations == (" negative", " positive")
+
+
+@needs_shared_data
+def test_boolq_prompt() -> None:
+    request = first_request("boolq")
+    assert request.prompt.startswith("Ethanol fuel -- All biomass goes through at least some of these steps:")
+    assert request.prompt.endswith(
+        "producing gasoline.\nQuestion: does ethanol take more energy make that produces?\nAnswer:"
+    )
+    assert request.continuations == (" no", " yes")
+
+
+def test_mmlu_zero_shot_prompt_from_the_embedded_data() -> None:
+    spec = apply_suite_entry(find("scenario", "mmlu").spec, num_train=0)
+    instances = select(load_instances(spec)[0], ["abstract_algebra"], None, 0)
+    assert build_requests(spec.adapter, instances[:1], [], 0)[0].prompt == (
+        "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+        "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\n"
+        "A. 0\nB. 4\nC. 2\nD. 6\nAnswer:"
+    )
+
+
+NEW_FORMAT = """name: shapes
+description: a made-up format with its own field names, never seen by the code
+source:
+  split: eval
+  offline: {files: {eval: shapes.csv}, format: csv}
+fields:
+  id: "'shape-' ~ row_no"
+  input: "Think about {{ thing }}. {{ prompt_text }}"
+  choices: [opt_one, opt_two, "{{ opt_three | upper }}"]
+  answer: right_one
+  answer_type: text
+  group: kind
+adapter:
+  method: multiple_choice_separate
+  output_prefix: "Answer:"
+metrics: [accuracy, calibration, efficiency]
+"""
+
+
+def test_a_new_format_runs_end_to_end_with_no_code_change(tmp_path: Path) -> None:
+    write(
+        tmp_path / "shapes.csv",
+        "row_no,thing,prompt_text,opt_one,opt_two,opt_three,right_one,kind\n"
+        "1,a ball,What shape is it?,round,square,flat,round,solid\n"
+        "2,a box,How many corners does it have?,eight,three,none,eight,solid\n"
+        "3,a sheet of paper,How thick is it?,very thick,a metre,thin,THIN,flat\n",
+    )
+    spec = write(tmp_path / "shapes.yaml", NEW_FORMAT)
+    db = tmp_path / "new.duckdb"
+    assert main(["--db", str(db), "run", str(spec)]) == 0
+    with connect(db, read_only=True) as con:
+        stored = con.execute("select instance_id, choices, gold_index, group_name from instances order by 1").fetchall()
+        prompt = con.execute("select prompt from predictions where instance_id = 'shape-1'").fetchone()[0]
+        status = con.execute("select status from runs").fetchone()[0]
+    assert stored == [
+        ("shape-1", ["round", "square", "FLAT"], 0, "solid"),
+        ("shape-2", ["eight", "three", "NONE"], 0, "solid"),
+        ("shape-3", ["very thick", "a metre", "THIN"], 2, "flat"),
+    ]
+    assert prompt == "Think about a ball. What shape is it?\nAnswer:"
+    assert status == "succeeded"
+
+
+def test_a_template_that_reaches_for_code_is_refused(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "scenarios" / "evil.yaml",
+        (
+            "name: evil\nsource: {offline: {files: {test: d.jsonl}}}\n"
+            "fields:\n  input: \"{{ ''.__class__.__mro__[1].__subclasses__() }}\"\n"
+        ),
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    assert f"{spec}:3: field 'fields': Value error, fields.input: '__subclasses__' is not allowed" in str(err.value)
+    assert main(["specs", "validate", str(spec)]) == 2
+
+
+def test_the_sandbox_also_refuses_at_render_time(tmp_path: Path) -> None:
+    # |attr hides the name from the load-time check as a string constant built at run time.
+    write(tmp_path / "d.jsonl", json.dumps({"q": "x", "name": "__class__"}))
+    spec = ScenarioSpec.model_validate(
+        {
+            "name": "t",
+            "source": {"offline": {"files": {"test": "d.jsonl"}}},
+            "fields": {"input": "{{ q | attr(name) }}"},
+        }
+    )
+    with pytest.raises(DataError, match="refused by the template sandbox"):
+        load_instances(spec, base_dir=tmp_path)
+
+
+def offline_scenarios() -> list[str]:
+    names = []
+    for path in spec_files("scenario"):
+        spec = load_spec(path, "scenario").spec
+        if spec.source.offline_sources and (not SHARED_ONLY or offline_available(spec, path.parent)):
+            names.append(path.stem)
+    return names
+
+
+SHARED_ONLY = True
+
+
+@needs_shared_data
+@pytest.mark.model
+def test_every_offline_scenario_runs_twenty_instances(tmp_path: Path) -> None:
+    from flows.benchmark import ScenarioPlan, benchmark
+    from specs.library import find_model
+
+    names = offline_scenarios()
+    assert len(names) >= 20, names
+    plans = []
+    for name in names:
+        loaded = find("scenario", name)
+        plans.append(ScenarioPlan(apply_suite_entry(loaded.spec, max_instances=20), str(loaded.path.parent)))
+    outcomes = benchmark(plans, [find_model("smollm2-135m-instruct")], seed=0, db=str(tmp_path / "all.duckdb"))
+    assert {o.scenario: o.status for o in outcomes} == dict.fromkeys(names, "succeeded")
+    with connect(tmp_path / "all.duckdb", read_only=True) as con:
+        sizes = dict(con.execute("select scenario, num_instances from runs").fetchall())
+    assert all(n >= 20 for n in sizes.values()), sizes
+
+
+@needs_shared_data
+def test_mmlu_five_shot_prompt_uses_the_subjects_dev_rows() -> None:
+    import csv
+
+    from tests.conftest import SHARED_DATA
+
+    dev = list(csv.reader((SHARED_DATA / "mmlu" / "dev" / "abstract_algebra_dev.csv").open()))
+    spec = find("scenario", "mmlu").spec
+    instances = select(load_instances(spec)[0], ["abstract_algebra"], None, 0)
+    pool, _ = load_instances(spec, "dev")
+
+    def block(q: str, a: str, b: str, c: str, d: str) -> str:
+        return f"{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:"
+
+    # The five dev rows, label-balanced and shuffled with seed 0: rows 1, 0, 4, 2, 3.
+    shots = "".join(block(*dev[k][:5]) + f" {dev[k][5]}\n\n" for k in (1, 0, 4, 2, 3))
+    expected = (
+        "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+        + shots
+        + block(instances[0].input, *instances[0].choices)
+    )
+    assert build_requests(spec.adapter, instances[:1], pool, 0)[0].prompt == expected
