@@ -198,6 +198,7 @@ def instances_frame(instances: list[Instance]) -> pd.DataFrame:
             "choices": [list(i.choices) or None for i in instances],
             "gold_index": pd.array([i.gold_index for i in instances], dtype="Int64"),
             "reference_texts": [list(i.references) or None for i in instances],
+            "extra": [json.dumps(i.extra, sort_keys=True) if i.extra else None for i in instances],
         }
     )
 
@@ -215,6 +216,7 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
                 p.completion.logprobs if p.request.kind == "multiple_choice" else None for p in predictions
             ],
             "choice_token_counts": [p.completion.continuation_tokens or None for p in predictions],
+            "output_logprobs": [p.completion.logprobs if p.request.kind == "generation" else None for p in predictions],
             "choice_baseline_logprobs": [p.completion.baseline_logprobs or None for p in predictions],
             "predicted_index": pd.array([p.predicted_index for p in predictions], dtype="Int64"),
             "confidence": [p.confidence for p in predictions],
@@ -227,10 +229,10 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
     )
 
 
-def stats_frame(stats: list[Stat]) -> pd.DataFrame:
+def stats_frame(stats: list[Stat], version: int = 1) -> pd.DataFrame:
     return pd.DataFrame(
-        [(s.instance_id, s.perturbation, s.category, s.metric, s.value) for s in stats],
-        columns=["instance_id", "perturbation", "category", "metric", "value"],
+        [(s.instance_id, s.perturbation, s.category, s.metric, s.value, version) for s in stats],
+        columns=["instance_id", "perturbation", "category", "metric", "value", "metrics_version"],
     )
 
 

@@ -129,6 +129,120 @@ def cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """HELM's mean win rate per category (and overall) over the latest succeeded runs."""
+    from flows.display import print_frame
+    from warehouse.db import connect
+
+    scenarios = None
+    if args.suite:
+        from specs.library import find
+
+        scenarios = [e.scenario for e in find("suite", args.suite).spec.scenarios]  # type: ignore[union-attr]
+    with connect(args.db, read_only=True) as con:
+        where, params = [], []
+        if scenarios is not None:
+            where.append("scenario in (select unnest(?))")
+            params.append(scenarios)
+        if args.category:
+            where.append("category = ?")
+            params.append(args.category)
+        # Recomputed from win_rates so that a suite filter also filters the columns averaged.
+        frame = con.execute(
+            "with rates as (select * from win_rates" + (" where " + " and ".join(where) if where else "") + ") "
+            "select model, category, round(avg(win_rate), 4) as mean_win_rate, count(*) as columns from rates "
+            "group by all union all select model, 'overall', round(avg(win_rate), 4), count(*) from rates "
+            "group by model order by category, mean_win_rate desc, model", params).df()
+    if frame.empty:
+        print("no column has two or more models yet: run another model on the same scenarios")
+        return EXIT_OK
+    wide = frame.pivot(index="model", columns="category", values="mean_win_rate").reset_index()
+    order = ["model", "overall"] + [c for c in wide.columns if c not in ("model", "overall")]
+    print_frame(wide[order].sort_values("overall", ascending=False), "table")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from flows.display import bar, print_frame
+    from warehouse.db import connect
+
+    with connect(args.db, read_only=True) as con:
+        frame = con.execute(
+            "select started_at, run_id, value, n from metric_history where model = ? and scenario = ? and metric = ? "
+            "and perturbation = ? and group_name = '' order by started_at",
+            [args.model, args.scenario, args.metric, args.perturbation]).df()
+    if frame.empty:
+        print(f"no succeeded runs of {args.model} on {args.scenario} with metric {args.metric}")
+        return EXIT_FAILED
+    low, high = frame.value.min(), frame.value.max()
+    frame["chart"] = [bar(v, low, high) for v in frame.value]
+    print_frame(frame, "table")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from flows.display import print_frame
+    from flows.history import compare
+    from warehouse.db import connect
+
+    with connect(args.db, read_only=True) as con:
+        result = compare(con, args.run_a, args.run_b)
+    if result.differs:
+        print("the runs differ in more than the model's answers:\n  " + "\n  ".join(result.differs))
+    rows = [{"category": m.category, "metric": m.metric, "perturbation": m.perturbation, "a": m.a, "b": m.b,
+             "delta": m.delta, "test": m.test, "p_value": m.p_value,
+             "interval": f"[{m.interval[0]:.4g}, {m.interval[1]:.4g}]" if m.interval else "",
+             "significant": "yes" if m.significant else ""} for m in result.metrics]
+    print_frame(pd.DataFrame(rows), args.format)
+    print(f"{len(result.flipped)} instance(s) flipped on the main metric" + (":" if result.flipped else ""))
+    for instance, a, b in result.flipped[: args.show]:
+        print(f"  {instance}: {a:g} -> {b:g}")
+    return EXIT_OK
+
+
+def cmd_regressions(args: argparse.Namespace) -> int:
+    from flows.history import regressions
+    from warehouse.db import connect
+
+    with connect(args.db, read_only=True) as con:
+        found = regressions(con, args.alpha)
+    if not found:
+        print("no regressions")
+        return EXIT_OK
+    for r in found:
+        print(f"REGRESSION {r.model} on {r.scenario}: {r.metric} {r.before:.4f} -> {r.after:.4f} "
+              f"(McNemar p = {r.p_value:.3g}; runs {r.before_run} -> {r.after_run})")
+        for difference in r.differs:
+            print(f"  differs: {difference}")
+    return EXIT_FAILED
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from flows.rescore import rescore
+
+    version = rescore(args.db, args.run)
+    print(f"run {args.run}: metrics version {version} stored")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from warehouse.db import connect
+
+    target = Path(args.dir)
+    target.mkdir(parents=True, exist_ok=True)
+    with connect(args.db, read_only=True) as con:
+        tables = [t for (t,) in con.execute(
+            "select table_name from information_schema.tables where table_type = 'BASE TABLE' order by 1").fetchall()]
+        for table in tables:
+            path = target / f"{table}.{args.format}"
+            options = "(format parquet)" if args.format == "parquet" else "(format csv, header true)"
+            con.execute(f"copy {table} to '{path}' {options}")
+            print(f"{path}")
+    return EXIT_OK
+
+
 # -- specs -------------------------------------------------------------------------------------------
 
 
@@ -252,6 +366,38 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(func=cmd_query)
 
+    board = sub.add_parser("leaderboard", help="mean win rate per category over the latest runs")
+    board.add_argument("--suite")
+    board.add_argument("--category")
+    board.set_defaults(func=cmd_leaderboard)
+
+    history = sub.add_parser("history", help="a metric over time for one model and scenario")
+    history.add_argument("--model", required=True)
+    history.add_argument("--scenario", required=True)
+    history.add_argument("--metric", required=True)
+    history.add_argument("--perturbation", default="", help="e.g. worst_case for robustness")
+    history.set_defaults(func=cmd_history)
+
+    comp = sub.add_parser("compare", help="two runs metric by metric, with paired significance")
+    comp.add_argument("run_a")
+    comp.add_argument("run_b")
+    comp.add_argument("--show", type=int, default=20, help="how many flipped instances to list")
+    comp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    comp.set_defaults(func=cmd_compare)
+
+    regress = sub.add_parser("regressions", help="significant drops between consecutive runs")
+    regress.add_argument("--alpha", type=float, default=0.05)
+    regress.set_defaults(func=cmd_regressions)
+
+    rescore = sub.add_parser("rescore", help="recompute a run's metrics from its stored predictions")
+    rescore.add_argument("run")
+    rescore.set_defaults(func=cmd_rescore)
+
+    export = sub.add_parser("export", help="write every table to files")
+    export.add_argument("dir")
+    export.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    export.set_defaults(func=cmd_export)
+
     perturb = sub.add_parser("perturb", help="show what a perturbation does to a text")
     perturb.add_argument(
         "name",
@@ -287,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (SpecError, DataError, ModelError, ValidationFailed, WarehouseError) as exc:
+    except (SpecError, DataError, ModelError, ValidationFailed, WarehouseError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

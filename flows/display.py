@@ -50,6 +50,12 @@ class Display:
             self.task_id = None
 
 
+def bar(value: float, low: float, high: float, width: int = 30) -> str:
+    """A terminal bar for a value between low and high (at least one block, so zero still shows)."""
+    share = 1.0 if high == low else (value - low) / (high - low)
+    return "█" * max(1, round(share * width))
+
+
 def print_frame(frame: pd.DataFrame, fmt: str) -> None:
     if fmt == "csv":
         frame.to_csv(sys.stdout, index=False)

@@ -179,3 +179,19 @@ def test_mmlu_five_shot_prompt_uses_the_subjects_dev_rows() -> None:
         + block(instances[0].input, *instances[0].choices)
     )
     assert build_requests(spec.adapter, instances[:1], pool, 0)[0].prompt == expected
+
+
+def test_the_adding_a_scenario_guide_is_true(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    guide = (Path(__file__).parents[1] / "docs" / "adding-a-scenario.md").read_text()
+    blocks = re.findall(r"```(\w*)\n(.*?)```", guide, re.S)
+    data = next(b for kind, b in blocks if kind == "csv")
+    spec_text = next(b for kind, b in blocks if kind == "yaml" and b.startswith("name: support"))
+    shown = next(b for kind, b in blocks if kind == "" and "continuations scored" in b)
+    write(tmp_path / "scenarios" / "data" / "support.csv", data)
+    spec = write(tmp_path / "scenarios" / "support.yaml", spec_text)
+    assert main(["specs", "validate", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["specs", "show", str(spec)]) == 0
+    assert shown.strip() in capsys.readouterr().out
