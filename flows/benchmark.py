@@ -21,14 +21,16 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from flows import progress
+from flows.inference import infer
+from flows.tables import instances_frame, metrics_frame, predictions_frame, stats_frame, validations_frame
 from specs.loader import spec_hash
 from specs.schema import ModelSpec, ScenarioSpec
 from tasks.adapt import Request, build_requests
 from tasks.data import ResolvedSource, load_instances, select
 from tasks.instances import Instance, instances_fingerprint
-from tasks.metrics import Metric, Prediction, Stat, score, to_prediction
+from tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
 from tasks.metrics.toxicity import classifier as toxicity_classifier
-from tasks.models import Completion, ModelBackend, load_model
+from tasks.models import ModelBackend, load_model
 from tasks.validate import ValidationFailed, ValidationResult, validate_instances, validate_predictions, validate_stats
 from warehouse import writer
 
@@ -104,47 +106,37 @@ def model_stage(spec: ModelSpec) -> ModelBackend:
     return load_model(spec)
 
 
-def _request_key(request: Request) -> tuple:
-    return (request.kind, request.prompt, request.continuations, request.max_tokens, request.stop)
-
-
 @task(name="infer", **TASK_OPTIONS)
-def infer_stage(model: ModelBackend, requests: list[Request], label: str) -> list[Prediction]:
-    """Run each distinct request once (a perturbation often leaves a prompt unchanged), then share results.
+def infer_stage(
+    model: ModelBackend, requests: list[Request], label: str, db: str | None, run_id: str, use_cache: bool
+) -> tuple[list[Prediction], int, int]:
+    """Predictions for every request, and how many requests went to the model or came from the cache.
 
     multiple_choice_calibrated requests also need their choices scored after the bare answer prompt;
-    those baseline requests are the same for every instance, so they too run once.
+    those baseline requests are the same for every instance, so they run once.
     """
-    baselines = {r.id: replace(r, id=f"{r.id}#baseline", prompt=r.baseline_prompt, baseline_prompt=None)
-                 for r in requests if r.baseline_prompt is not None}
-    unique: dict[tuple, Request] = {}
-    for request in [*requests, *baselines.values()]:
-        unique.setdefault(_request_key(request), request)
-    distinct = list(unique.values())
-    progress.reporter.start_inference(label, len(distinct))
-
-    def report(done: int, total: int) -> None:
-        progress.reporter.advance(round(done * len(distinct) / max(total, 1)))
-
-    results: dict[str, Completion] = {}
-    choice = [r for r in distinct if r.kind == "multiple_choice"]
-    generation = [r for r in distinct if r.kind == "generation"]
-    if choice:
-        results.update({c.request_id: c for c in model.loglikelihood(choice, report)})
-    if generation:
-        results.update({c.request_id: c for c in model.generate(generation, report)})
+    baselines = {
+        r.id: replace(r, id=f"{r.id}#baseline", prompt=r.baseline_prompt, baseline_prompt=None)
+        for r in requests
+        if r.baseline_prompt is not None
+    }
+    progress.reporter.start_inference(label, len(requests) + len(baselines))
+    result = infer(
+        model,
+        [*requests, *baselines.values()],
+        db,
+        run_id,
+        use_cache,
+        lambda done, total: progress.reporter.advance(done),
+    )
     progress.reporter.end_inference()
-
-    def result_of(request: Request) -> Completion:
-        return results[unique[_request_key(request)].id]
-
     predictions = []
     for request in requests:
-        completion = replace(result_of(request), request_id=request.id)
+        completion = result.completions[request.id]
         if request.id in baselines:
-            completion.baseline_logprobs = list(result_of(baselines[request.id]).logprobs)
+            completion.baseline_logprobs = list(result.completions[baselines[request.id].id].logprobs)
         predictions.append(to_prediction(request, completion))
-    return predictions
+    return predictions, result.model_calls, result.cache_hits
 
 
 @task(name="validate-predictions", **TASK_OPTIONS)
@@ -185,85 +177,7 @@ def write_stage(db: str | None, run_id: str, status: str, tables: dict[str, pd.D
     writer.finish_run(db, run_id, status, tables, updates)
 
 
-# -- tables ------------------------------------------------------------------------------------------
-
-
-def instances_frame(instances: list[Instance]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "instance_id": [i.id for i in instances],
-            "split": [i.split for i in instances],
-            "group_name": [i.group for i in instances],
-            "input": [i.input for i in instances],
-            "choices": [list(i.choices) or None for i in instances],
-            "gold_index": pd.array([i.gold_index for i in instances], dtype="Int64"),
-            "reference_texts": [list(i.references) or None for i in instances],
-            "extra": [json.dumps(i.extra, sort_keys=True) if i.extra else None for i in instances],
-        }
-    )
-
-
-def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "request_id": [p.request.id for p in predictions],
-            "instance_id": [p.request.instance_id for p in predictions],
-            "perturbation": [p.request.perturbation for p in predictions],
-            "kind": [p.request.kind for p in predictions],
-            "prompt": [p.request.prompt for p in predictions],
-            "completion": [p.predicted_text for p in predictions],
-            "choice_logprobs": [
-                p.completion.logprobs if p.request.kind == "multiple_choice" else None for p in predictions
-            ],
-            "choice_token_counts": [p.completion.continuation_tokens or None for p in predictions],
-            "output_logprobs": [p.completion.logprobs if p.request.kind == "generation" else None for p in predictions],
-            "choice_baseline_logprobs": [p.completion.baseline_logprobs or None for p in predictions],
-            "predicted_index": pd.array([p.predicted_index for p in predictions], dtype="Int64"),
-            "confidence": [p.confidence for p in predictions],
-            "prompt_tokens": [p.completion.prompt_tokens for p in predictions],
-            "output_tokens": [p.completion.output_tokens for p in predictions],
-            "latency_s": [p.completion.latency_s for p in predictions],
-            "batch_size": [p.completion.batch_size for p in predictions],
-            "error": pd.array([p.completion.error for p in predictions], dtype="string"),
-        }
-    )
-
-
-def stats_frame(stats: list[Stat], version: int = 1) -> pd.DataFrame:
-    return pd.DataFrame(
-        [(s.instance_id, s.perturbation, s.category, s.metric, s.value, version) for s in stats],
-        columns=["instance_id", "perturbation", "category", "metric", "value", "metrics_version"],
-    )
-
-
-def metrics_frame(metrics: list[Metric], version: int = 1) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            (version, m.category, m.metric, m.perturbation, m.group, m.value, m.n, m.lower_is_better, m.headline)
-            for m in metrics
-        ],
-        columns=[
-            "metrics_version",
-            "category",
-            "metric",
-            "perturbation",
-            "group_name",
-            "value",
-            "n",
-            "lower_is_better",
-            "headline",
-        ],
-    )
-
-
-def validations_frame(results: list[ValidationResult]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            (r.stage, r.expectation, r.kwargs, r.success, r.element_count, r.unexpected_count, r.unexpected_ids)
-            for r in results
-        ],
-        columns=["stage", "expectation", "kwargs", "success", "element_count", "unexpected_count", "unexpected_ids"],
-    )
+# -- one (model, scenario) pair -------------------------------------------------------------------------
 
 
 def perturbations_of(spec: ScenarioSpec) -> list[str]:
@@ -272,45 +186,55 @@ def perturbations_of(spec: ScenarioSpec) -> list[str]:
     return names + (list(spec.perturbations.fairness) if "fairness" in spec.metrics else [])
 
 
-# -- one (model, scenario) pair -------------------------------------------------------------------------
-
-
 def evaluate(
-    prep: Prepared, model: ModelBackend, model_spec: ModelSpec, seed: int, db: str | None, flow_run_id: str | None
+    prep: Prepared,
+    model: ModelBackend,
+    model_spec: ModelSpec,
+    seed: int,
+    db: str | None,
+    flow_run_id: str | None,
+    resume_run_id: str | None = None,
+    use_cache: bool = True,
 ) -> RunOutcome:
     spec = prep.plan.spec
     info = model.info
-    run_id = uuid.uuid4().hex[:12]
     label = f"{spec.name} × {model_spec.name}"
     began = time.perf_counter()
-    writer.start_run(
-        db,
-        {
-            "run_id": run_id,
-            "suite": prep.plan.suite,
-            "scenario": spec.name,
-            "spec_hash": spec_hash(spec),
-            "spec_json": spec.model_dump_json(),
-            "model": model_spec.name,
-            "model_fingerprint": info.fingerprint,
-            "model_json": model_spec.model_dump_json(),
-            "seed": seed,
-            "max_instances": spec.max_instances,
-            "adapter_json": spec.adapter.model_dump_json(),
-            "data_source": prep.source.description,
-            "dataset_fingerprint": instances_fingerprint(prep.instances),
-            "num_instances": len(prep.instances),
-            "package_versions": package_versions(),
-            "device": info.device,
-            "dtype": info.dtype,
-            "batch_size": info.batch_size,
-            "num_threads": info.num_threads,
-            "flow_run_id": flow_run_id,
-        },
-    )
+    if resume_run_id:
+        run_id = resume_run_id
+        writer.restart_run(db, run_id, info.fingerprint, flow_run_id)
+    else:
+        run_id = uuid.uuid4().hex[:12]
+        writer.start_run(
+            db,
+            {
+                "run_id": run_id,
+                "suite": prep.plan.suite,
+                "scenario": spec.name,
+                "spec_hash": spec_hash(spec),
+                "spec_json": spec.model_dump_json(),
+                "spec_dir": prep.plan.base_dir,
+                "model": model_spec.name,
+                "model_fingerprint": info.fingerprint,
+                "model_json": model_spec.model_dump_json(),
+                "seed": seed,
+                "max_instances": spec.max_instances,
+                "adapter_json": spec.adapter.model_dump_json(),
+                "data_source": prep.source.description,
+                "dataset_fingerprint": instances_fingerprint(prep.instances),
+                "num_instances": len(prep.instances),
+                "package_versions": package_versions(),
+                "device": info.device,
+                "dtype": info.dtype,
+                "batch_size": info.batch_size,
+                "num_threads": info.num_threads,
+                "flow_run_id": flow_run_id,
+                "metrics_code_version": METRICS_CODE_VERSION,
+            },
+        )
     try:
         requests = build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec))
-        predictions = infer_stage(model, requests, label)
+        predictions, calls, hits = infer_stage(model, requests, label, db, run_id, use_cache)
         checks = list(prep.checks) + validate_predictions_stage(predictions, len(requests))
         stats, metrics, classifier = score_stage(spec, prep.instances, predictions, info.num_parameters)
         checks += validate_stats_stage(metrics)
@@ -329,9 +253,11 @@ def evaluate(
             "wall_seconds": time.perf_counter() - began,
             "toxicity_classifier": classifier,
             "num_parameters": info.num_parameters,
+            "model_calls": calls,
+            "cache_hits": hits,
         }
         write_stage(db, run_id, status, tables, updates)
-        progress.reporter.stage(label, f"{status} (run {run_id})")
+        progress.reporter.stage(label, f"{status} (run {run_id}; {calls} model calls, {hits} from the cache)")
         return RunOutcome(run_id, spec.name, model_spec.name, status, error)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
@@ -342,7 +268,12 @@ def evaluate(
 
 @flow(name="helmflow-benchmark", validate_parameters=False, log_prints=False)
 def benchmark(
-    plans: list[ScenarioPlan], models: list[ModelSpec], seed: int = 0, db: str | None = None, prefer: str = "auto"
+    plans: list[ScenarioPlan],
+    models: list[ModelSpec],
+    seed: int = 0,
+    db: str | None = None,
+    prefer: str = "auto",
+    use_cache: bool = True,
 ) -> list[RunOutcome]:
     from prefect.runtime import flow_run
 
@@ -356,5 +287,35 @@ def benchmark(
         model = model_stage(model_spec)
         progress.reporter.stage(model_spec.name, f"loaded ({model.info.fingerprint})")
         for prep in prepared:
-            outcomes.append(evaluate(prep, model, model_spec, seed, db, flow_run.id))
+            outcomes.append(evaluate(prep, model, model_spec, seed, db, flow_run.id, use_cache=use_cache))
     return outcomes
+
+
+def resumable(db: str | None, run_id: str) -> tuple[ScenarioPlan, ModelSpec, int]:
+    """What a stopped run was doing: its scenario plan, model and seed, read back from its row."""
+    from warehouse.db import connect
+
+    with connect(db, read_only=True) as con:
+        row = con.execute(
+            "select spec_json, spec_dir, suite, model_json, seed, status from runs where run_id = ?", [run_id]
+        ).fetchone()
+        if row is not None and row[5] == "running" and run_id in writer.interrupted_run_ids(con):
+            row = (*row[:5], "failed")
+    if row is None:
+        raise LookupError(f"no run '{run_id}' in the warehouse")
+    spec_json, spec_dir, suite, model_json, seed, status = row
+    if status not in ("failed",):
+        raise LookupError(f"run {run_id} is {status}: only a failed or interrupted run can be resumed")
+    plan = ScenarioPlan(ScenarioSpec.model_validate_json(spec_json), spec_dir, suite)
+    return plan, ModelSpec.model_validate_json(model_json), int(seed)
+
+
+@flow(name="helmflow-resume", validate_parameters=False, log_prints=False)
+def resume(run_id: str, db: str | None = None, prefer: str = "auto") -> RunOutcome:
+    """Finish a crashed run: every answer already in the inference cache is used, the rest computed."""
+    from prefect.runtime import flow_run
+
+    plan, model_spec, seed = resumable(db, run_id)
+    prep = load_stage(plan, seed, prefer)
+    model = model_stage(model_spec)
+    return evaluate(prep, model, model_spec, seed, db, flow_run.id, resume_run_id=run_id)

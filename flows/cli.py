@@ -68,6 +68,10 @@ def _plans(refs: Sequence[str], max_instances: int | None):
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.display import Display, results_table
 
+    if args.resume:
+        return _resume(args)
+    if not args.specs:
+        raise SpecError("helmflow run needs a suite or scenario (or --resume RUN_ID)")
     plans, suite_models, suite_seed = _plans(args.specs, args.max_instances)
     from specs.library import find_model
 
@@ -79,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     progress.set_reporter(display)
     with display:
-        outcomes = benchmark(plans, model_specs, seed=seed, db=args.db, prefer=args.source)
+        outcomes = benchmark(plans, model_specs, seed=seed, db=args.db, prefer=args.source, use_cache=not args.no_cache)
     results_table(args.db, [o.run_id for o in outcomes])
     for outcome in outcomes:
         if outcome.status != "succeeded":
@@ -88,6 +92,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return EXIT_OK if all(o.status == "succeeded" for o in outcomes) else EXIT_FAILED
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from flows import progress
+    from flows.benchmark import resumable, resume
+    from flows.display import Display, results_table
+
+    resumable(args.db, args.resume)  # a clear error before Prefect starts, if it cannot be resumed
+    display = Display()
+    progress.set_reporter(display)
+    with display:
+        outcome = resume(args.resume, db=args.db, prefer=args.source)
+    results_table(args.db, [outcome.run_id])
+    return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
 
 
 # -- history ----------------------------------------------------------------------------------------
@@ -152,7 +170,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             "with rates as (select * from win_rates" + (" where " + " and ".join(where) if where else "") + ") "
             "select model, category, round(avg(win_rate), 4) as mean_win_rate, count(*) as columns from rates "
             "group by all union all select model, 'overall', round(avg(win_rate), 4), count(*) from rates "
-            "group by model order by category, mean_win_rate desc, model", params).df()
+            "group by model order by category, mean_win_rate desc, model",
+            params,
+        ).df()
     if frame.empty:
         print("no column has two or more models yet: run another model on the same scenarios")
         return EXIT_OK
@@ -170,7 +190,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         frame = con.execute(
             "select started_at, run_id, value, n from metric_history where model = ? and scenario = ? and metric = ? "
             "and perturbation = ? and group_name = '' order by started_at",
-            [args.model, args.scenario, args.metric, args.perturbation]).df()
+            [args.model, args.scenario, args.metric, args.perturbation],
+        ).df()
     if frame.empty:
         print(f"no succeeded runs of {args.model} on {args.scenario} with metric {args.metric}")
         return EXIT_FAILED
@@ -191,10 +212,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
         result = compare(con, args.run_a, args.run_b)
     if result.differs:
         print("the runs differ in more than the model's answers:\n  " + "\n  ".join(result.differs))
-    rows = [{"category": m.category, "metric": m.metric, "perturbation": m.perturbation, "a": m.a, "b": m.b,
-             "delta": m.delta, "test": m.test, "p_value": m.p_value,
-             "interval": f"[{m.interval[0]:.4g}, {m.interval[1]:.4g}]" if m.interval else "",
-             "significant": "yes" if m.significant else ""} for m in result.metrics]
+    rows = [
+        {
+            "category": m.category,
+            "metric": m.metric,
+            "perturbation": m.perturbation,
+            "a": m.a,
+            "b": m.b,
+            "delta": m.delta,
+            "test": m.test,
+            "p_value": m.p_value,
+            "interval": f"[{m.interval[0]:.4g}, {m.interval[1]:.4g}]" if m.interval else "",
+            "significant": "yes" if m.significant else "",
+        }
+        for m in result.metrics
+    ]
     print_frame(pd.DataFrame(rows), args.format)
     print(f"{len(result.flipped)} instance(s) flipped on the main metric" + (":" if result.flipped else ""))
     for instance, a, b in result.flipped[: args.show]:
@@ -212,8 +244,10 @@ def cmd_regressions(args: argparse.Namespace) -> int:
         print("no regressions")
         return EXIT_OK
     for r in found:
-        print(f"REGRESSION {r.model} on {r.scenario}: {r.metric} {r.before:.4f} -> {r.after:.4f} "
-              f"(McNemar p = {r.p_value:.3g}; runs {r.before_run} -> {r.after_run})")
+        print(
+            f"REGRESSION {r.model} on {r.scenario}: {r.metric} {r.before:.4f} -> {r.after:.4f} "
+            f"(McNemar p = {r.p_value:.3g}; runs {r.before_run} -> {r.after_run})"
+        )
         for difference in r.differs:
             print(f"  differs: {difference}")
     return EXIT_FAILED
@@ -233,8 +267,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = Path(args.dir)
     target.mkdir(parents=True, exist_ok=True)
     with connect(args.db, read_only=True) as con:
-        tables = [t for (t,) in con.execute(
-            "select table_name from information_schema.tables where table_type = 'BASE TABLE' order by 1").fetchall()]
+        tables = [
+            t
+            for (t,) in con.execute(
+                "select table_name from information_schema.tables where table_type = 'BASE TABLE' order by 1"
+            ).fetchall()
+        ]
         for table in tables:
             path = target / f"{table}.{args.format}"
             options = "(format parquet)" if args.format == "parquet" else "(format csv, header true)"
@@ -345,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evaluate models on suites or scenarios")
-    run.add_argument("specs", nargs="+", help="suite or scenario names or YAML files")
+    run.add_argument("specs", nargs="*", help="suite or scenario names or YAML files")
+    run.add_argument("--resume", metavar="RUN_ID", help="finish a failed or interrupted run where it stopped")
+    run.add_argument("--no-cache", action="store_true", help="ask the model for every answer (the cache is not read)")
     run.add_argument("--model", action="append", help="model spec name or file, or hf:<hub id or path> (repeatable)")
     run.add_argument("--max-instances", type=int, default=None)
     run.add_argument("--seed", type=int, default=None)

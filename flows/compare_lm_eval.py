@@ -78,7 +78,9 @@ def compare_separate(db: str, run_id: str, reference: Path) -> dict[str, float]:
             "max(case when s.metric = 'exact_match' then s.value end), "
             "max(case when s.metric = 'exact_match_char_norm' then s.value end) "
             "from predictions p join instance_stats s using (run_id, instance_id, perturbation) "
-            "where run_id = ? and perturbation = '' group by all", [run_id]).fetchall()
+            "where run_id = ? and perturbation = '' group by all",
+            [run_id],
+        ).fetchall()
     common = [r for r in rows if r[0] in theirs]
     diffs = [abs(a - b) for r in common for a, b in zip(r[2], theirs[r[0]]["loglikelihoods"], strict=True)]
     return {

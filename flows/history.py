@@ -15,14 +15,22 @@ import duckdb
 
 from tasks.metrics.significance import mcnemar_exact, paired_bootstrap
 
-FINGERPRINT = ("spec_hash", "dataset_fingerprint", "model_fingerprint", "dtype", "batch_size", "seed",
-               "package_versions")
+FINGERPRINT = (
+    "spec_hash",
+    "dataset_fingerprint",
+    "model_fingerprint",
+    "dtype",
+    "batch_size",
+    "seed",
+    "package_versions",
+)
 ALPHA = 0.05
 
 
 def fingerprint(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object]:
-    row = con.execute(f"select model, scenario, {', '.join(FINGERPRINT)} from runs where run_id = ?",
-                      [run_id]).fetchone()
+    row = con.execute(
+        f"select model, scenario, {', '.join(FINGERPRINT)} from runs where run_id = ?", [run_id]
+    ).fetchone()
     if row is None:
         raise LookupError(f"no run '{run_id}' in the warehouse")
     return dict(zip(("model", "scenario", *FINGERPRINT), row, strict=True))
@@ -87,7 +95,9 @@ def _paired(con: duckdb.DuckDBPyConnection, a: str, b: str) -> dict[tuple[str, s
         from current x join current y using (instance_id, category, metric, perturbation)
         where x.run_id = ? and y.run_id = ? and x.value is not null and y.value is not null
         order by x.instance_id
-        """, [a, b]).fetchall()
+        """,
+        [a, b],
+    ).fetchall()
     paired: dict[tuple[str, str, str], list[tuple]] = {}
     for category, metric, perturbation, instance, va, vb in rows:
         paired.setdefault((category, metric, perturbation), []).append((instance, va, vb))
@@ -118,7 +128,9 @@ def compare(con: duckdb.DuckDBPyConnection, a: str, b: str) -> Comparison:
         full join (select * from current_metrics where run_id = ? and group_name = '') y
           using (category, metric, perturbation)
         order by 1, 2, 3
-        """, [a, b]).fetchall()
+        """,
+        [a, b],
+    ).fetchall()
     paired = _paired(con, a, b)
     metrics = []
     for category, metric, perturbation, va, vb in values:

@@ -31,9 +31,16 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[Row]:
 
 def _instances(rows: list[Row]) -> list[Instance]:
     return [
-        Instance(id=r["instance_id"], input=r["input"], split=r["split"], choices=tuple(r["choices"] or ()),
-                 gold_index=r["gold_index"], references=tuple(r["reference_texts"] or ()), group=r["group_name"],
-                 extra=json.loads(r["extra"]) if r["extra"] else {})
+        Instance(
+            id=r["instance_id"],
+            input=r["input"],
+            split=r["split"],
+            choices=tuple(r["choices"] or ()),
+            gold_index=r["gold_index"],
+            references=tuple(r["reference_texts"] or ()),
+            group=r["group_name"],
+            extra=json.loads(r["extra"]) if r["extra"] else {},
+        )
         for r in rows
     ]
 
@@ -47,16 +54,21 @@ def _predictions(rows: list[Row], spec: ScenarioSpec, instances: dict[str, Insta
         if kind == "multiple_choice":
             options = instances[r["instance_id"]].choices
             choices = tuple(LETTERS[: len(options)]) if method == "multiple_choice_joint" else options
-        request = Request(r["request_id"], r["instance_id"], kind, r["prompt"], choices=choices,
-                          perturbation=r["perturbation"])
+        request = Request(
+            r["request_id"], r["instance_id"], kind, r["prompt"], choices=choices, perturbation=r["perturbation"]
+        )
         logprobs = r["choice_logprobs"] if kind == "multiple_choice" else r["output_logprobs"]
         completion = Completion(
-            request_id=r["request_id"], logprobs=list(logprobs or []),
+            request_id=r["request_id"],
+            logprobs=list(logprobs or []),
             text=(r["completion"] or "") if kind == "generation" else "",
             continuation_tokens=list(r["choice_token_counts"] or []),
             baseline_logprobs=list(r["choice_baseline_logprobs"] or []),
-            prompt_tokens=r["prompt_tokens"], output_tokens=r["output_tokens"], latency_s=r["latency_s"],
-            batch_size=r["batch_size"], error=r["error"],
+            prompt_tokens=r["prompt_tokens"],
+            output_tokens=r["output_tokens"],
+            latency_s=r["latency_s"],
+            batch_size=r["batch_size"],
+            error=r["error"],
         )
         out.append(to_prediction(request, completion))
     return out
@@ -64,7 +76,7 @@ def _predictions(rows: list[Row], spec: ScenarioSpec, instances: dict[str, Insta
 
 def rescore(db: str | Path | None, run_id: str) -> int:
     """Score a run again and store the result as its next metrics version; returns that version."""
-    from flows.benchmark import metrics_frame, stats_frame
+    from flows.tables import metrics_frame, stats_frame
 
     with connect(db, read_only=True) as con:
         run = con.execute("select spec_json, num_parameters, status from runs where run_id = ?", [run_id]).fetchone()
@@ -72,8 +84,9 @@ def rescore(db: str | Path | None, run_id: str) -> int:
             raise LookupError(f"no run '{run_id}' in the warehouse")
         instance_rows = _rows(con, "select * from instances where run_id = ? order by rowid", [run_id])
         prediction_rows = _rows(con, "select * from predictions where run_id = ? order by rowid", [run_id])
-        version = con.execute("select coalesce(max(metrics_version), 0) + 1 from metrics where run_id = ?",
-                              [run_id]).fetchone()[0]
+        version = con.execute(
+            "select coalesce(max(metrics_version), 0) + 1 from metrics where run_id = ?", [run_id]
+        ).fetchone()[0]
     spec = ScenarioSpec.model_validate_json(run[0])
     instances = _instances(instance_rows)
     predictions = _predictions(prediction_rows, spec, {i.id: i for i in instances})
@@ -82,8 +95,10 @@ def rescore(db: str | Path | None, run_id: str) -> int:
     with connect(db) as con:
         con.execute("begin transaction")
         try:
-            for table, frame in (("instance_stats", stats_frame(stats, version)),
-                                 ("metrics", metrics_frame(metrics, version))):
+            for table, frame in (
+                ("instance_stats", stats_frame(stats, version)),
+                ("metrics", metrics_frame(metrics, version)),
+            ):
                 con.register("incoming", frame.assign(run_id=run_id))
                 con.execute(f"insert into {table} by name select * from incoming")
                 con.unregister("incoming")

@@ -58,14 +58,22 @@ def target_text(adapter: AdapterSpec, inst: Instance) -> str:
 
 def _request(adapter: AdapterSpec, inst: Instance, prompt: str, request_id: str, perturbation: str) -> Request:
     if adapter.method == "generation":
-        return Request(request_id, inst.id, "generation", prompt, max_tokens=adapter.max_tokens,
-                       stop=tuple(adapter.stop), perturbation=perturbation)
+        return Request(
+            request_id,
+            inst.id,
+            "generation",
+            prompt,
+            max_tokens=adapter.max_tokens,
+            stop=tuple(adapter.stop),
+            perturbation=perturbation,
+        )
     joint = adapter.method == "multiple_choice_joint"
     options = tuple(LETTERS[: len(inst.choices)]) if joint else inst.choices
     continuations = tuple(adapter.target_delimiter + option for option in options)
     baseline = adapter.output_prefix if adapter.method == "multiple_choice_calibrated" else None
-    return Request(request_id, inst.id, "multiple_choice", prompt, continuations, options, baseline,
-                   perturbation=perturbation)
+    return Request(
+        request_id, inst.id, "multiple_choice", prompt, continuations, options, baseline, perturbation=perturbation
+    )
 
 
 def choose_exemplars(pool: list[Instance], k: int, seed: int, group: str | None) -> list[Instance]:

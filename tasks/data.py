@@ -71,14 +71,16 @@ def read_bigbench(path: Path) -> list[dict[str, Any]]:
         choices = list(scores)
         shown = "".join(choice_prefix + c for c in choices) if append else ""
         target = example.get("target", [])
-        rows.append({
-            "idx": index,
-            "input": example["input"],
-            "prompt": (prefix + input_prefix + example["input"] + shown + output_prefix).lstrip("\n"),
-            "choices": choices,
-            "gold": max(range(len(choices)), key=lambda k: (scores[choices[k]], -k)) if choices else None,
-            "targets": [target] if isinstance(target, str) else list(target),
-        })
+        rows.append(
+            {
+                "idx": index,
+                "input": example["input"],
+                "prompt": (prefix + input_prefix + example["input"] + shown + output_prefix).lstrip("\n"),
+                "choices": choices,
+                "gold": max(range(len(choices)), key=lambda k: (scores[choices[k]], -k)) if choices else None,
+                "targets": [target] if isinstance(target, str) else list(target),
+            }
+        )
     return rows
 
 

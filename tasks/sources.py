@@ -44,14 +44,26 @@ def sdist(requirement: str, download: bool = True) -> Path:
     name, _, version = requirement.partition("==")
     folder = cache_root() / "sdists"
     found = sorted(folder.glob(f"{name.replace('-', '_')}-{version}*.tar.gz")) + sorted(
-        folder.glob(f"{name}-{version}*.tar.gz"))
+        folder.glob(f"{name}-{version}*.tar.gz")
+    )
     if found:
         return found[0]
     if not download:
         raise SourceMissing(f"{requirement} has not been downloaded into {folder}")
     folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "-q", "-d",
-               str(folder), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "-q",
+        "-d",
+        str(folder),
+        requirement,
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SourceMissing(f"could not download the sdist {requirement}: {result.stderr.strip()[-300:]}")

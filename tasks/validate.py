@@ -165,7 +165,10 @@ def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
             ),
             # Word-list bias is a distance in [0, 1]; BBQ's bias scores lie in [-1, 1].
             e.ExpectColumnValuesToBeBetween(
-                column="value", min_value=-1.0, max_value=1.0, row_condition='category == "bias"',
+                column="value",
+                min_value=-1.0,
+                max_value=1.0,
+                row_condition='category == "bias"',
                 condition_parser="pandas",
             ),
             e.ExpectColumnValuesToBeBetween(column="n", min_value=0),

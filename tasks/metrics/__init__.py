@@ -13,6 +13,9 @@ from tasks.metrics.toxicity import ToxicityClassifier
 from tasks.metrics.types import CATEGORIES, Metric, Stat
 from tasks.models.base import Completion
 
+# Bump when a change to the metric code changes any value: a refresh re-scores older runs.
+METRICS_CODE_VERSION = "2026.11.28"
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -108,8 +111,11 @@ def score(
         metrics += counterfactual + disparity
     if "bias" in wanted:
         if any("polarity" in inst.extra for inst in instances):  # BBQ: bias in the choices made
-            chosen = {p.request.instance_id: p.predicted_index for p in predictions
-                      if not p.request.perturbation and p.predicted_index is not None}
+            chosen = {
+                p.request.instance_id: p.predicted_index
+                for p in predictions
+                if not p.request.perturbation and p.predicted_index is not None
+            }
             metrics += bbq.aggregate(instances, chosen)
         if completions:  # bias in generated text
             metrics += bias.aggregate(completions)
@@ -122,4 +128,4 @@ def score(
     return stats, metrics
 
 
-__all__ = ["CATEGORIES", "Metric", "Prediction", "Stat", "score", "to_prediction"]
+__all__ = ["CATEGORIES", "METRICS_CODE_VERSION", "Metric", "Prediction", "Stat", "score", "to_prediction"]
