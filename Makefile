@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench bench-refresh lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m flows.bench
+
+bench-refresh: $(STAMP)
+	$(PY) -m flows.bench_refresh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -106,7 +106,20 @@ def model_stage(spec: ModelSpec) -> ModelBackend:
     return load_model(spec)
 
 
-@task(name="infer", **TASK_OPTIONS)
+def _transient(task: object, run: object, state: object) -> bool:
+    """Retry inference only for a model server that did not answer (answers so far are cached)."""
+    from tasks.models.openai import ModelServerError
+
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except ModelServerError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="infer", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient, **TASK_OPTIONS)
 def infer_stage(
     model: ModelBackend, requests: list[Request], label: str, db: str | None, run_id: str, use_cache: bool
 ) -> tuple[list[Prediction], int, int]:

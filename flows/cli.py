@@ -281,6 +281,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_refresh(args: argparse.Namespace) -> int:
+    """One refresh now, in this process (what a scheduled run does)."""
+    from flows import progress
+    from flows.display import Display
+    from flows.refresh import RegressionFound, refresh
+
+    display = Display()
+    progress.set_reporter(display)
+    try:
+        with display:
+            report = refresh(args.suites, args.model, args.db)
+    except RegressionFound as exc:
+        print(f"regression(s):\n{exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ran {len(report.ran)} run(s): {', '.join(report.ran) or '-'}; fresh: {len(report.fresh)}")
+    return EXIT_OK
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from flows.deploy import DeployError, schedule
+
+    try:
+        name = schedule(args.suite, args.model, args.cron, args.db, args.name, args.work_pool)
+    except DeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"deployment {name} scheduled with cron '{args.cron}'")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.deploy import DeployError, serve_all
+
+    try:
+        serve_all(args.limit)
+    except DeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK
+
+
 # -- specs -------------------------------------------------------------------------------------------
 
 
@@ -405,6 +446,23 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("sql")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.set_defaults(func=cmd_query)
+
+    fresh = sub.add_parser("refresh", help="re-run the stale model × scenario pairs of suites now")
+    fresh.add_argument("suites", nargs="+")
+    fresh.add_argument("--model", action="append", help="instead of the suite's models (repeatable)")
+    fresh.set_defaults(func=cmd_refresh)
+
+    sched = sub.add_parser("schedule", help="create a Prefect deployment that refreshes a suite on a cron")
+    sched.add_argument("suite")
+    sched.add_argument("--model", action="append", help="instead of the suite's models (repeatable)")
+    sched.add_argument("--cron", required=True, help='e.g. "0 3 * * *"')
+    sched.add_argument("--name", help="deployment name (default: the suite's)")
+    sched.add_argument("--work-pool", help="run on this Prefect work pool's workers instead of helmflow serve")
+    sched.set_defaults(func=cmd_schedule)
+
+    serve = sub.add_parser("serve", help="serve every helmflow deployment in this process (Prefect's serve)")
+    serve.add_argument("--limit", type=int, help="at most this many runs at once")
+    serve.set_defaults(func=cmd_serve)
 
     board = sub.add_parser("leaderboard", help="mean win rate per category over the latest runs")
     board.add_argument("--suite")

@@ -116,9 +116,9 @@ class AdapterSpec(Strict):
     # multiple_choice_joint: lettered options in the prompt, letters scored (lm-eval's MMLU).
     # multiple_choice_separate: each choice scored as a continuation (lm-eval's acc / acc_norm).
     # multiple_choice_calibrated: separate, minus the choice's log-prob after the bare output prefix (HELM).
-    method: Literal[
-        "multiple_choice_joint", "multiple_choice_separate", "multiple_choice_calibrated", "generation"
-    ] = "multiple_choice_joint"
+    method: Literal["multiple_choice_joint", "multiple_choice_separate", "multiple_choice_calibrated", "generation"] = (
+        "multiple_choice_joint"
+    )
     # Python format fields: {group} and {group_words} (underscores as spaces).
     instructions: str = ""
     input_prefix: str = ""
@@ -161,8 +161,14 @@ class ScenarioSpec(Strict):
     fields: FieldMap = FieldMap()
     adapter: AdapterSpec = AdapterSpec()
     main_metric: Literal[
-        "exact_match", "quasi_exact_match", "prefix_exact_match", "quasi_prefix_exact_match", "f1_score", "rouge_l",
-        "exact_match_token_norm", "exact_match_char_norm",
+        "exact_match",
+        "quasi_exact_match",
+        "prefix_exact_match",
+        "quasi_prefix_exact_match",
+        "f1_score",
+        "rouge_l",
+        "exact_match_token_norm",
+        "exact_match_char_norm",
     ] = "exact_match"
     metrics: list[MetricName] = Field(default_factory=lambda: ["accuracy", "calibration", "efficiency"])
     perturbations: Perturbations = Perturbations()
@@ -176,9 +182,16 @@ class ScenarioSpec(Strict):
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    backend: Literal["embedded", "hf"]
-    # hf: a hub id or a local directory. embedded: ignored (the packaged SmolLM2 is used).
+    backend: Literal["embedded", "hf", "openai"]
+    # hf: a hub id or a local directory. openai: the server's base URL (http://host:port/v1).
+    # embedded: ignored (the packaged SmolLM2 is used).
     path: str | None = None
+    # openai: the model name the server knows (default: this spec's name).
+    remote_model: str | None = None
+    # openai: seconds per request, and retries with exponential back-off for transient errors.
+    timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    retry_backoff_s: float = Field(1.0, ge=0)
     revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
@@ -186,9 +199,11 @@ class ModelSpec(Strict):
     max_length: int = Field(2048, ge=16)
 
     @model_validator(mode="after")
-    def _hf_needs_path(self) -> ModelSpec:
+    def _needs_path(self) -> ModelSpec:
         if self.backend == "hf" and not self.path:
             raise ValueError("backend 'hf' needs 'path' (a hub id or a local directory)")
+        if self.backend == "openai" and not (self.path or "").startswith(("http://", "https://")):
+            raise ValueError("backend 'openai' needs 'path': the server's base URL, e.g. http://127.0.0.1:8000/v1")
         return self
 
 
@@ -199,12 +214,31 @@ class SuiteEntry(Strict):
     num_train: int | None = Field(None, ge=0, le=64)
 
 
+class Notify(Strict):
+    """Who hears about a regression found by a scheduled refresh."""
+
+    # A shell command run with the message in $HELMFLOW_MESSAGE (and on its standard input).
+    command: str | None = None
+    # An http(s) URL that receives POST {"text": message, "regressions": [...]}.
+    webhook: str | None = None
+
+
 class SuiteSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     models: list[str] = Field(default_factory=list)
     scenarios: list[SuiteEntry] = Field(min_length=1)
     seed: int = 0
+    # A refresh re-runs a model × scenario whose latest run is older than this ("12h", "7d").
+    max_age: str | None = Field(None, pattern=r"^\d+(\.\d+)?[smhdw]$")
+    notify: Notify = Notify()
+
+    @property
+    def max_age_seconds(self) -> float | None:
+        if self.max_age is None:
+            return None
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        return float(self.max_age[:-1]) * units[self.max_age[-1]]
 
     @field_validator("scenarios", mode="before")
     @classmethod

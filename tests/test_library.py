@@ -195,3 +195,10 @@ def test_the_adding_a_scenario_guide_is_true(tmp_path: Path, capsys: pytest.Capt
     capsys.readouterr()
     assert main(["specs", "show", str(spec)]) == 0
     assert shown.strip() in capsys.readouterr().out
+
+
+@needs_shared_data
+def test_copa_prompt_is_lm_evals() -> None:
+    request = first_request("copa")
+    assert request.prompt == "The man turned on the faucet therefore"
+    assert request.continuations == ("  the toilet filled with water.", "  water flowed from the spout.")

