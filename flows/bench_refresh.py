@@ -26,8 +26,10 @@ def main() -> int:
         report = refresh(["quickstart"], None, db)
         seconds = time.perf_counter() - began
         with connect(db, read_only=True) as con:
-            calls = con.execute("select coalesce(sum(model_calls), 0) from runs where run_id in (select unnest(?))",
-                                [report.ran or [""]]).fetchone()[0]
+            calls = con.execute(
+                "select coalesce(sum(model_calls), 0) from runs where run_id in (select unnest(?))",
+                [report.ran or [""]],
+            ).fetchone()[0]
         figures.append(seconds)
         print(f"{attempt}_refresh_seconds   {seconds:.1f}")
         print(f"{attempt}_refresh_runs      {len(report.ran)}")
