@@ -154,9 +154,11 @@ def infer_stage(
 
 @task(name="validate-predictions", **TASK_OPTIONS)
 def validate_predictions_stage(predictions: list[Prediction], expected: int) -> list[ValidationResult]:
-    return validate_predictions(
-        predictions_frame(predictions)[["request_id", "completion", "confidence", "latency_s", "error"]], expected
-    )
+    frame = predictions_frame(predictions)
+    frame["produced"] = [
+        p.completion.generated_tokens if p.request.kind == "generation" else len(p.predicted_text) for p in predictions
+    ]
+    return validate_predictions(frame[["request_id", "produced", "confidence", "latency_s", "error"]], expected)
 
 
 @task(name="score", **TASK_OPTIONS)
@@ -180,8 +182,21 @@ def validate_stats_stage(metrics: list[Metric]) -> list[ValidationResult]:
     frame["unperturbed_value"] = [
         unperturbed.get(m.metric) if m.perturbation == "worst_case" else None for m in metrics
     ]
+    frame["is_delta"] = frame.metric.str.endswith("_delta")
     return validate_stats(
-        frame[["key", "category", "metric", "perturbation", "lower_is_better", "value", "unperturbed_value", "n"]]
+        frame[
+            [
+                "key",
+                "category",
+                "metric",
+                "perturbation",
+                "lower_is_better",
+                "is_delta",
+                "value",
+                "unperturbed_value",
+                "n",
+            ]
+        ]
     )
 
 

@@ -65,13 +65,13 @@ def compare(db: str, run_id: str, folder: Path) -> dict[str, float]:
     }
 
 
-def compare_separate(db: str, run_id: str, reference: Path) -> dict[str, float]:
+def compare_separate(db: str, run_id: str, reference: Path, id_prefix: str = "") -> dict[str, float]:
     """A multiple_choice_separate run against lm-eval's per-doc log-likelihoods, acc and acc_norm.
 
     REF.jsonl: one line per doc with doc_id (= the helmflow instance id), context, continuations,
     loglikelihoods, acc and acc_norm, extracted from lm-eval's --log_samples output.
     """
-    theirs = {str(r["doc_id"]): r for r in map(json.loads, reference.open())}
+    theirs = {f"{id_prefix}{r['doc_id']}": r for r in map(json.loads, reference.open())}
     with connect(db, read_only=True) as con:
         rows = con.execute(
             "select p.instance_id, p.prompt, p.choice_logprobs, p.predicted_index, "
@@ -100,11 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("samples_dir", type=Path, nargs="?")
     parser.add_argument("--separate", type=Path, help="reference jsonl for a multiple_choice_separate task")
+    parser.add_argument("--id-prefix", default="", help="helmflow instance id = prefix + lm-eval doc_id")
     parser.add_argument("--db", required=True)
     parser.add_argument("--run", required=True)
     args = parser.parse_args()
     if args.separate:
-        print(json.dumps(compare_separate(args.db, args.run, args.separate), indent=2))
+        print(json.dumps(compare_separate(args.db, args.run, args.separate, args.id_prefix), indent=2))
     else:
         print(json.dumps(compare(args.db, args.run, args.samples_dir), indent=2))
 

@@ -53,6 +53,7 @@ def _from_cache(request_id: str, row: dict) -> Completion:
         text=row["text"] or "",
         prompt_tokens=row["prompt_tokens"],
         output_tokens=row["output_tokens"],
+        generated_tokens=row["generated_tokens"] or 0,
         latency_s=row["latency_s"],
         batch_size=row["batch_size"],
     )
@@ -66,6 +67,7 @@ def _to_cache(completion: Completion, kind: str) -> dict:
         "text": completion.text,
         "prompt_tokens": completion.prompt_tokens,
         "output_tokens": completion.output_tokens,
+        "generated_tokens": completion.generated_tokens,
         "latency_s": completion.latency_s,
         "batch_size": completion.batch_size,
     }

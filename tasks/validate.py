@@ -125,7 +125,8 @@ def validate_instances(frame: pd.DataFrame) -> list[ValidationResult]:
 
 
 def validate_predictions(frame: pd.DataFrame, expected_requests: int) -> list[ValidationResult]:
-    """Columns: request_id, completion, confidence, latency_s, error."""
+    """Columns: request_id, produced (what the model gave: the choice's length, or the tokens it
+    generated before a stop sequence cut them), confidence, latency_s, error."""
     import great_expectations as gx
 
     e = gx.expectations
@@ -138,8 +139,8 @@ def validate_predictions(frame: pd.DataFrame, expected_requests: int) -> list[Va
             e.ExpectColumnValuesToBeUnique(column="request_id"),
             e.ExpectColumnValuesToBeBetween(column="confidence", min_value=0.0, max_value=1.0),
             e.ExpectColumnValuesToBeBetween(column="latency_s", min_value=0.0, strict_min=True),
-            e.ExpectColumnValueLengthsToBeBetween(
-                column="completion", min_value=1, row_condition="error.isnull()", condition_parser="pandas"
+            e.ExpectColumnValuesToBeBetween(
+                column="produced", min_value=1, row_condition="error.isnull()", condition_parser="pandas"
             ),
         ],
     )
@@ -147,11 +148,12 @@ def validate_predictions(frame: pd.DataFrame, expected_requests: int) -> list[Va
 
 def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
     """Columns: key (category/metric/perturbation/group), category, metric, perturbation, lower_is_better,
-    value, unperturbed_value (set on worst-case rows), n."""
+    is_delta, value, unperturbed_value (set on worst-case rows), n."""
     import great_expectations as gx
 
     e = gx.expectations
-    unit = " or ".join(f'category == "{c}"' for c in UNIT_INTERVAL_CATEGORIES)
+    # A perturbation's delta from the unperturbed mean is a difference of two values in [0, 1].
+    unit = "(" + " or ".join(f'category == "{c}"' for c in UNIT_INTERVAL_CATEGORIES) + ") and is_delta == False"
     return _run(
         "stats",
         frame,
@@ -162,6 +164,13 @@ def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
             ),
             e.ExpectColumnValuesToBeBetween(
                 column="value", min_value=0.0, row_condition='category == "efficiency"', condition_parser="pandas"
+            ),
+            e.ExpectColumnValuesToBeBetween(
+                column="value",
+                min_value=-1.0,
+                max_value=1.0,
+                row_condition="is_delta == True",
+                condition_parser="pandas",
             ),
             # Word-list bias is a distance in [0, 1]; BBQ's bias scores lie in [-1, 1].
             e.ExpectColumnValuesToBeBetween(

@@ -31,6 +31,7 @@ def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
     while not (db.exists() and statuses(db)):
@@ -38,7 +39,8 @@ def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture)
         assert time.monotonic() < deadline
         time.sleep(0.5)
     time.sleep(3)  # inference is under way: its row says running
-    child.send_signal(signal.SIGKILL)
+    # The whole process group: the run and the temporary Prefect server it started.
+    os.killpg(child.pid, signal.SIGKILL)
     child.wait()
 
     assert statuses(db) == ["running"]

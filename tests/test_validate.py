@@ -26,14 +26,14 @@ def test_predictions_empty_output_is_allowed_only_with_an_error() -> None:
     frame = pd.DataFrame(
         {
             "request_id": ["a", "b", "c"],
-            "completion": ["A", "", ""],
+            "produced": [1, 0, 0],
             "confidence": [0.5, 0.2, None],
             "latency_s": [0.1, 0.2, 0.3],
             "error": pd.array([None, None, "timeout"], dtype="string"),
         }
     )
     assert failed(validate_predictions(frame, expected_requests=3)) == {
-        ("expect_column_value_lengths_to_be_between", ("b",)),
+        ("expect_column_values_to_be_between", ("b",)),
     }
     assert ("expect_table_row_count_to_equal", ()) in failed(validate_predictions(frame, expected_requests=4))
 
@@ -41,14 +41,22 @@ def test_predictions_empty_output_is_allowed_only_with_an_error() -> None:
 def test_stats_out_of_range_and_worst_case_above_unperturbed() -> None:
     frame = pd.DataFrame(
         {
-            "key": ["acc", "ece", "rt", "rob", "fair"],
-            "category": ["accuracy", "calibration", "efficiency", "robustness", "fairness"],
-            "metric": ["exact_match", "ece_10_bin", "inference_runtime", "exact_match", "exact_match"],
-            "perturbation": ["", "", "", "worst_case", "worst_case"],
-            "lower_is_better": [False, True, True, False, False],
-            "value": [1.5, 0.2, -1.0, 0.6, 0.4],
-            "unperturbed_value": [None, None, None, 0.5, 0.5],
-            "n": [3, 3, 3, 3, 3],
+            "key": ["acc", "ece", "rt", "rob", "fair", "delta"],
+            "category": ["accuracy", "calibration", "efficiency", "robustness", "fairness", "robustness"],
+            "metric": [
+                "exact_match",
+                "ece_10_bin",
+                "inference_runtime",
+                "exact_match",
+                "exact_match",
+                "exact_match_delta",
+            ],
+            "perturbation": ["", "", "", "worst_case", "worst_case", "typos"],
+            "lower_is_better": [False, True, True, False, False, False],
+            "is_delta": [False, False, False, False, False, True],
+            "value": [1.5, 0.2, -1.0, 0.6, 0.4, -0.25],  # a negative delta is fine
+            "unperturbed_value": [None, None, None, 0.5, 0.5, None],
+            "n": [3, 3, 3, 3, 3, 3],
         }
     )
     assert failed(validate_stats(frame)) == {

@@ -20,6 +20,7 @@ COLUMNS = (
     "text",
     "prompt_tokens",
     "output_tokens",
+    "generated_tokens",
     "latency_s",
     "batch_size",
 )

@@ -23,6 +23,9 @@ class Completion:
     # multiple_choice_calibrated: each continuation's log-likelihood after the bare answer prompt.
     baseline_logprobs: list[float] = field(default_factory=list)
     text: str = ""
+    # Generation: tokens the model produced before the stop sequence or end-of-text cut them
+    # (an immediate newline under stop ["\n"] leaves text "" but is still an answer).
+    generated_tokens: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
     # Wall seconds of the batch(es) that served this request, shared equally over their members.

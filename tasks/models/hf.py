@@ -204,8 +204,8 @@ class HFModel:
             began = time.perf_counter()
             texts = self._generate_batch(batch, torch)
             elapsed = time.perf_counter() - began
-            for i, (text, logprobs, n_prompt) in zip(members, texts, strict=True):
-                out[i].text, out[i].logprobs = text, logprobs
+            for i, (text, logprobs, n_prompt, produced) in zip(members, texts, strict=True):
+                out[i].text, out[i].logprobs, out[i].generated_tokens = text, logprobs, produced
                 out[i].prompt_tokens, out[i].output_tokens = n_prompt, len(logprobs)
                 out[i].latency_s = out[i].forward_s = elapsed / len(batch)
                 out[i].batch_size = len(batch)
@@ -213,7 +213,7 @@ class HFModel:
                 progress(start + len(batch), len(order))
         return out
 
-    def _generate_batch(self, batch: list[Request], torch: Any) -> list[tuple[str, list[float], int]]:
+    def _generate_batch(self, batch: list[Request], torch: Any) -> list[tuple[str, list[float], int, int]]:
         encoded = self.tokenizer(
             [r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.spec.device)
@@ -234,7 +234,9 @@ class HFModel:
             generated = result.sequences[b, width:].tolist()
             token_logprobs = scores[b].tolist()
             kept: list[int] = []
+            produced = 0
             for token in generated[: request.max_tokens]:
+                produced += 1
                 if token == self.tokenizer.eos_token_id:
                     break
                 kept.append(token)
@@ -253,5 +255,5 @@ class HFModel:
                 )
                 kept = kept[:n]
             n_prompt = int(encoded["attention_mask"][b].sum())
-            results.append((text, token_logprobs[: len(kept)], n_prompt))
+            results.append((text, token_logprobs[: len(kept)], n_prompt, produced))
         return results

@@ -39,9 +39,14 @@ class OpenAIModel:
         self.sleep = sleep
         self.calls = 0
         self.info = ModelInfo(
-            name=spec.name, backend="openai",
+            name=spec.name,
+            backend="openai",
             fingerprint=f"{spec.path}#{spec.remote_model or ''}@{spec.revision or 'unversioned'}",
-            device="remote", dtype=spec.dtype, batch_size=spec.batch_size, num_threads=0, num_parameters=None,
+            device="remote",
+            dtype=spec.dtype,
+            batch_size=spec.batch_size,
+            num_threads=0,
+            num_parameters=None,
         )
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -65,18 +70,29 @@ class OpenAIModel:
                 delay *= 2
         raise ModelServerError(f"{self.url}: no answer after {self.spec.retries + 1} tries ({failure})")
 
-    def loglikelihood(self, requests: list[Request], progress: Callable[[int, int], None] | None = None
-                      ) -> list[Completion]:
+    def loglikelihood(
+        self, requests: list[Request], progress: Callable[[int, int], None] | None = None
+    ) -> list[Completion]:
         out = []
         for done, request in enumerate(requests, start=1):
             began = time.perf_counter()
             completion = Completion(request_id=request.id, batch_size=1)
             for continuation in request.continuations:
-                choice = self._post({"prompt": request.prompt + continuation, "max_tokens": 0, "echo": True,
-                                     "logprobs": 1, "temperature": 0})["choices"][0]
+                choice = self._post(
+                    {
+                        "prompt": request.prompt + continuation,
+                        "max_tokens": 0,
+                        "echo": True,
+                        "logprobs": 1,
+                        "temperature": 0,
+                    }
+                )["choices"][0]
                 logprobs = choice["logprobs"]
-                scored = [(lp, offset) for lp, offset in zip(logprobs["token_logprobs"], logprobs["text_offset"],
-                                                             strict=True) if offset >= len(request.prompt)]
+                scored = [
+                    (lp, offset)
+                    for lp, offset in zip(logprobs["token_logprobs"], logprobs["text_offset"], strict=True)
+                    if offset >= len(request.prompt)
+                ]
                 completion.logprobs.append(sum(lp for lp, _ in scored))
                 completion.continuation_tokens.append(len(scored))
                 completion.prompt_tokens = len(logprobs["token_logprobs"]) - len(scored)
@@ -86,23 +102,33 @@ class OpenAIModel:
                 progress(done, len(requests))
         return out
 
-    def generate(self, requests: list[Request], progress: Callable[[int, int], None] | None = None
-                 ) -> list[Completion]:
+    def generate(self, requests: list[Request], progress: Callable[[int, int], None] | None = None) -> list[Completion]:
         out = []
         for done, request in enumerate(requests, start=1):
             began = time.perf_counter()
-            body = {"prompt": request.prompt, "max_tokens": request.max_tokens, "temperature": 0, "logprobs": 1,
-                    "stop": list(request.stop) or None}
+            body = {
+                "prompt": request.prompt,
+                "max_tokens": request.max_tokens,
+                "temperature": 0,
+                "logprobs": 1,
+                "stop": list(request.stop) or None,
+            }
             answer = self._post(body)
             choice = answer["choices"][0]
             logprobs = (choice.get("logprobs") or {}).get("token_logprobs") or []
             usage = answer.get("usage") or {}
-            out.append(Completion(
-                request_id=request.id, text=choice["text"], logprobs=[float(x) for x in logprobs],
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", len(logprobs))),
-                latency_s=time.perf_counter() - began, batch_size=1,
-            ))
+            out.append(
+                Completion(
+                    request_id=request.id,
+                    text=choice["text"],
+                    logprobs=[float(x) for x in logprobs],
+                    prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                    output_tokens=int(usage.get("completion_tokens", len(logprobs))),
+                    generated_tokens=int(usage.get("completion_tokens", len(logprobs))),
+                    latency_s=time.perf_counter() - began,
+                    batch_size=1,
+                )
+            )
             if progress:
                 progress(done, len(requests))
         return out

@@ -12,6 +12,7 @@ CREATE TABLE inference_cache (
     text                VARCHAR,
     prompt_tokens       INTEGER,
     output_tokens       INTEGER,
+    generated_tokens    INTEGER,
     latency_s           DOUBLE,
     batch_size          INTEGER,
     run_id              VARCHAR,
