@@ -18,6 +18,7 @@ from tasks.instances import LETTERS, Instance
 from tasks.metrics import score, to_prediction
 from tasks.metrics.toxicity import classifier as toxicity_classifier
 from tasks.models.base import Completion
+from warehouse import writer
 from warehouse.db import connect
 
 Row = dict[str, Any]
@@ -92,18 +93,7 @@ def rescore(db: str | Path | None, run_id: str) -> int:
     predictions = _predictions(prediction_rows, spec, {i.id: i for i in instances})
     classifier = toxicity_classifier(spec.toxicity_classifier) if "toxicity" in spec.metrics else None
     stats, metrics = score(spec, instances, predictions, run[1], classifier)
-    with connect(db) as con:
-        con.execute("begin transaction")
-        try:
-            for table, frame in (
-                ("instance_stats", stats_frame(stats, version)),
-                ("metrics", metrics_frame(metrics, version)),
-            ):
-                con.register("incoming", frame.assign(run_id=run_id))
-                con.execute(f"insert into {table} by name select * from incoming")
-                con.unregister("incoming")
-            con.execute("commit")
-        except BaseException:
-            con.execute("rollback")
-            raise
+    writer.add_rows(
+        db, run_id, {"instance_stats": stats_frame(stats, version), "metrics": metrics_frame(metrics, version)}
+    )
     return int(version)

@@ -42,13 +42,7 @@ def finish_run(
     with connect(db) as con:
         con.execute("begin transaction")
         try:
-            for name in RESULT_TABLES:
-                frame = tables.get(name)
-                if frame is None or frame.empty:
-                    continue
-                con.register("incoming", frame.assign(run_id=run_id))
-                con.execute(f"insert into {name} by name select * from incoming")
-                con.unregister("incoming")
+            _insert(con, run_id, tables)
             fields = {**updates, "status": status, "finished_at": now()}
             assignments = ", ".join(f"{k} = ?" for k in fields)
             con.execute(f"update runs set {assignments} where run_id = ?", [*fields.values(), run_id])
@@ -62,7 +56,8 @@ def restart_run(db: str | Path | None, run_id: str, model_fingerprint: str, flow
     """Mark a failed run running again (a resume), in this process."""
     with connect(db) as con:
         reap_interrupted(con)
-        row = con.execute("select status, model_fingerprint from runs where run_id = ?", [run_id]).fetchone()
+        rows = con.execute("select status, model_fingerprint from runs where run_id = ?", [run_id]).fetchall()
+        row = rows[0] if rows else None
         if row is None or row[0] != "failed":
             raise LookupError(f"run {run_id} cannot be resumed (status {row[0] if row else 'unknown'})")
         if row[1] != model_fingerprint:
@@ -72,6 +67,28 @@ def restart_run(db: str | Path | None, run_id: str, model_fingerprint: str, flow
             "flow_run_id = ? where run_id = ?",
             [os.getpid(), socket.gethostname(), flow_run_id, run_id],
         )
+
+
+def add_rows(db: str | Path | None, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
+    """More result rows for an existing run (a re-scoring's new metrics version), in one transaction."""
+    with connect(db) as con:
+        con.execute("begin transaction")
+        try:
+            _insert(con, run_id, tables)
+            con.execute("commit")
+        except BaseException:
+            con.execute("rollback")
+            raise
+
+
+def _insert(con: duckdb.DuckDBPyConnection, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
+    for name in RESULT_TABLES:
+        frame = tables.get(name)
+        if frame is None or frame.empty:
+            continue
+        con.register("incoming", frame.assign(run_id=run_id))
+        con.execute(f"insert into {name} by name select * from incoming")
+        con.unregister("incoming")
 
 
 def fail_run(db: str | Path | None, run_id: str, error: str) -> None:
