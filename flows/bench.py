@@ -25,9 +25,13 @@ def main() -> int:
     _quiet_environment(verbose=False)
     from flows.benchmark import ScenarioPlan, benchmark
     from specs.library import apply_suite_entry, find_model, find_scenario
+    from specs.schema import Perturbations
     from warehouse.db import connect
 
-    spec = apply_suite_entry(find_scenario("mmlu"), groups=SUBJECTS, num_train=0)
+    # The same slice as ever: zero-shot, unperturbed, so that figures stay comparable across changes.
+    spec = apply_suite_entry(find_scenario("mmlu"), groups=SUBJECTS, num_train=0).model_copy(
+        update={"perturbations": Perturbations()}
+    )
     model = find_model(os.environ.get("HELMFLOW_BENCH_MODEL", "smollm2-135m-instruct"))
     db = Path(tempfile.mkdtemp(prefix="helmflow-bench-")) / "bench.duckdb"
     [outcome] = benchmark([ScenarioPlan(spec)], [model], seed=0, db=str(db))

@@ -13,7 +13,7 @@ also checked when a spec is loaded: names with a leading underscore, `include`, 
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
@@ -54,14 +54,24 @@ def check(value: str, where: str) -> None:
             raise TemplateError(f"{where}: '{name}' is not allowed in a template (no access to Python internals)")
 
 
+@lru_cache(maxsize=512)
+def _template(source: str) -> Any:
+    return environment().from_string(source)
+
+
+@lru_cache(maxsize=512)
+def _expression(source: str) -> Any:
+    return environment().compile_expression(source, undefined_to_none=False)
+
+
 def value_of(spec_value: str, row: dict[str, Any], where: str) -> Any:
     """Read one spec field from a row: a column, a rendered text template, or an expression's value."""
     try:
         if spec_value in row:
             return row[spec_value]
         if is_template(spec_value):
-            return environment().from_string(spec_value).render(**row)
-        result = environment().compile_expression(spec_value, undefined_to_none=False)(**row)
+            return _template(spec_value).render(**row)
+        result = _expression(spec_value)(**row)
         if isinstance(result, Undefined):
             raise TemplateError(f"{where}: '{spec_value}' is not a field of the row (the row has: {', '.join(row)})")
         return result
