@@ -37,11 +37,12 @@ def test_sst2_prompt() -> None:
 
 @needs_shared_data
 def test_boolq_prompt() -> None:
+    from tests.conftest import SHARED_DATA
+
+    row = json.loads((SHARED_DATA / "superglue" / "boolq" / "val.jsonl").open().readline())
     request = first_request("boolq")
+    assert request.prompt == f"{row['passage']}\nQuestion: {row['question']}?\nAnswer:"
     assert request.prompt.startswith("Ethanol fuel -- All biomass goes through at least some of these steps:")
-    assert request.prompt.endswith(
-        "producing gasoline.\nQuestion: does ethanol take more energy make that produces?\nAnswer:"
-    )
     assert request.continuations == (" no", " yes")
 
 
