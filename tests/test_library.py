@@ -131,12 +131,9 @@ def offline_scenarios() -> list[str]:
     names = []
     for path in spec_files("scenario"):
         spec = load_spec(path, "scenario").spec
-        if spec.source.offline_sources and (not SHARED_ONLY or offline_available(spec, path.parent)):
+        if spec.source.offline_sources and offline_available(spec, path.parent):
             names.append(path.stem)
     return names
-
-
-SHARED_ONLY = True
 
 
 @needs_shared_data
