@@ -28,10 +28,10 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
-	$(PY) -m flows.bench
+	$(PY) -m helmflow.flows.bench
 
 bench-refresh: $(STAMP)
-	$(PY) -m flows.bench_refresh
+	$(PY) -m helmflow.flows.bench_refresh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -20,13 +20,13 @@ SUBJECTS = ["abstract_algebra", "college_chemistry", "computer_security", "econo
 
 def main() -> int:
     began = time.perf_counter()
-    from flows.cli import _quiet_environment
+    from helmflow.flows.cli import _quiet_environment
 
     _quiet_environment(verbose=False)
-    from flows.benchmark import ScenarioPlan, benchmark
-    from specs.library import apply_suite_entry, find_model, find_scenario
-    from specs.schema import Perturbations
-    from warehouse.db import connect
+    from helmflow.flows.benchmark import ScenarioPlan, benchmark
+    from helmflow.specs.library import apply_suite_entry, find_model, find_scenario
+    from helmflow.specs.schema import Perturbations
+    from helmflow.warehouse.db import connect
 
     # The same slice as ever: zero-shot, unperturbed, so that figures stay comparable across changes.
     spec = apply_suite_entry(find_scenario("mmlu"), groups=SUBJECTS, num_train=0).model_copy(

@@ -13,11 +13,11 @@ from pathlib import Path
 
 
 def main() -> int:
-    from flows.cli import _quiet_environment
+    from helmflow.flows.cli import _quiet_environment
 
     _quiet_environment(verbose=False)
-    from flows.refresh import refresh
-    from warehouse.db import connect
+    from helmflow.flows.refresh import refresh
+    from helmflow.warehouse.db import connect
 
     db = str(Path(tempfile.mkdtemp(prefix="helmflow-refresh-")) / "refresh.duckdb")
     figures = []

@@ -20,19 +20,25 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from flows import progress
-from flows.inference import infer
-from flows.tables import instances_frame, metrics_frame, predictions_frame, stats_frame, validations_frame
-from specs.loader import spec_hash
-from specs.schema import ModelSpec, ScenarioSpec
-from tasks.adapt import Request, build_requests
-from tasks.data import ResolvedSource, load_instances, select
-from tasks.instances import Instance, instances_fingerprint
-from tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
-from tasks.metrics.toxicity import classifier as toxicity_classifier
-from tasks.models import ModelBackend, load_model
-from tasks.validate import ValidationFailed, ValidationResult, validate_instances, validate_predictions, validate_stats
-from warehouse import writer
+from helmflow.flows import progress
+from helmflow.flows.inference import infer
+from helmflow.flows.tables import instances_frame, metrics_frame, predictions_frame, stats_frame, validations_frame
+from helmflow.specs.loader import spec_hash
+from helmflow.specs.schema import ModelSpec, ScenarioSpec
+from helmflow.tasks.adapt import Request, build_requests
+from helmflow.tasks.data import ResolvedSource, load_instances, select
+from helmflow.tasks.instances import Instance, instances_fingerprint
+from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
+from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
+from helmflow.tasks.models import ModelBackend, load_model
+from helmflow.tasks.validate import (
+    ValidationFailed,
+    ValidationResult,
+    validate_instances,
+    validate_predictions,
+    validate_stats,
+)
+from helmflow.warehouse import writer
 
 PACKAGES = ("helmflow", "torch", "transformers", "datasets", "prefect", "great_expectations", "duckdb", "pydantic")
 
@@ -108,7 +114,7 @@ def model_stage(spec: ModelSpec) -> ModelBackend:
 
 def _transient(task: object, run: object, state: object) -> bool:
     """Retry inference only for a model server that did not answer (answers so far are cached)."""
-    from tasks.models.openai import ModelServerError
+    from helmflow.tasks.models.openai import ModelServerError
 
     try:
         state.result()  # type: ignore[attr-defined]
@@ -321,7 +327,7 @@ def benchmark(
 
 def resumable(db: str | None, run_id: str) -> tuple[ScenarioPlan, ModelSpec, int]:
     """What a stopped run was doing: its scenario plan, model and seed, read back from its row."""
-    from warehouse.db import connect
+    from helmflow.warehouse.db import connect
 
     with connect(db, read_only=True) as con:
         row = con.execute(

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
-from flows.cli_history import (
+from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from helmflow.flows.cli_history import (
     cmd_compare,
     cmd_export,
     cmd_history,
@@ -23,9 +23,9 @@ from flows.cli_history import (
     cmd_rescore,
     cmd_runs,
 )
-from flows.cli_schedule import cmd_refresh, cmd_schedule, cmd_serve
-from flows.cli_specs import cmd_perturb, cmd_specs_list, cmd_specs_show, cmd_specs_validate
-from specs.loader import SpecError
+from helmflow.flows.cli_schedule import cmd_refresh, cmd_schedule, cmd_serve
+from helmflow.flows.cli_specs import cmd_perturb, cmd_specs_list, cmd_specs_show, cmd_specs_validate
+from helmflow.specs.loader import SpecError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -50,9 +50,9 @@ def _quiet_environment(verbose: bool) -> None:
 
 def _plans(refs: Sequence[str], max_instances: int | None):
     """Resolve what `run` was given into scenario plans, the suite's models and its seed."""
-    from flows.benchmark import ScenarioPlan
-    from specs.library import apply_suite_entry, find, resolve_run_target
-    from specs.schema import SuiteSpec
+    from helmflow.flows.benchmark import ScenarioPlan
+    from helmflow.specs.library import apply_suite_entry, find, resolve_run_target
+    from helmflow.specs.schema import SuiteSpec
 
     plans, models, seed = [], [], None
     for ref in refs:
@@ -77,20 +77,20 @@ def _plans(refs: Sequence[str], max_instances: int | None):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.display import Display, results_table
+    from helmflow.flows.display import Display, results_table
 
     if args.resume:
         return _resume(args)
     if not args.specs:
         raise SpecError("helmflow run needs a suite or scenario (or --resume RUN_ID)")
     plans, suite_models, suite_seed = _plans(args.specs, args.max_instances)
-    from specs.library import find_model
+    from helmflow.specs.library import find_model
 
     model_specs = [find_model(m) for m in (args.model or suite_models or [DEFAULT_MODEL])]
     seed = args.seed if args.seed is not None else (suite_seed or 0)
     display = Display()
-    from flows import progress
-    from flows.benchmark import benchmark
+    from helmflow.flows import progress
+    from helmflow.flows.benchmark import benchmark
 
     progress.set_reporter(display)
     with display:
@@ -106,9 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from flows import progress
-    from flows.benchmark import resumable, resume
-    from flows.display import Display, results_table
+    from helmflow.flows import progress
+    from helmflow.flows.benchmark import resumable, resume
+    from helmflow.flows.display import Display, results_table
 
     resumable(args.db, args.resume)  # a clear error before Prefect starts, if it cannot be resumed
     display = Display()
@@ -231,10 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.db:
         args.db = str(Path(args.db))
     _quiet_environment(args.verbose)
-    from tasks.data import DataError
-    from tasks.models.base import ModelError
-    from tasks.validate import ValidationFailed
-    from warehouse.db import WarehouseError
+    from helmflow.tasks.data import DataError
+    from helmflow.tasks.models.base import ModelError
+    from helmflow.tasks.validate import ValidationFailed
+    from helmflow.warehouse.db import WarehouseError
 
     try:
         return int(args.func(args))

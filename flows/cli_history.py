@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from flows.display import print_frame
-    from warehouse.db import connect
-    from warehouse.writer import interrupted_run_ids
+    from helmflow.flows.display import print_frame
+    from helmflow.warehouse.db import connect
+    from helmflow.warehouse.writer import interrupted_run_ids
 
     with connect(args.db, read_only=True) as con:
         stale = set(interrupted_run_ids(con))
@@ -32,8 +32,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from flows.display import print_frame
-    from warehouse.db import connect
+    from helmflow.flows.display import print_frame
+    from helmflow.warehouse.db import connect
 
     with connect(args.db, read_only=True) as con:
         try:
@@ -47,12 +47,12 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """HELM's mean win rate per category (and overall) over the latest succeeded runs."""
-    from flows.display import print_frame
-    from warehouse.db import connect
+    from helmflow.flows.display import print_frame
+    from helmflow.warehouse.db import connect
 
     scenarios = None
     if args.suite:
-        from specs.library import find
+        from helmflow.specs.library import find
 
         scenarios = [e.scenario for e in find("suite", args.suite).spec.scenarios]  # type: ignore[union-attr]
     with connect(args.db, read_only=True) as con:
@@ -81,8 +81,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from flows.display import bar, print_frame
-    from warehouse.db import connect
+    from helmflow.flows.display import bar, print_frame
+    from helmflow.warehouse.db import connect
 
     with connect(args.db, read_only=True) as con:
         frame = con.execute(
@@ -102,9 +102,9 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from flows.display import print_frame
-    from flows.history import compare
-    from warehouse.db import connect
+    from helmflow.flows.display import print_frame
+    from helmflow.flows.history import compare
+    from helmflow.warehouse.db import connect
 
     with connect(args.db, read_only=True) as con:
         result = compare(con, args.run_a, args.run_b)
@@ -133,8 +133,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_regressions(args: argparse.Namespace) -> int:
-    from flows.history import regressions
-    from warehouse.db import connect
+    from helmflow.flows.history import regressions
+    from helmflow.warehouse.db import connect
 
     with connect(args.db, read_only=True) as con:
         found = regressions(con, args.alpha)
@@ -152,7 +152,7 @@ def cmd_regressions(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from flows.rescore import rescore
+    from helmflow.flows.rescore import rescore
 
     version = rescore(args.db, args.run)
     print(f"run {args.run}: metrics version {version} stored")
@@ -160,7 +160,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from warehouse.db import connect
+    from helmflow.warehouse.db import connect
 
     target = Path(args.dir)
     target.mkdir(parents=True, exist_ok=True)

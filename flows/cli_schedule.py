@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     """One refresh now, in this process (what a scheduled run does)."""
-    from flows import progress
-    from flows.display import Display
-    from flows.refresh import RegressionFound, refresh
+    from helmflow.flows import progress
+    from helmflow.flows.display import Display
+    from helmflow.flows.refresh import RegressionFound, refresh
 
     display = Display()
     progress.set_reporter(display)
@@ -27,7 +27,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from flows.deploy import DeployError, schedule
+    from helmflow.flows.deploy import DeployError, schedule
 
     try:
         name = schedule(args.suite, args.model, args.cron, args.db, args.name, args.work_pool)
@@ -39,7 +39,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from flows.deploy import DeployError, serve_all
+    from helmflow.flows.deploy import DeployError, serve_all
 
     try:
         serve_all(args.limit)

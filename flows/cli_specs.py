@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flows.cli_common import EXIT_BAD_INPUT, EXIT_OK
-from specs.loader import SpecError
-from specs.schema import ScenarioSpec
+from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_OK
+from helmflow.specs.loader import SpecError
+from helmflow.specs.schema import ScenarioSpec
 
 
 def cmd_specs_validate(args: argparse.Namespace) -> int:
-    from specs.loader import load_spec
+    from helmflow.specs.loader import load_spec
 
     status = EXIT_OK
     for path in args.paths:
@@ -37,10 +37,10 @@ def source_kinds(spec: ScenarioSpec) -> str:
 def cmd_specs_list(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from flows.display import print_frame
-    from specs.library import spec_files
-    from specs.loader import load_spec
-    from tasks.data import offline_available
+    from helmflow.flows.display import print_frame
+    from helmflow.specs.library import spec_files
+    from helmflow.specs.loader import load_spec
+    from helmflow.tasks.data import offline_available
 
     rows = []
     for kind in ("suite", "scenario", "model"):
@@ -63,9 +63,9 @@ def cmd_specs_show(args: argparse.Namespace) -> int:
     """The resolved spec as YAML, then two prompts rendered from its data (offline, else the Hub)."""
     import yaml
 
-    from specs.library import find
-    from tasks.adapt import build_requests
-    from tasks.data import load_instances, select
+    from helmflow.specs.library import find
+    from helmflow.tasks.adapt import build_requests
+    from helmflow.tasks.data import load_instances, select
 
     loaded = find("scenario", args.name)
     spec = loaded.spec
@@ -87,7 +87,7 @@ def cmd_specs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_perturb(args: argparse.Namespace) -> int:
-    from tasks.perturb import perturb
+    from helmflow.tasks.perturb import perturb
 
     try:
         print(perturb(args.name, args.text, args.seed, args.key))

@@ -1,7 +1,7 @@
 """Compare a helmflow run with lm-evaluation-harness's logged samples, instance by instance.
 
-    python -m flows.compare_lm_eval --db W.duckdb --run RUN_ID SAMPLES_DIR        # MMLU (joint)
-    python -m flows.compare_lm_eval --db W.duckdb --run RUN_ID --separate REF.jsonl  # acc / acc_norm
+    python -m helmflow.flows.compare_lm_eval --db W.duckdb --run RUN_ID SAMPLES_DIR        # MMLU (joint)
+    python -m helmflow.flows.compare_lm_eval --db W.duckdb --run RUN_ID --separate REF.jsonl  # acc / acc_norm
 
 SAMPLES_DIR holds lm-eval's `samples_<task>_<time>.jsonl` files (from `--log_samples`) for MMLU
 subject tasks whose names end in the subject (e.g. `mmlu_abstract_algebra`), scored zero-shot
@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from warehouse.db import connect
+from helmflow.warehouse.db import connect
 
 
 def lm_eval_samples(folder: Path, subjects: set[str]) -> dict[str, dict]:

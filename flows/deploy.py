@@ -32,7 +32,7 @@ def _require_server() -> str:
 def _deployment(name: str, cron: list[str] | None, parameters: dict[str, Any], work_pool: str | None = None) -> Any:
     from prefect.deployments.runner import EntrypointType
 
-    from flows.refresh import refresh
+    from helmflow.flows.refresh import refresh
 
     return refresh.to_deployment(
         name=name,
@@ -55,7 +55,7 @@ def schedule(
     work_pool: str | None = None,
 ) -> str:
     """Create (or update) the deployment; returns its full name, 'helmflow-refresh/<name>'."""
-    from specs.library import find
+    from helmflow.specs.library import find
 
     _require_server()
     find("suite", suite)  # a clear error now rather than at 3 a.m.

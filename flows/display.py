@@ -98,7 +98,7 @@ from metrics where headline and group_name = '' and run_id in (select unnest(?))
 
 
 def results_table(db: str | None, run_ids: list[str]) -> None:
-    from warehouse.db import connect
+    from helmflow.warehouse.db import connect
 
     if not run_ids:
         return

@@ -13,7 +13,7 @@ from itertools import pairwise
 
 import duckdb
 
-from tasks.metrics.significance import mcnemar_exact, paired_bootstrap
+from helmflow.tasks.metrics.significance import mcnemar_exact, paired_bootstrap
 
 FINGERPRINT = (
     "spec_hash",

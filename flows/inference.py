@@ -16,9 +16,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from tasks.adapt import Request
-from tasks.models import Completion, ModelBackend
-from warehouse import cache
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.models import Completion, ModelBackend
+from helmflow.warehouse import cache
 
 CHUNK_BATCHES = 4  # batches per chunk: small enough to lose little, large enough to batch well
 

@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 
 from prefect import flow
 
-from flows import progress
-from flows.benchmark import ScenarioPlan, evaluate, load_stage, model_stage
-from flows.history import Regression, regressions
-from specs.library import apply_suite_entry, find, find_model
-from specs.loader import spec_hash
-from specs.schema import Notify, SuiteSpec
-from tasks.instances import instances_fingerprint
-from tasks.metrics import METRICS_CODE_VERSION
-from tasks.models import fingerprint_of
-from warehouse import writer
-from warehouse.db import connect
+from helmflow.flows import progress
+from helmflow.flows.benchmark import ScenarioPlan, evaluate, load_stage, model_stage
+from helmflow.flows.history import Regression, regressions
+from helmflow.specs.library import apply_suite_entry, find, find_model
+from helmflow.specs.loader import spec_hash
+from helmflow.specs.schema import Notify, SuiteSpec
+from helmflow.tasks.instances import instances_fingerprint
+from helmflow.tasks.metrics import METRICS_CODE_VERSION
+from helmflow.tasks.models import fingerprint_of
+from helmflow.warehouse import writer
+from helmflow.warehouse.db import connect
 
 
 class RegressionFound(RuntimeError):

@@ -12,14 +12,14 @@ from typing import Any
 
 import duckdb
 
-from specs.schema import ScenarioSpec
-from tasks.adapt import Request
-from tasks.instances import LETTERS, Instance
-from tasks.metrics import score, to_prediction
-from tasks.metrics.toxicity import classifier as toxicity_classifier
-from tasks.models.base import Completion
-from warehouse import writer
-from warehouse.db import connect
+from helmflow.specs.schema import ScenarioSpec
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.instances import LETTERS, Instance
+from helmflow.tasks.metrics import score, to_prediction
+from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
+from helmflow.tasks.models.base import Completion
+from helmflow.warehouse import writer
+from helmflow.warehouse.db import connect
 
 Row = dict[str, Any]
 
@@ -77,7 +77,7 @@ def _predictions(rows: list[Row], spec: ScenarioSpec, instances: dict[str, Insta
 
 def rescore(db: str | Path | None, run_id: str) -> int:
     """Score a run again and store the result as its next metrics version; returns that version."""
-    from flows.tables import metrics_frame, stats_frame
+    from helmflow.flows.tables import metrics_frame, stats_frame
 
     with connect(db, read_only=True) as con:
         run = con.execute("select spec_json, num_parameters, status from runs where run_id = ?", [run_id]).fetchone()

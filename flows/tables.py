@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 
-from tasks.instances import Instance
-from tasks.metrics import Metric, Prediction, Stat
-from tasks.validate import ValidationResult
+from helmflow.tasks.instances import Instance
+from helmflow.tasks.metrics import Metric, Prediction, Stat
+from helmflow.tasks.validate import ValidationResult
 
 
 def instances_frame(instances: list[Instance]) -> pd.DataFrame:

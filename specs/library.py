@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from specs.loader import LoadedSpec, SpecError, load_spec
-from specs.schema import ModelSpec, ScenarioSpec, SuiteSpec
+from helmflow.specs.loader import LoadedSpec, SpecError, load_spec
+from helmflow.specs.schema import ModelSpec, ScenarioSpec, SuiteSpec
 
 LIBRARY = Path(__file__).parent
 KIND_FOLDERS = {"scenario": "scenarios", "model": "models", "suite": "suites"}

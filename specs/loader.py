@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from specs.schema import SPEC_KINDS, ModelSpec, ScenarioSpec, SuiteSpec
+from helmflow.specs.schema import SPEC_KINDS, ModelSpec, ScenarioSpec, SuiteSpec
 
 
 class SpecError(ValueError):

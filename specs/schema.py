@@ -43,7 +43,7 @@ class FieldMap(Strict):
 
     @model_validator(mode="after")
     def _templates_are_safe(self) -> FieldMap:
-        from tasks.templates import check
+        from helmflow.specs.templates import check
 
         for name in ("id", "input", "answer", "references", "group"):
             value = getattr(self, name)

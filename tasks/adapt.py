@@ -12,8 +12,8 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from specs.schema import AdapterSpec, group_words
-from tasks.instances import LETTERS, Instance
+from helmflow.specs.schema import AdapterSpec, group_words
+from helmflow.tasks.instances import LETTERS, Instance
 
 RequestKind = Literal["multiple_choice", "generation"]
 
@@ -118,7 +118,7 @@ def build_requests(
 
     Exemplars are never perturbed: only the instance being evaluated changes.
     """
-    from tasks.perturb import perturb
+    from helmflow.tasks.perturb import perturb
 
     exemplar_cache: dict[str | None, list[Instance]] = {}
     requests = []

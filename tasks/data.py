@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from specs.schema import FieldMap, OfflineSource, ScenarioSpec
-from tasks.instances import LETTERS, Instance
-from tasks.sources import SourceMissing, available, split_files
-from tasks.templates import TemplateError, value_of
+from helmflow.specs.schema import FieldMap, OfflineSource, ScenarioSpec
+from helmflow.specs.templates import TemplateError, value_of
+from helmflow.tasks.instances import LETTERS, Instance
+from helmflow.tasks.sources import SourceMissing, available, split_files
 
 SourcePreference = Literal["auto", "offline", "hub"]
 Rows = list[tuple[int, dict[str, Any]]]

@@ -14,7 +14,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from specs.schema import OfflineSource
+from helmflow.specs.schema import OfflineSource
 
 REPO = Path(__file__).resolve().parents[1]
 

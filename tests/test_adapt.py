@@ -1,8 +1,8 @@
 from collections import Counter
 
-from specs.library import find_scenario
-from tasks.adapt import build_requests, choose_exemplars
-from tasks.instances import Instance
+from helmflow.specs.library import find_scenario
+from helmflow.tasks.adapt import build_requests, choose_exemplars
+from helmflow.tasks.instances import Instance
 
 
 def mc(i: int, gold: int, group: str = "abstract_algebra") -> Instance:

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from helmflow.flows.cli import main
+from helmflow.warehouse import writer
+from helmflow.warehouse.db import connect
 from tests.conftest import write
-from warehouse import writer
-from warehouse.db import connect
 
 SCENARIO = """name: local
 source:

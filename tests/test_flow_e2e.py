@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from specs.library import apply_suite_entry, find_scenario
-from specs.loader import spec_hash
-from tasks.adapt import build_requests
-from tasks.data import load_instances, select
-from tasks.metrics.calibration import ece, option_probabilities
+from helmflow.flows.cli import main
+from helmflow.specs.library import apply_suite_entry, find_scenario
+from helmflow.specs.loader import spec_hash
+from helmflow.tasks.adapt import build_requests
+from helmflow.tasks.data import load_instances, select
+from helmflow.tasks.metrics.calibration import ece, option_probabilities
+from helmflow.warehouse.db import connect
 from tests.conftest import write
-from warehouse.db import connect
 
 pytestmark = pytest.mark.model
 
@@ -123,8 +123,8 @@ def test_cli_query_and_runs_read_the_warehouse(finished_run: tuple[Path, int], c
 def test_batched_scores_equal_one_at_a_time_scores() -> None:
     import torch
 
-    from specs.library import find_model
-    from tasks.models import load_model
+    from helmflow.specs.library import find_model
+    from helmflow.tasks.models import load_model
 
     model = load_model(find_model("smollm2-135m-instruct"))
     spec = find_scenario("mmlu")
@@ -182,9 +182,9 @@ def test_generation_scenario_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_batched_generation_equals_one_at_a_time() -> None:
-    from specs.library import find_model
-    from tasks.adapt import Request
-    from tasks.models import load_model
+    from helmflow.specs.library import find_model
+    from helmflow.tasks.adapt import Request
+    from helmflow.tasks.models import load_model
 
     model = load_model(find_model("smollm2-135m-instruct"))
     prompts = ["The capital of France is", "Once upon a time, in a small village far away,", "1, 2, 3,"]

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from flows.cli import main
-from flows.history import compare, regressions
-from flows.rescore import rescore
+from helmflow.flows.cli import main
+from helmflow.flows.history import compare, regressions
+from helmflow.flows.rescore import rescore
+from helmflow.warehouse import writer
+from helmflow.warehouse.db import connect
 from tests.conftest import write
-from warehouse import writer
-from warehouse.db import connect
 
 pytestmark = pytest.mark.model
 

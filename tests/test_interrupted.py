@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from warehouse import writer
-from warehouse.db import WarehouseError, connect
+from helmflow.flows.cli import main
+from helmflow.warehouse import writer
+from helmflow.warehouse.db import WarehouseError, connect
 
 pytestmark = pytest.mark.model
 
@@ -27,7 +27,7 @@ def statuses(db: Path) -> list[str]:
 def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     db = tmp_path / "killed.duckdb"
     child = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "--db", str(db), "run", "quickstart", "--max-instances", "400"],
+        [sys.executable, "-m", "helmflow.flows.cli", "--db", str(db), "run", "quickstart", "--max-instances", "400"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),

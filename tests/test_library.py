@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from specs.library import apply_suite_entry, find, spec_files
-from specs.loader import SpecError, load_spec
-from specs.schema import Perturbations, ScenarioSpec
-from tasks.adapt import build_requests
-from tasks.data import DataError, load_instances, offline_available, select
+from helmflow.flows.cli import main
+from helmflow.specs.library import apply_suite_entry, find, spec_files
+from helmflow.specs.loader import SpecError, load_spec
+from helmflow.specs.schema import Perturbations, ScenarioSpec
+from helmflow.tasks.adapt import build_requests
+from helmflow.tasks.data import DataError, load_instances, offline_available, select
+from helmflow.warehouse.db import connect
 from tests.conftest import needs_shared_data, write
-from warehouse.db import connect
 
 
 def first_request(name: str, index: int = 0, seed: int = 0):
@@ -139,8 +139,8 @@ def offline_scenarios() -> list[str]:
 @needs_shared_data
 @pytest.mark.model
 def test_every_offline_scenario_runs_twenty_instances(tmp_path: Path) -> None:
-    from flows.benchmark import ScenarioPlan, benchmark
-    from specs.library import find_model
+    from helmflow.flows.benchmark import ScenarioPlan, benchmark
+    from helmflow.specs.library import find_model
 
     names = offline_scenarios()
     assert len(names) >= 20, names

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from calibration import get_ece_em
 
-from tasks.adapt import Request
-from tasks.instances import Instance
-from tasks.metrics import accuracy, calibration, efficiency, to_prediction
-from tasks.models.base import Completion
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.instances import Instance
+from helmflow.tasks.metrics import accuracy, calibration, efficiency, to_prediction
+from helmflow.tasks.models.base import Completion
 
 
 def test_exact_and_quasi_exact_match() -> None:

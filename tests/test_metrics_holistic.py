@@ -2,8 +2,8 @@
 
 import pytest
 
-from tasks.metrics import bias, robustness, toxicity
-from tasks.metrics.types import Stat
+from helmflow.tasks.metrics import bias, robustness, toxicity
+from helmflow.tasks.metrics.types import Stat
 
 
 def s(instance: str, value: float, perturbation: str = "", metric: str = "exact_match") -> Stat:

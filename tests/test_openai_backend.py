@@ -7,10 +7,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from specs.schema import ModelSpec
-from tasks.adapt import Request
-from tasks.models.base import ModelError
-from tasks.models.openai import ModelServerError, OpenAIModel
+from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.models.base import ModelError
+from helmflow.tasks.models.openai import ModelServerError, OpenAIModel
 
 
 class Server:

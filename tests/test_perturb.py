@@ -2,12 +2,12 @@ import re
 
 import pytest
 
-from flows.cli import main
-from specs.library import find_scenario
-from tasks.adapt import build_requests
-from tasks.instances import Instance
-from tasks.perturb import PERTURBATIONS, perturb
-from tasks.perturb.robustness import load, match_case
+from helmflow.flows.cli import main
+from helmflow.specs.library import find_scenario
+from helmflow.tasks.adapt import build_requests
+from helmflow.tasks.instances import Instance
+from helmflow.tasks.perturb import PERTURBATIONS, perturb
+from helmflow.tasks.perturb.robustness import load, match_case
 
 TEXT = "He said he would not go to the park with Adam, because his brother does not like crowds."
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from warehouse.db import connect
+from helmflow.flows.cli import main
+from helmflow.warehouse.db import connect
 
 pytestmark = pytest.mark.model
 

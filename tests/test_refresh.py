@@ -6,14 +6,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.inference import infer
-from flows.refresh import RegressionFound, refresh, staleness
-from specs.library import find_model
-from tasks.adapt import Request
-from tasks.models import load_model
+from helmflow.flows.inference import infer
+from helmflow.flows.refresh import RegressionFound, refresh, staleness
+from helmflow.specs.library import find_model
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.models import load_model
+from helmflow.warehouse import writer
+from helmflow.warehouse.db import connect
 from tests.conftest import write
-from warehouse import writer
-from warehouse.db import connect
 
 pytestmark = pytest.mark.model
 

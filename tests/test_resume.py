@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from helmflow.flows.cli import main
+from helmflow.warehouse.db import WarehouseError, connect
 from tests.conftest import write
-from warehouse.db import WarehouseError, connect
 
 pytestmark = pytest.mark.model
 
@@ -44,7 +44,7 @@ def test_killed_then_resumed_equals_uninterrupted(tmp_path: Path, capsys: pytest
     spec = write(tmp_path / "mmlu_plain.yaml", SCENARIO)
     killed_db = tmp_path / "killed.duckdb"
     child = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "--db", str(killed_db), "run", str(spec)],
+        [sys.executable, "-m", "helmflow.flows.cli", "--db", str(killed_db), "run", str(spec)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),

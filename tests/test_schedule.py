@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from helmflow.warehouse.db import connect
 from tests.conftest import write
-from warehouse.db import connect
 
 pytestmark = pytest.mark.model
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from specs.library import apply_suite_entry, find_model, find_scenario, resolve_run_target, spec_files
-from specs.loader import SpecError, load_spec, spec_hash
+from helmflow.specs.library import apply_suite_entry, find_model, find_scenario, resolve_run_target, spec_files
+from helmflow.specs.loader import SpecError, load_spec, spec_hash
 from tests.conftest import write
 
 

@@ -1,6 +1,6 @@
 import pandas as pd
 
-from tasks.validate import validate_instances, validate_predictions, validate_stats
+from helmflow.tasks.validate import validate_instances, validate_predictions, validate_stats
 
 
 def failed(results):

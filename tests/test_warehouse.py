@@ -10,8 +10,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from warehouse import writer
-from warehouse.db import WarehouseError, connect, latest_version
+from helmflow.warehouse import writer
+from helmflow.warehouse.db import WarehouseError, connect, latest_version
 
 RUN = {
     "run_id": "r1",

@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from warehouse.db import connect
-from warehouse.writer import now
+from helmflow.warehouse.db import connect
+from helmflow.warehouse.writer import now
 
 COLUMNS = (
     "kind",

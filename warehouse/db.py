@@ -17,7 +17,8 @@ from pathlib import Path
 
 import duckdb
 
-DEFAULT_DB = Path(__file__).parent / "helmflow.duckdb"
+# Under the directory helmflow runs from (like a dbt project), never inside the installed package.
+DEFAULT_DB = Path("warehouse") / "helmflow.duckdb"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 

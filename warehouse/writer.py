@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from warehouse.db import connect
+from helmflow.warehouse.db import connect
 
 RESULT_TABLES = ("instances", "predictions", "instance_stats", "metrics", "validations")
 

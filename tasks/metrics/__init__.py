@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from specs.schema import ScenarioSpec
-from tasks.adapt import Request
-from tasks.instances import LETTERS, Instance
-from tasks.metrics import accuracy, bbq, bias, calibration, efficiency, robustness, toxicity
-from tasks.metrics.toxicity import ToxicityClassifier
-from tasks.metrics.types import CATEGORIES, Metric, Stat
-from tasks.models.base import Completion
+from helmflow.specs.schema import ScenarioSpec
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.instances import LETTERS, Instance
+from helmflow.tasks.metrics import accuracy, bbq, bias, calibration, efficiency, robustness, toxicity
+from helmflow.tasks.metrics.toxicity import ToxicityClassifier
+from helmflow.tasks.metrics.types import CATEGORIES, Metric, Stat
+from helmflow.tasks.models.base import Completion
 
 # Bump when a change to the metric code changes any value: a refresh re-scores older runs.
 METRICS_CODE_VERSION = "2026.11.28"

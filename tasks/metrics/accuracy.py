@@ -7,8 +7,8 @@ import string
 from functools import cache
 from typing import Any
 
-from tasks.instances import Instance
-from tasks.metrics.types import Metric, Stat, mean
+from helmflow.tasks.instances import Instance
+from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 
-from tasks.instances import Instance
-from tasks.metrics.types import Metric
+from helmflow.tasks.instances import Instance
+from helmflow.tasks.metrics.types import Metric
 
 
 def roles(inst: Instance) -> tuple[int | None, int | None]:

@@ -13,7 +13,7 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 
-from tasks.metrics.types import Metric
+from helmflow.tasks.metrics.types import Metric
 
 WORDLISTS = Path(__file__).parent / "wordlists"
 GROUPS = {

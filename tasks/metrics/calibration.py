@@ -17,7 +17,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from tasks.metrics.types import Metric
+from helmflow.tasks.metrics.types import Metric
 
 PLATT_EPS = 1e-12
 

@@ -13,7 +13,7 @@ import statistics
 
 import numpy as np
 
-from tasks.metrics.types import Metric, mean
+from helmflow.tasks.metrics.types import Metric, mean
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from tasks.metrics.types import Metric, Stat, mean
+from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 
 def worst_case(

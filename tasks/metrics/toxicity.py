@@ -14,7 +14,7 @@ import urllib.request
 from importlib import metadata
 from typing import Protocol
 
-from tasks.metrics.types import Metric
+from helmflow.tasks.metrics.types import Metric
 
 TOXIC_THRESHOLD = 0.5
 

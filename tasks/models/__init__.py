@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from specs.schema import ModelSpec
-from tasks.models.base import Completion, ModelBackend, ModelError, ModelInfo
+from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.models.base import Completion, ModelBackend, ModelError, ModelInfo
 
 
 def load_model(spec: ModelSpec) -> ModelBackend:
     if spec.backend == "embedded":
-        from tasks.models.embedded import load_embedded
+        from helmflow.tasks.models.embedded import load_embedded
 
         return load_embedded(spec)
     if spec.backend == "openai":
-        from tasks.models.openai import OpenAIModel
+        from helmflow.tasks.models.openai import OpenAIModel
 
         return OpenAIModel(spec)
-    from tasks.models.hf import HFModel
+    from helmflow.tasks.models.hf import HFModel
 
     return HFModel(spec)
 
@@ -23,14 +23,14 @@ def load_model(spec: ModelSpec) -> ModelBackend:
 def fingerprint_of(spec: ModelSpec) -> str:
     """The model's fingerprint without loading its weights (what a refresh compares with past runs)."""
     if spec.backend == "embedded":
-        from tasks.models.embedded import converted_dir
+        from helmflow.tasks.models.embedded import converted_dir
 
         return converted_dir()[1]
     if spec.backend == "openai":
         return f"{spec.path}#{spec.remote_model or ''}@{spec.revision or 'unversioned'}"
     from pathlib import Path
 
-    from tasks.models.hf import local_fingerprint
+    from helmflow.tasks.models.hf import local_fingerprint
 
     assert spec.path is not None
     if Path(spec.path).is_dir():

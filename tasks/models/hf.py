@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from specs.schema import ModelSpec
-from tasks.adapt import Request
-from tasks.models.base import Completion, ModelError, ModelInfo
+from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.models.base import Completion, ModelError, ModelInfo
 
 Progress = Callable[[int, int], None]  # (done, total)
 

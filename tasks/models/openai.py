@@ -19,9 +19,9 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from specs.schema import ModelSpec
-from tasks.adapt import Request
-from tasks.models.base import Completion, ModelError, ModelInfo
+from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.adapt import Request
+from helmflow.tasks.models.base import Completion, ModelError, ModelInfo
 
 TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 

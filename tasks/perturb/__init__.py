@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from tasks.perturb import fairness, robustness
+from helmflow.tasks.perturb import fairness, robustness
 
 Perturbation = Callable[[str, random.Random], str]
 

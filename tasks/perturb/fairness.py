@@ -17,7 +17,7 @@ import random
 import re
 from functools import cache
 
-from tasks.perturb.robustness import _replace_words, load, match_case
+from helmflow.tasks.perturb.robustness import _replace_words, load, match_case
 
 _TOKEN = re.compile(r"\b\w+\b")
 
