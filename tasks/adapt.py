@@ -9,30 +9,10 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 from helmflow.specs.schema import AdapterSpec, group_words
-from helmflow.tasks.instances import LETTERS, Instance
-
-RequestKind = Literal["multiple_choice", "generation"]
-
-
-@dataclass(frozen=True)
-class Request:
-    id: str
-    instance_id: str
-    kind: RequestKind
-    prompt: str
-    # multiple_choice: the continuations scored after the prompt (" A", " B", ... or " " + each choice)
-    # and the option texts they stand for (for per-character normalisation).
-    continuations: tuple[str, ...] = ()
-    choices: tuple[str, ...] = ()
-    # multiple_choice_calibrated: the bare answer prompt whose log-probs are subtracted (HELM).
-    baseline_prompt: str | None = None
-    max_tokens: int = 0
-    stop: tuple[str, ...] = ()
-    perturbation: str = ""
+from helmflow.tasks.records import LETTERS, Instance, Request, RequestKind
 
 
 def _fill(template: str, group: str | None) -> str:
@@ -134,3 +114,6 @@ def build_requests(
             prompt = render_prompt(adapter, variant, exemplars)
             requests.append(_request(adapter, inst, prompt, f"{inst.id}|{name}" if name else inst.id, name))
     return requests
+
+
+__all__ = ["Request", "RequestKind", "build_requests", "choose_exemplars", "render_prompt"]

@@ -8,33 +8,15 @@ warehouse stores every one of them and the CLI can say which expectation failed 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import pandas as pd
 
+from helmflow.tasks.records import ValidationResult
+
 # Expected ranges per metric family; a stat outside its range fails validation.
 UNIT_INTERVAL_CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "toxicity")
-
-
-@dataclass(frozen=True)
-class ValidationResult:
-    stage: str
-    expectation: str
-    kwargs: str  # JSON of the expectation's arguments
-    success: bool
-    element_count: int
-    unexpected_count: int
-    unexpected_ids: list[str]
-
-    def describe(self, where: dict[str, str] | None = None) -> str:
-        """One line; `where` maps row ids to their place in the source (file and row)."""
-        names = [f"{i} ({where[i]})" if where and i in where else i for i in self.unexpected_ids[:5]]
-        more = " ..." if len(self.unexpected_ids) > 5 else ""
-        return f"{self.stage}: {self.expectation} {self.kwargs} failed on {self.unexpected_count} row(s): " + (
-            ", ".join(names) + more
-        )
 
 
 class ValidationFailed(ValueError):

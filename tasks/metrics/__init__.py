@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from helmflow.specs.schema import ScenarioSpec
 from helmflow.tasks.adapt import Request
@@ -11,26 +11,10 @@ from helmflow.tasks.instances import LETTERS, Instance
 from helmflow.tasks.metrics import accuracy, bbq, bias, calibration, efficiency, robustness, toxicity
 from helmflow.tasks.metrics.toxicity import ToxicityClassifier
 from helmflow.tasks.metrics.types import CATEGORIES, Metric, Stat
-from helmflow.tasks.models.base import Completion
+from helmflow.tasks.records import Completion, Prediction
 
 # Bump when a change to the metric code changes any value: a refresh re-scores older runs.
 METRICS_CODE_VERSION = "2026.11.28"
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A request's outcome as it is stored: what the model chose and how sure it was."""
-
-    request: Request
-    completion: Completion
-    predicted_index: int | None
-    predicted_text: str
-    # Multiple choice: the chosen option's probability renormalised over the options.
-    # Generation: exp(sum of the output tokens' log-probs), HELM's max_prob.
-    confidence: float | None
-    # Separate / calibrated multiple choice: the choice picked after dividing each score by its
-    # token count ("token") or by its text's length in characters ("char", lm-eval's acc_norm).
-    normalized_indices: dict[str, int] = field(default_factory=dict)
 
 
 def _argmax(values: list[float]) -> int:
