@@ -26,7 +26,7 @@ def main() -> int:
     from helmflow.flows.benchmark import ScenarioPlan, benchmark
     from helmflow.specs.library import apply_suite_entry, find_model, find_scenario
     from helmflow.specs.schema import Perturbations
-    from helmflow.warehouse.db import connect
+    from helmflow.warehouse.store import Warehouse
 
     # The same slice as ever: zero-shot, unperturbed, so that figures stay comparable across changes.
     spec = apply_suite_entry(find_scenario("mmlu"), groups=SUBJECTS, num_train=0).model_copy(
@@ -36,13 +36,10 @@ def main() -> int:
     db = Path(tempfile.mkdtemp(prefix="helmflow-bench-")) / "bench.duckdb"
     [outcome] = benchmark([ScenarioPlan(spec)], [model], seed=0, db=str(db))
     wall = time.perf_counter() - began
-    with connect(db, read_only=True) as con:
-        n, forward, tokens = con.execute(
-            "select count(*), sum(latency_s), sum(prompt_tokens) from predictions where run_id = ?", [outcome.run_id]
-        ).fetchone()
-        device, dtype, batch, threads, run_wall = con.execute(
-            "select device, dtype, batch_size, num_threads, wall_seconds from runs where run_id = ?", [outcome.run_id]
-        ).fetchone()
+    figures = Warehouse(db).forward_figures(outcome.run_id)
+    n, forward, tokens = figures["n"], figures["forward_s"], figures["prompt_tokens"]
+    device, dtype, batch, threads = figures["device"], figures["dtype"], figures["batch"], figures["threads"]
+    run_wall = figures["run_wall"]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"helmflow bench: mmlu zero-shot on {len(SUBJECTS)} subjects, {model.name} "

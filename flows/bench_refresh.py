@@ -17,7 +17,7 @@ def main() -> int:
 
     _quiet_environment(verbose=False)
     from helmflow.flows.refresh import refresh
-    from helmflow.warehouse.db import connect
+    from helmflow.warehouse.store import Warehouse
 
     db = str(Path(tempfile.mkdtemp(prefix="helmflow-refresh-")) / "refresh.duckdb")
     figures = []
@@ -25,11 +25,7 @@ def main() -> int:
         began = time.perf_counter()
         report = refresh(["quickstart"], None, db)
         seconds = time.perf_counter() - began
-        with connect(db, read_only=True) as con:
-            calls = con.execute(
-                "select coalesce(sum(model_calls), 0) from runs where run_id in (select unnest(?))",
-                [report.ran or [""]],
-            ).fetchone()[0]
+        calls = Warehouse(db).model_calls(report.ran)
         figures.append(seconds)
         print(f"{attempt}_refresh_seconds   {seconds:.1f}")
         print(f"{attempt}_refresh_runs      {len(report.ran)}")

@@ -22,7 +22,7 @@ from prefect.cache_policies import NONE
 
 from helmflow.flows import progress
 from helmflow.flows.inference import infer
-from helmflow.flows.tables import instances_frame, metrics_frame, predictions_frame, stats_frame, validations_frame
+from helmflow.flows.plans import ScenarioPlan
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.adapt import Request, build_requests
@@ -38,16 +38,10 @@ from helmflow.tasks.validate import (
     validate_predictions,
     validate_stats,
 )
-from helmflow.warehouse import writer
+from helmflow.warehouse.rows import metrics_frame, predictions_frame, result_frames
+from helmflow.warehouse.store import Warehouse
 
 PACKAGES = ("helmflow", "torch", "transformers", "datasets", "prefect", "great_expectations", "duckdb", "pydantic")
-
-
-@dataclass(frozen=True)
-class ScenarioPlan:
-    spec: ScenarioSpec
-    base_dir: str | None = None  # the spec file's folder, for relative data paths
-    suite: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +158,9 @@ def validate_predictions_stage(predictions: list[Prediction], expected: int) -> 
     frame["produced"] = [
         p.completion.generated_tokens if p.request.kind == "generation" else len(p.predicted_text) for p in predictions
     ]
-    return validate_predictions(frame[["request_id", "produced", "confidence", "latency_s", "error"]], expected)
+    columns = ["request_id", "produced", "confidence", "latency_s", "error"]
+    logprobs = ["choice_logprobs", "output_logprobs", "choice_baseline_logprobs"]  # each must be finite
+    return validate_predictions(frame[columns + logprobs], expected)
 
 
 @task(name="score", **TASK_OPTIONS)
@@ -208,7 +204,7 @@ def validate_stats_stage(metrics: list[Metric]) -> list[ValidationResult]:
 
 @task(name="write-run", **TASK_OPTIONS)
 def write_stage(db: str | None, run_id: str, status: str, tables: dict[str, pd.DataFrame], updates: dict) -> None:
-    writer.finish_run(db, run_id, status, tables, updates)
+    Warehouse(db).finish_run(run_id, status, tables, updates)
 
 
 # -- one (model, scenario) pair -------------------------------------------------------------------------
@@ -234,13 +230,13 @@ def evaluate(
     info = model.info
     label = f"{spec.name} × {model_spec.name}"
     began = time.perf_counter()
+    warehouse = Warehouse(db)
     if resume_run_id:
         run_id = resume_run_id
-        writer.restart_run(db, run_id, info.fingerprint, flow_run_id)
+        warehouse.restart_run(run_id, info.fingerprint, flow_run_id)
     else:
         run_id = uuid.uuid4().hex[:12]
-        writer.start_run(
-            db,
+        warehouse.start_run(
             {
                 "run_id": run_id,
                 "suite": prep.plan.suite,
@@ -274,13 +270,7 @@ def evaluate(
         checks += validate_stats_stage(metrics)
         failed = [c for c in checks if not c.success]
         status = "validation_failed" if failed else "succeeded"
-        tables = {
-            "instances": instances_frame(prep.instances),
-            "predictions": predictions_frame(predictions),
-            "instance_stats": stats_frame(stats),
-            "metrics": metrics_frame(metrics),
-            "validations": validations_frame(checks),
-        }
+        tables = result_frames(prep.instances, predictions, stats, metrics, checks)
         error = "; ".join(c.describe() for c in failed) or None
         updates = {
             "error": error,
@@ -295,7 +285,7 @@ def evaluate(
         return RunOutcome(run_id, spec.name, model_spec.name, status, error)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
-        writer.fail_run(db, run_id, message + "\n" + traceback.format_exc(limit=5))
+        warehouse.fail_run(run_id, message + "\n" + traceback.format_exc(limit=5))
         progress.reporter.stage(label, f"failed: {message}")
         return RunOutcome(run_id, spec.name, model_spec.name, "failed", message)
 
@@ -327,21 +317,11 @@ def benchmark(
 
 def resumable(db: str | None, run_id: str) -> tuple[ScenarioPlan, ModelSpec, int]:
     """What a stopped run was doing: its scenario plan, model and seed, read back from its row."""
-    from helmflow.warehouse.db import connect
-
-    with connect(db, read_only=True) as con:
-        row = con.execute(
-            "select spec_json, spec_dir, suite, model_json, seed, status from runs where run_id = ?", [run_id]
-        ).fetchone()
-        if row is not None and row[5] == "running" and run_id in writer.interrupted_run_ids(con):
-            row = (*row[:5], "failed")
-    if row is None:
-        raise LookupError(f"no run '{run_id}' in the warehouse")
-    spec_json, spec_dir, suite, model_json, seed, status = row
-    if status not in ("failed",):
-        raise LookupError(f"run {run_id} is {status}: only a failed or interrupted run can be resumed")
-    plan = ScenarioPlan(ScenarioSpec.model_validate_json(spec_json), spec_dir, suite)
-    return plan, ModelSpec.model_validate_json(model_json), int(seed)
+    row = Warehouse(db).run_row(run_id, "spec_json", "spec_dir", "suite", "model_json", "seed")
+    if row["status"] != "failed":
+        raise LookupError(f"run {run_id} is {row['status']}: only a failed or interrupted run can be resumed")
+    plan = ScenarioPlan(ScenarioSpec.model_validate_json(row["spec_json"]), row["spec_dir"], row["suite"])
+    return plan, ModelSpec.model_validate_json(row["model_json"]), int(row["seed"])
 
 
 @flow(name="helmflow-resume", validate_parameters=False, log_prints=False)

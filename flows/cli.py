@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
@@ -48,34 +48,6 @@ def _quiet_environment(verbose: bool) -> None:
 # -- run -------------------------------------------------------------------------------------------
 
 
-def _plans(refs: Sequence[str], max_instances: int | None):
-    """Resolve what `run` was given into scenario plans, the suite's models and its seed."""
-    from helmflow.flows.benchmark import ScenarioPlan
-    from helmflow.specs.library import apply_suite_entry, find, resolve_run_target
-    from helmflow.specs.schema import SuiteSpec
-
-    plans, models, seed = [], [], None
-    for ref in refs:
-        loaded = resolve_run_target(ref)
-        if isinstance(loaded.spec, SuiteSpec):
-            suite = loaded.spec
-            models += [m for m in suite.models if m not in models]
-            seed = suite.seed if seed is None else seed
-            for entry in suite.scenarios:
-                found = find("scenario", entry.scenario)
-                spec = apply_suite_entry(found.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
-                plans.append(ScenarioPlan(spec, str(found.path.parent), suite.name))
-        elif loaded.kind == "scenario":
-            plans.append(ScenarioPlan(loaded.spec, str(loaded.path.parent)))  # type: ignore[arg-type]
-        else:
-            raise SpecError(f"{loaded.path}: a {loaded.kind} spec cannot be run; give a suite or a scenario")
-    if max_instances is not None:
-        plans = [
-            ScenarioPlan(apply_suite_entry(p.spec, max_instances=max_instances), p.base_dir, p.suite) for p in plans
-        ]
-    return plans, models, seed
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from helmflow.flows.display import Display, results_table
 
@@ -83,18 +55,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _resume(args)
     if not args.specs:
         raise SpecError("helmflow run needs a suite or scenario (or --resume RUN_ID)")
-    plans, suite_models, suite_seed = _plans(args.specs, args.max_instances)
+    from helmflow.flows.plans import run_targets
     from helmflow.specs.library import find_model
+    from helmflow.warehouse.store import Warehouse
 
-    model_specs = [find_model(m) for m in (args.model or suite_models or [DEFAULT_MODEL])]
-    seed = args.seed if args.seed is not None else (suite_seed or 0)
+    targets = run_targets(args.specs, args.max_instances)
+    model_specs = [find_model(m) for m in (args.model or targets.models or [DEFAULT_MODEL])]
+    seed = args.seed if args.seed is not None else (targets.seed or 0)
+    Warehouse(args.db).check()  # a path that is not a warehouse fails now, before data and model load
     display = Display()
     from helmflow.flows import progress
     from helmflow.flows.benchmark import benchmark
 
     progress.set_reporter(display)
     with display:
-        outcomes = benchmark(plans, model_specs, seed=seed, db=args.db, prefer=args.source, use_cache=not args.no_cache)
+        outcomes = benchmark(
+            targets.plans, model_specs, seed=seed, db=args.db, prefer=args.source, use_cache=not args.no_cache
+        )
     results_table(args.db, [o.run_id for o in outcomes])
     for outcome in outcomes:
         if outcome.status != "succeeded":
@@ -122,6 +99,23 @@ def _resume(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------------
 
 
+def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {what} is between {low} and {high}")
+        return value
+
+    return parse
+
+
+_count = _bounded_int(1, 10_000_000, "the number of instances")
+_seed = _bounded_int(0, 2**31 - 1, "a seed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helmflow", description="Holistic evaluation of language models.")
     parser.add_argument(
@@ -135,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_ID", help="finish a failed or interrupted run where it stopped")
     run.add_argument("--no-cache", action="store_true", help="ask the model for every answer (the cache is not read)")
     run.add_argument("--model", action="append", help="model spec name or file, or hf:<hub id or path> (repeatable)")
-    run.add_argument("--max-instances", type=int, default=None)
-    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--max-instances", type=_count, default=None, help="evaluate at most N instances (N ≥ 1)")
+    run.add_argument("--seed", type=_seed, default=None)
     run.add_argument(
         "--source",
         choices=["auto", "offline", "hub"],

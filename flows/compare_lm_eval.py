@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from helmflow.warehouse.db import connect
+from helmflow.warehouse.store import Warehouse
 
 
 def lm_eval_samples(folder: Path, subjects: set[str]) -> dict[str, dict]:
@@ -41,13 +41,10 @@ def lm_eval_samples(folder: Path, subjects: set[str]) -> dict[str, dict]:
 
 
 def compare(db: str, run_id: str, folder: Path) -> dict[str, float]:
-    with connect(db, read_only=True) as con:
-        rows = con.execute(
-            "select p.instance_id, i.group_name, p.prompt, p.choice_logprobs, p.predicted_index, "
-            "(p.predicted_index = i.gold_index)::int from predictions p join instances i using (run_id, instance_id) "
-            "where run_id = ?",
-            [run_id],
-        ).fetchall()
+    rows = [
+        (r["instance_id"], r["group_name"], r["prompt"], r["choice_logprobs"], r["predicted_index"], r["correct"])
+        for r in Warehouse(db).scored_predictions(run_id)
+    ]
     ours = {r[0]: r for r in rows}
     theirs = lm_eval_samples(folder, {r[1] for r in rows})
     common = sorted(set(ours) & set(theirs))
@@ -72,15 +69,10 @@ def compare_separate(db: str, run_id: str, reference: Path, id_prefix: str = "")
     loglikelihoods, acc and acc_norm, extracted from lm-eval's --log_samples output.
     """
     theirs = {f"{id_prefix}{r['doc_id']}": r for r in map(json.loads, reference.open())}
-    with connect(db, read_only=True) as con:
-        rows = con.execute(
-            "select p.instance_id, p.prompt, p.choice_logprobs, p.predicted_index, "
-            "max(case when s.metric = 'exact_match' then s.value end), "
-            "max(case when s.metric = 'exact_match_char_norm' then s.value end) "
-            "from predictions p join instance_stats s using (run_id, instance_id, perturbation) "
-            "where run_id = ? and perturbation = '' group by all",
-            [run_id],
-        ).fetchall()
+    rows = [
+        (r["instance_id"], r["prompt"], r["choice_logprobs"], r["predicted_index"], r["acc"], r["acc_norm"])
+        for r in Warehouse(db).scored_predictions(run_id)
+    ]
     common = [r for r in rows if r[0] in theirs]
     diffs = [abs(a - b) for r in common for a, b in zip(r[2], theirs[r[0]]["loglikelihoods"], strict=True)]
     return {

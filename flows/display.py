@@ -78,32 +78,18 @@ def print_frame(frame: pd.DataFrame, fmt: str) -> None:
         Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
-CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "bias", "toxicity", "efficiency")
-HEADLINE_COLUMNS = ",\n".join(
-    f"       max(case when m.category = '{c}' and m.headline then m.value end) as {c}" for c in CATEGORIES
-)
-RESULTS_SQL = f"""
-select r.run_id, r.scenario, r.model, r.status, r.num_instances as n,
-{HEADLINE_COLUMNS},
-       round(r.wall_seconds, 1) as wall_s
-from runs r left join metrics m on m.run_id = r.run_id and m.group_name = ''
-where r.run_id in (select unnest(?))
-group by all order by r.scenario, r.model
-"""
-HEADLINE_NAMES_SQL = """
-select distinct category, metric || case when perturbation = '' then '' else ' (' || perturbation || ')' end
-       || case when lower_is_better then ', lower is better' else '' end
-from metrics where headline and group_name = '' and run_id in (select unnest(?)) order by 1
-"""
-
-
 def results_table(db: str | None, run_ids: list[str]) -> None:
-    from helmflow.warehouse.db import connect
+    """One row per run with each category's headline value, then a legend naming each headline metric."""
+    from helmflow.tasks.metrics import CATEGORIES
+    from helmflow.warehouse.store import Warehouse
 
     if not run_ids:
         return
-    with connect(db, read_only=True) as con:
-        frame = con.execute(RESULTS_SQL, [run_ids]).df()
-        names = con.execute(HEADLINE_NAMES_SQL, [run_ids]).fetchall()
+    long = Warehouse(db).headline_results(run_ids)
+    headline = {(r, c): v for r, c, v in zip(long.run_id, long.category, long.value, strict=True)}
+    frame = long[["run_id", "scenario", "model", "status", "n", "wall_s"]].drop_duplicates("run_id")
+    for category in CATEGORIES:
+        frame.insert(len(frame.columns) - 1, category, [headline.get((r, category)) for r in frame.run_id])
     print_frame(frame, "table")
+    names = sorted({(c, m) for c, m in zip(long.category, long.headline_metric, strict=True) if isinstance(c, str)})
     print("headline metrics: " + "; ".join(f"{c}: {m}" for c, m in names))

@@ -1,8 +1,9 @@
 """Reading the history: run fingerprints, comparing two runs, finding regressions.
 
-SQL does the selecting (views in warehouse/migrations/004_history.sql); the paired tests are in
-tasks/metrics/significance.py. Two runs are comparable when their fingerprints agree on all but
-the thing being compared; every other difference is reported beside the result.
+The warehouse does the selecting (Warehouse's typed reads over the views of
+warehouse/migrations/004_history.sql); the paired tests are in tasks/metrics/significance.py.
+Two runs are comparable when their fingerprints agree on all but the thing being compared;
+every other difference is reported beside the result.
 """
 
 from __future__ import annotations
@@ -11,29 +12,10 @@ import json
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-import duckdb
-
 from helmflow.tasks.metrics.significance import mcnemar_exact, paired_bootstrap
+from helmflow.warehouse.store import Warehouse
 
-FINGERPRINT = (
-    "spec_hash",
-    "dataset_fingerprint",
-    "model_fingerprint",
-    "dtype",
-    "batch_size",
-    "seed",
-    "package_versions",
-)
 ALPHA = 0.05
-
-
-def fingerprint(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object]:
-    row = con.execute(
-        f"select model, scenario, {', '.join(FINGERPRINT)} from runs where run_id = ?", [run_id]
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"no run '{run_id}' in the warehouse")
-    return dict(zip(("model", "scenario", *FINGERPRINT), row, strict=True))
 
 
 def differences(a: dict[str, object], b: dict[str, object], ignore: tuple[str, ...] = ()) -> list[str]:
@@ -83,27 +65,6 @@ class Comparison:
     differs: list[str] = field(default_factory=list)
 
 
-def _paired(con: duckdb.DuckDBPyConnection, a: str, b: str) -> dict[tuple[str, str, str], list[tuple]]:
-    """Per (category, metric, perturbation): (instance, value in A, value in B) on common instances."""
-    rows = con.execute(
-        """
-        with current as (
-            select s.* from instance_stats s
-            where s.metrics_version = (select max(v.metrics_version) from instance_stats v where v.run_id = s.run_id)
-        )
-        select x.category, x.metric, x.perturbation, x.instance_id, x.value, y.value
-        from current x join current y using (instance_id, category, metric, perturbation)
-        where x.run_id = ? and y.run_id = ? and x.value is not null and y.value is not null
-        order by x.instance_id
-        """,
-        [a, b],
-    ).fetchall()
-    paired: dict[tuple[str, str, str], list[tuple]] = {}
-    for category, metric, perturbation, instance, va, vb in rows:
-        paired.setdefault((category, metric, perturbation), []).append((instance, va, vb))
-    return paired
-
-
 def test_pairs(pairs: list[tuple]) -> tuple[str, float | None, tuple[float, float] | None]:
     values = {v for _, va, vb in pairs for v in (va, vb)}
     if values <= {0.0, 1.0}:
@@ -113,25 +74,10 @@ def test_pairs(pairs: list[tuple]) -> tuple[str, float | None, tuple[float, floa
     return "bootstrap", None, paired_bootstrap([p[1] for p in pairs], [p[2] for p in pairs])
 
 
-def main_metric(con: duckdb.DuckDBPyConnection, run_id: str) -> str:
-    spec = con.execute("select spec_json from runs where run_id = ?", [run_id]).fetchone()
-    return json.loads(spec[0]).get("main_metric", "exact_match") if spec else "exact_match"
-
-
-def compare(con: duckdb.DuckDBPyConnection, a: str, b: str) -> Comparison:
-    fa, fb = fingerprint(con, a), fingerprint(con, b)
-    values = con.execute(
-        """
-        select coalesce(x.category, y.category), coalesce(x.metric, y.metric),
-               coalesce(x.perturbation, y.perturbation), x.value, y.value
-        from (select * from current_metrics where run_id = ? and group_name = '') x
-        full join (select * from current_metrics where run_id = ? and group_name = '') y
-          using (category, metric, perturbation)
-        order by 1, 2, 3
-        """,
-        [a, b],
-    ).fetchall()
-    paired = _paired(con, a, b)
+def compare(warehouse: Warehouse, a: str, b: str) -> Comparison:
+    fa, fb = warehouse.fingerprint(a), warehouse.fingerprint(b)
+    values = warehouse.metric_pairs(a, b)
+    paired = warehouse.paired_stats(a, b)
     metrics = []
     for category, metric, perturbation, va, vb in values:
         comparison = MetricComparison(category, metric, perturbation, va, vb)
@@ -140,7 +86,7 @@ def compare(con: duckdb.DuckDBPyConnection, a: str, b: str) -> Comparison:
             comparison.test, comparison.p_value, comparison.interval = test_pairs(pairs)
             comparison.pairs = len(pairs)
         metrics.append(comparison)
-    main = main_metric(con, b)
+    main = warehouse.main_metric(b)
     flipped = [(i, va, vb) for i, va, vb in paired.get(("accuracy", main, ""), []) if va != vb]
     return Comparison(a, b, metrics, flipped, differences(fa, fb))
 
@@ -158,23 +104,23 @@ class Regression:
     differs: list[str]
 
 
-def regressions(con: duckdb.DuckDBPyConnection, alpha: float = ALPHA) -> list[Regression]:
+def regressions(warehouse: Warehouse, alpha: float = ALPHA) -> list[Regression]:
     """Significant drops of the main accuracy metric between consecutive succeeded runs of a model × scenario."""
-    runs = con.execute(
-        "select run_id, model, scenario from runs where status = 'succeeded' order by model, scenario, started_at"
-    ).fetchall()
+    runs = warehouse.succeeded_runs()
     found = []
     for (before, model, scenario), (after, model_b, scenario_b) in pairwise(runs):
         if (model, scenario) != (model_b, scenario_b):
             continue
-        metric = main_metric(con, after)
-        pairs = _paired(con, before, after).get(("accuracy", metric, ""), [])
+        metric = warehouse.main_metric(after)
+        pairs = warehouse.paired_stats(before, after).get(("accuracy", metric, ""), [])
         if not pairs:
             continue
         test, p_value, _ = test_pairs(pairs)
         mean_before = sum(p[1] for p in pairs) / len(pairs)
         mean_after = sum(p[2] for p in pairs) / len(pairs)
         if test == "mcnemar" and p_value is not None and p_value < alpha and mean_after < mean_before:
-            differs = differences(fingerprint(con, before), fingerprint(con, after), ignore=("model", "scenario"))
+            differs = differences(
+                warehouse.fingerprint(before), warehouse.fingerprint(after), ignore=("model", "scenario")
+            )
             found.append(Regression(model, scenario, metric, before, after, mean_before, mean_after, p_value, differs))
     return found

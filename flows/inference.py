@@ -16,9 +16,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from helmflow.tasks.adapt import Request
-from helmflow.tasks.models import Completion, ModelBackend
-from helmflow.warehouse import cache
+from helmflow.tasks.models import ModelBackend
+from helmflow.tasks.records import Completion, Request
+from helmflow.warehouse.store import Warehouse
 
 CHUNK_BATCHES = 4  # batches per chunk: small enough to lose little, large enough to batch well
 
@@ -45,34 +45,6 @@ def request_key(request: Request, model: ModelBackend) -> str:
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 
-def _from_cache(request_id: str, row: dict) -> Completion:
-    return Completion(
-        request_id=request_id,
-        logprobs=list(row["logprobs"] or []),
-        continuation_tokens=list(row["continuation_tokens"] or []),
-        text=row["text"] or "",
-        prompt_tokens=row["prompt_tokens"],
-        output_tokens=row["output_tokens"],
-        generated_tokens=row["generated_tokens"] or 0,
-        latency_s=row["latency_s"],
-        batch_size=row["batch_size"],
-    )
-
-
-def _to_cache(completion: Completion, kind: str) -> dict:
-    return {
-        "kind": kind,
-        "logprobs": completion.logprobs,
-        "continuation_tokens": completion.continuation_tokens,
-        "text": completion.text,
-        "prompt_tokens": completion.prompt_tokens,
-        "output_tokens": completion.output_tokens,
-        "generated_tokens": completion.generated_tokens,
-        "latency_s": completion.latency_s,
-        "batch_size": completion.batch_size,
-    }
-
-
 def infer(
     model: ModelBackend,
     requests: list[Request],
@@ -86,8 +58,9 @@ def infer(
     for request in requests:
         distinct.setdefault(keys[request.id], request)
     fingerprint = model.info.fingerprint
-    cached = cache.lookup(db, fingerprint, list(distinct)) if use_cache else {}
-    answers = {key: _from_cache(distinct[key].id, row) for key, row in cached.items()}
+    warehouse = Warehouse(db)
+    cached = warehouse.cached_answers(fingerprint, list(distinct)) if use_cache else {}
+    answers = dict(cached)
     # Fixed chunks over every distinct request (longest first), whatever is cached already.
     ordered = sorted(distinct, key=lambda k: (distinct[k].kind, -len(distinct[k].prompt), k))
     size = max(1, model.info.batch_size * CHUNK_BATCHES)
@@ -104,7 +77,7 @@ def infer(
                 computed.update({c.request_id: c for c in run(batch)})
         fresh = {k: computed[distinct[k].id] for k in missing}
         if use_cache:
-            cache.store(db, fingerprint, {k: _to_cache(c, distinct[k].kind) for k, c in fresh.items()}, run_id)
+            warehouse.cache_answers(fingerprint, {k: (distinct[k].kind, c) for k, c in fresh.items()}, run_id)
         answers.update(fresh)
         calls += len(missing)
         done += len(missing)

@@ -19,16 +19,17 @@ from dataclasses import dataclass, field
 from prefect import flow
 
 from helmflow.flows import progress
-from helmflow.flows.benchmark import ScenarioPlan, evaluate, load_stage, model_stage
+from helmflow.flows.benchmark import evaluate, load_stage, model_stage
 from helmflow.flows.history import Regression, regressions
-from helmflow.specs.library import apply_suite_entry, find, find_model
+from helmflow.flows.plans import suite_plans
+from helmflow.specs.library import find, find_model
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import Notify, SuiteSpec
 from helmflow.tasks.instances import instances_fingerprint
 from helmflow.tasks.metrics import METRICS_CODE_VERSION
 from helmflow.tasks.models import fingerprint_of
-from helmflow.warehouse import writer
-from helmflow.warehouse.db import connect
+from helmflow.warehouse.runs import now
+from helmflow.warehouse.store import Warehouse
 
 
 class RegressionFound(RuntimeError):
@@ -53,7 +54,7 @@ def staleness(current: dict[str, object], latest: dict[str, object] | None, max_
         if latest.get(key) != current[key]
     ]
     if max_age is not None:
-        age = (writer.now() - latest["started_at"]).total_seconds()  # type: ignore[operator]
+        age = (now() - latest["started_at"]).total_seconds()  # type: ignore[operator]
         if age > max_age:
             reasons.append(f"older than max_age ({age / 3600:.1f} h)")
     return reasons
@@ -61,14 +62,7 @@ def staleness(current: dict[str, object], latest: dict[str, object] | None, max_
 
 def latest_runs(db: str | None, model: str, scenario: str) -> tuple[dict | None, dict | None]:
     """The latest succeeded run, and a crashed run newer than it (to resume), of a model × scenario."""
-    fields = "run_id, status, started_at, spec_hash, model_fingerprint, dataset_fingerprint, metrics_code_version"
-    with connect(db) as con:
-        writer.reap_interrupted(con)
-        cursor = con.execute(
-            f"select {fields} from runs where model = ? and scenario = ? order by started_at desc", [model, scenario]
-        )
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    rows = Warehouse(db).runs_of(model, scenario)
     succeeded = next((r for r in rows if r["status"] == "succeeded"), None)
     crashed = next((r for r in rows if r["status"] == "failed"), None)
     if crashed and succeeded and crashed["started_at"] < succeeded["started_at"]:
@@ -100,12 +94,7 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
     for suite_name in suites:
         suite = find("suite", suite_name).spec
         assert isinstance(suite, SuiteSpec)
-        plans = []
-        for entry in suite.scenarios:
-            loaded = find("scenario", entry.scenario)
-            spec = apply_suite_entry(loaded.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
-            plans.append(ScenarioPlan(spec, str(loaded.path.parent), suite.name))
-        prepared = [load_stage(plan, suite.seed, "auto") for plan in plans]
+        prepared = [load_stage(plan, suite.seed, "auto") for plan in suite_plans(suite)]
         for model_name in models or suite.models:
             model_spec = find_model(model_name)
             current_model = fingerprint_of(model_spec)
@@ -137,8 +126,7 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
                 model = model or model_stage(model_spec)
                 outcome = evaluate(prep, model, model_spec, suite.seed, db, flow_run.id, resume_run_id=resume_id)
                 report.ran.append(outcome.run_id)
-        with connect(db, read_only=True) as con:
-            found = [r for r in regressions(con) if r.after_run in report.ran]
+        found = [r for r in regressions(Warehouse(db)) if r.after_run in report.ran]
         if found:
             lines = [
                 f"{r.model} on {r.scenario}: {r.metric} {r.before:.4f} -> {r.after:.4f} (McNemar p = "

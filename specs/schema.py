@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from helmflow.specs.registry import BACKENDS, CATEGORIES
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 
 
@@ -142,7 +144,7 @@ class AdapterSpec(Strict):
         return self
 
 
-MetricName = Literal["accuracy", "calibration", "efficiency", "robustness", "fairness", "bias", "toxicity"]
+MetricName = Literal[CATEGORIES]  # type: ignore[valid-type]
 RobustnessName = Literal["lowercase", "contractions", "expansions", "misspellings", "extra_space", "typos", "mild_mix"]
 FairnessName = Literal["gender", "race_names", "dialect"]
 
@@ -182,7 +184,7 @@ class ScenarioSpec(Strict):
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    backend: Literal["embedded", "hf", "openai"]
+    backend: Literal[BACKENDS]  # type: ignore[valid-type]
     # hf: a hub id or a local directory. openai: the server's base URL (http://host:port/v1).
     # embedded: ignored (the packaged SmolLM2 is used).
     path: str | None = None

@@ -8,6 +8,8 @@ warehouse stores every one of them and the CLI can say which expectation failed 
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from functools import cache
 from typing import Any
 
@@ -17,6 +19,8 @@ from helmflow.tasks.records import ValidationResult
 
 # Expected ranges per metric family; a stat outside its range fails validation.
 UNIT_INTERVAL_CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "toxicity")
+# The predictions frame's list-valued columns (each row: a list of numbers, or None).
+LOGPROB_COLUMNS = ("choice_logprobs", "output_logprobs", "choice_baseline_logprobs")
 
 
 class ValidationFailed(ValueError):
@@ -108,24 +112,62 @@ def validate_instances(frame: pd.DataFrame) -> list[ValidationResult]:
 
 def validate_predictions(frame: pd.DataFrame, expected_requests: int) -> list[ValidationResult]:
     """Columns: request_id, produced (what the model gave: the choice's length, or the tokens it
-    generated before a stop sequence cut them), confidence, latency_s, error."""
+    generated before a stop sequence cut them), confidence, latency_s, error; and, when the frame
+    carries them, the log-prob lists choice_logprobs, output_logprobs, choice_baseline_logprobs."""
     import great_expectations as gx
 
     e = gx.expectations
+    checked, finiteness = _with_finiteness(frame)
     return _run(
         "predictions",
-        frame,
+        checked,
         "request_id",
         [
             e.ExpectTableRowCountToEqual(value=expected_requests),
             e.ExpectColumnValuesToBeUnique(column="request_id"),
+            # GX skips NaN here as missing (a float column cannot tell NaN from None); ±inf fails.
             e.ExpectColumnValuesToBeBetween(column="confidence", min_value=0.0, max_value=1.0),
             e.ExpectColumnValuesToBeBetween(column="latency_s", min_value=0.0, strict_min=True),
             e.ExpectColumnValuesToBeBetween(
                 column="produced", min_value=1, row_condition="error.isnull()", condition_parser="pandas"
             ),
+            *[e.ExpectColumnValuesToBeInSet(column=column, value_set=[True]) for column in finiteness],
         ],
     )
+
+
+def _with_finiteness(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The frame without its list columns but with a True/False column per finiteness check, and
+    those columns' names.
+
+    A NaN log-prob makes a NaN score that still has an argmax, so a broken model can score as
+    correct; GX cannot look inside lists, hence these derived columns. Without the log-prob
+    columns (an older caller) there is nothing to derive them from, and no check is added.
+    """
+    present = [c for c in LOGPROB_COLUMNS if c in frame.columns]
+    if not present:
+        return frame, []
+    per_row = [[x for cell in cells for x in _cell(cell)] for cells in zip(*(frame[c] for c in present), strict=True)]
+    out = frame.drop(columns=present)
+    out["logprobs_finite"] = [all(_finite(x) for x in logprobs) for logprobs in per_row]
+    # A confidence may be missing only where there was nothing to compute it from: an error, or a
+    # generation without output log-probs. Anywhere else a missing one is a NaN in disguise.
+    out["confidence_finite"] = [
+        _finite(confidence) if not pd.isna(confidence) else (not pd.isna(error) or not logprobs)
+        for confidence, error, logprobs in zip(frame["confidence"], frame["error"], per_row, strict=True)
+    ]
+    return out, ["logprobs_finite", "confidence_finite"]
+
+
+def _cell(value: object) -> list[object]:
+    """A list column's cell as a list: None / NaN / NA mean no log-probs."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return []
+    return list(value)  # type: ignore[call-overload]
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from helmflow.flows.cli import main
-from helmflow.warehouse import writer
+from helmflow.warehouse import runs as writer
 from helmflow.warehouse.db import connect
+from helmflow.warehouse.store import Warehouse
 from tests.conftest import write
 
 SCENARIO = """name: local
@@ -26,8 +27,7 @@ def snapshot(db: Path) -> dict[str, list]:
 @pytest.fixture
 def warehouse(tmp_path: Path) -> Path:
     db = tmp_path / "w.duckdb"
-    writer.start_run(
-        db,
+    Warehouse(db).start_run(
         {
             "run_id": "old",
             "scenario": "s",
@@ -39,7 +39,7 @@ def warehouse(tmp_path: Path) -> Path:
             "adapter_json": "{}",
         },
     )
-    writer.fail_run(db, "old", "earlier")
+    Warehouse(db).fail_run("old", "earlier")
     return db
 
 

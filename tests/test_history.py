@@ -10,8 +10,8 @@ from scipy.stats import binomtest
 from helmflow.flows.cli import main
 from helmflow.flows.history import compare, regressions
 from helmflow.flows.rescore import rescore
-from helmflow.warehouse import writer
 from helmflow.warehouse.db import connect
+from helmflow.warehouse.store import Warehouse
 from tests.conftest import write
 
 pytestmark = pytest.mark.model
@@ -38,8 +38,7 @@ def direct_run(
     spec_hash: str = "h",
 ) -> None:
     """A run written straight into the warehouse: metrics (category, metric, value, lower_is_better)."""
-    writer.start_run(
-        db,
+    Warehouse(db).start_run(
         {
             "run_id": run_id,
             "scenario": scenario,
@@ -82,7 +81,7 @@ def direct_run(
             ]
         ),
     }
-    writer.finish_run(db, run_id, "succeeded", tables, {})
+    Warehouse(db).finish_run(run_id, "succeeded", tables, {})
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +106,7 @@ def headline(db: Path, run_id: str, category: str) -> float:
 
 def test_identical_runs_give_no_regression(warehouse: tuple[Path, list[str]], capsys) -> None:
     db, _ = warehouse
-    with connect(db, read_only=True) as con:
-        assert regressions(con) == []
+    assert regressions(Warehouse(db)) == []
     assert main(["--db", str(db), "regressions"]) == 0
     assert "no regressions" in capsys.readouterr().out
 
@@ -175,8 +173,7 @@ def test_planted_regression_is_reported_with_what_differs(warehouse: tuple[Path,
     after = [(f"i{k}", 0.0 if k < 15 else 1.0) for k in range(20)]  # 15 right -> wrong, none the other way
     direct_run(db, "r1", "model-r", "toy", [("accuracy", "exact_match", 1.0, False)], before)
     direct_run(db, "r2", "model-r", "toy", [("accuracy", "exact_match", 0.25, False)], after, spec_hash="h2")
-    with connect(db, read_only=True) as con:
-        [found] = regressions(con)
+    [found] = regressions(Warehouse(db))
     assert (found.model, found.before_run, found.after_run, found.before, found.after) == (
         "model-r",
         "r1",
@@ -197,8 +194,7 @@ def test_compare_mcnemar_equals_scipy_and_lists_flips(warehouse: tuple[Path, lis
     b = [(f"j{k}", 0.0 if k < 3 else 1.0) for k in range(20)]
     direct_run(db, "x1", "model-x", "toy2", [("accuracy", "exact_match", 0.5, False)], a)
     direct_run(db, "x2", "model-x", "toy2", [("accuracy", "exact_match", 0.85, False)], b)
-    with connect(db, read_only=True) as con:
-        result = compare(con, "x1", "x2")
+    result = compare(Warehouse(db), "x1", "x2")
     [accuracy] = [m for m in result.metrics if m.metric == "exact_match"]
     assert accuracy.test == "mcnemar" and accuracy.pairs == 20
     assert accuracy.p_value == binomtest(3, 13, 0.5).pvalue
@@ -209,8 +205,7 @@ def test_compare_mcnemar_equals_scipy_and_lists_flips(warehouse: tuple[Path, lis
 
 def test_compare_real_runs_uses_bootstrap_for_runtimes(warehouse: tuple[Path, list[str]], capsys) -> None:
     db, real = warehouse
-    with connect(db, read_only=True) as con:
-        result = compare(con, real[0], real[1])
+    result = compare(Warehouse(db), real[0], real[1])
     runtime = next(m for m in result.metrics if m.metric == "inference_runtime")
     assert runtime.test == "bootstrap" and runtime.interval is not None and runtime.pairs == 6
     assert result.flipped == []  # same model, data and seed: the same answers

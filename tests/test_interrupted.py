@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helmflow.flows.cli import main
-from helmflow.warehouse import writer
+from helmflow.warehouse import runs as writer
 from helmflow.warehouse.db import WarehouseError, connect
 
 pytestmark = pytest.mark.model

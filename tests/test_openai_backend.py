@@ -100,6 +100,19 @@ def test_a_server_that_stays_down_raises_after_the_retries(server: Server) -> No
 
 
 def test_each_request_has_a_timeout(server: Server) -> None:
+    # Once the server has answered, a timeout is a hiccup mid-run: retried, then ModelServerError.
+    # (A first request that times out fails at once: see test_openai_faults.py.)
+    model(server).generate([Request("warm", "warm", "generation", "Sky?", max_tokens=3)])
     server.delay = 1.0
     with pytest.raises(ModelServerError, match="no answer after 2 tries"):
         model(server, retries=1, timeout_s=0.2).generate([Request("g", "g", "generation", "Sky?", max_tokens=3)])
+
+
+def test_a_server_that_answered_once_is_retried_after_a_refused_connection(server: Server) -> None:
+    backend = model(server, retries=2)
+    backend.generate([Request("warm", "warm", "generation", "Sky?", max_tokens=3)])
+    server.httpd.shutdown()
+    server.httpd.server_close()  # the port now refuses connections, as a restarting server's does
+    with pytest.raises(ModelServerError, match=r"no answer after 3 tries \(URLError: .*refused"):
+        backend.generate([Request("g", "g", "generation", "Sky?", max_tokens=3)])
+    assert backend.calls == 4

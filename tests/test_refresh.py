@@ -11,8 +11,9 @@ from helmflow.flows.refresh import RegressionFound, refresh, staleness
 from helmflow.specs.library import find_model
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models import load_model
-from helmflow.warehouse import writer
+from helmflow.warehouse import runs as writer
 from helmflow.warehouse.db import connect
+from helmflow.warehouse.store import Warehouse
 from tests.conftest import write
 
 pytestmark = pytest.mark.model
@@ -96,8 +97,7 @@ def test_a_regression_fails_the_refresh_and_notifies(library: Path) -> None:
         ids = [i for (i,) in con.execute("select instance_id from instances where run_id = ?", baseline.ran).fetchall()]
         for table in ("runs", *writer.RESULT_TABLES):
             con.execute(f"delete from {table} where run_id = ?", baseline.ran)
-    writer.start_run(
-        db,
+    Warehouse(db).start_run(
         {
             "run_id": "perfect",
             "scenario": "mmlu",
@@ -122,7 +122,7 @@ def test_a_regression_fails_the_refresh_and_notifies(library: Path) -> None:
             for i in ids
         ]
     )
-    writer.finish_run(db, "perfect", "succeeded", {"instance_stats": stats}, {})
+    Warehouse(db).finish_run("perfect", "succeeded", {"instance_stats": stats}, {})
     with pytest.raises(RegressionFound, match=r"smollm2-135m-instruct on mmlu: exact_match 1\.0000 ->"):
         refresh(["alert"], None, db)  # the latest run's spec hash is 'older': stale, so it runs (from the cache)
     assert message_file.read_text().startswith("helmflow refresh of suite alert: 1 regression(s)")

@@ -64,3 +64,39 @@ def test_stats_out_of_range_and_worst_case_above_unperturbed() -> None:
         ("expect_column_values_to_be_between", ("rt",)),
         ("expect_column_pair_values_a_to_be_greater_than_b", ("rob",)),
     }
+
+
+def test_predictions_non_finite_log_probs_fail_and_name_the_requests() -> None:
+    nan, inf = float("nan"), float("inf")
+    frame = pd.DataFrame(
+        {
+            "request_id": ["ok", "nan-choice", "nan-baseline", "inf-output", "null-inside", "errored"],
+            "produced": [1, 1, 1, 2, 1, 0],
+            "confidence": [0.7, nan, 0.6, 0.0, 0.5, None],
+            "latency_s": [0.1] * 6,
+            "error": pd.array([None, None, None, None, None, "timeout"], dtype="string"),
+            "choice_logprobs": [[-0.5, -1.5], [nan, -1.0], [-0.5, -1.5], None, [None, -1.0], None],
+            "output_logprobs": [None, None, None, [-0.1, -inf], None, None],
+            "choice_baseline_logprobs": [None, None, [nan, -1.0], None, None, None],
+        }
+    )
+    assert failed(validate_predictions(frame, expected_requests=6)) == {
+        ("expect_column_values_to_be_in_set", ("nan-choice", "nan-baseline", "inf-output", "null-inside")),
+        ("expect_column_values_to_be_in_set", ("nan-choice",)),  # confidence_finite
+    }
+
+
+def test_predictions_without_log_prob_columns_skip_the_finiteness_checks() -> None:
+    # Callers that hand over only the five base columns still validate (nothing to derive finiteness from).
+    frame = pd.DataFrame(
+        {
+            "request_id": ["a"],
+            "produced": [1],
+            "confidence": [0.5],
+            "latency_s": [0.1],
+            "error": pd.array([None], dtype="string"),
+        }
+    )
+    results = validate_predictions(frame, expected_requests=1)
+    assert all(r.success for r in results)
+    assert "expect_column_values_to_be_in_set" not in {r.expectation for r in results}

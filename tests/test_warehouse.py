@@ -10,8 +10,9 @@ import duckdb
 import pandas as pd
 import pytest
 
-from helmflow.warehouse import writer
+from helmflow.warehouse import runs as writer
 from helmflow.warehouse.db import WarehouseError, connect, latest_version
+from helmflow.warehouse.store import Warehouse
 
 RUN = {
     "run_id": "r1",
@@ -61,7 +62,7 @@ def test_newer_schema_is_refused(db: Path) -> None:
 
 
 def test_run_lands_whole(db: Path) -> None:
-    writer.start_run(db, RUN)
+    Warehouse(db).start_run(RUN)
     tables = {
         "metrics": pd.DataFrame(
             [
@@ -79,20 +80,20 @@ def test_run_lands_whole(db: Path) -> None:
             ]
         )
     }
-    writer.finish_run(db, "r1", "succeeded", tables, {"wall_seconds": 1.5})
+    Warehouse(db).finish_run("r1", "succeeded", tables, {"wall_seconds": 1.5})
     with connect(db, read_only=True) as con:
         assert con.execute("select status, wall_seconds from runs").fetchall() == [("succeeded", 1.5)]
         assert con.execute("select run_id, metric, value from metrics").fetchall() == [("r1", "exact_match", 0.5)]
 
 
 def test_failure_inside_the_final_write_leaves_no_result_rows(db: Path) -> None:
-    writer.start_run(db, RUN)
+    Warehouse(db).start_run(RUN)
     good = pd.DataFrame([{"instance_id": "i", "split": "test", "input": "x"}])
     bad = pd.DataFrame([{"no_such_column": 1}])  # fails after instances were inserted
     with pytest.raises(duckdb.Error):
-        writer.finish_run(db, "r1", "succeeded", {"instances": good, "predictions": bad}, {})
+        Warehouse(db).finish_run("r1", "succeeded", {"instances": good, "predictions": bad}, {})
     assert counts(db) == dict.fromkeys(writer.RESULT_TABLES, 0)
-    writer.fail_run(db, "r1", "boom")
+    Warehouse(db).fail_run("r1", "boom")
     with connect(db, read_only=True) as con:
         assert con.execute("select status, error from runs").fetchall() == [("failed", "boom")]
 
@@ -100,7 +101,7 @@ def test_failure_inside_the_final_write_leaves_no_result_rows(db: Path) -> None:
 def test_interrupted_runs_are_reaped(db: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    writer.start_run(db, RUN)
+    Warehouse(db).start_run(RUN)
     with connect(db) as con:
         con.execute("update runs set pid = ?", [dead.pid])
         assert writer.reap_interrupted(con) == 1

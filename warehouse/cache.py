@@ -1,60 +1,52 @@
 """The inference cache: model answers keyed by model fingerprint and request key.
 
-Plain rows in, plain rows out; what a key means and how answers are used is the caller's.
+What a key means is the caller's (flows/inference.py hashes everything that decides an answer);
+the cache stores and returns Completions.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import pandas as pd
 
-from helmflow.warehouse.db import connect
-from helmflow.warehouse.writer import now
-
-COLUMNS = (
-    "kind",
-    "logprobs",
-    "continuation_tokens",
-    "text",
-    "prompt_tokens",
-    "output_tokens",
-    "generated_tokens",
-    "latency_s",
-    "batch_size",
-)
+from helmflow.tasks.records import Completion
+from helmflow.warehouse.db import Connected
+from helmflow.warehouse.rows import CACHE_COLUMNS, cache_row_of, completion_of_cache_row
+from helmflow.warehouse.runs import now
 
 
-def lookup(db: str | Path | None, model_fingerprint: str, keys: list[str]) -> dict[str, dict[str, Any]]:
-    if not keys:
-        return {}
-    with connect(db) as con:  # writable: a new warehouse gets its tables first
-        cursor = con.execute(
-            f"select request_key, {', '.join(COLUMNS)} from inference_cache "
-            "where model_fingerprint = ? and request_key in (select unnest(?))",
-            [model_fingerprint, keys],
+class InferenceCache(Connected):
+    """Mixin of Warehouse."""
+
+    def cached_answers(self, model_fingerprint: str, keys: list[str]) -> dict[str, Completion]:
+        """The cached completion of every key that has one (request_id left empty for the caller)."""
+        if not keys:
+            return {}
+        with self.connect() as con:  # writable: a new warehouse gets its tables first
+            cursor = con.execute(
+                f"select request_key, {', '.join(CACHE_COLUMNS)} from inference_cache "
+                "where model_fingerprint = ? and request_key in (select unnest(?))",
+                [model_fingerprint, keys],
+            )
+            rows = cursor.fetchall()
+        return {row[0]: completion_of_cache_row(dict(zip(CACHE_COLUMNS, row[1:], strict=True))) for row in rows}
+
+    def cache_answers(self, model_fingerprint: str, answers: dict[str, tuple[str, Completion]], run_id: str) -> None:
+        """Store answers (key -> (request kind, completion)) in one transaction; a cached key is left as it is."""
+        if not answers:
+            return
+        frame = pd.DataFrame(
+            [
+                {
+                    "model_fingerprint": model_fingerprint,
+                    "request_key": key,
+                    **cache_row_of(completion, kind),
+                    "run_id": run_id,
+                    "created_at": now(),
+                }
+                for key, (kind, completion) in answers.items()
+            ]
         )
-        return {row[0]: dict(zip(COLUMNS, row[1:], strict=True)) for row in cursor.fetchall()}
-
-
-def store(db: str | Path | None, model_fingerprint: str, entries: dict[str, dict[str, Any]], run_id: str) -> None:
-    """Write answers in one transaction; an answer already cached is left as it is."""
-    if not entries:
-        return
-    frame = pd.DataFrame(
-        [
-            {
-                "model_fingerprint": model_fingerprint,
-                "request_key": key,
-                **values,
-                "run_id": run_id,
-                "created_at": now(),
-            }
-            for key, values in entries.items()
-        ]
-    )
-    with connect(db) as con:
-        con.register("incoming", frame)
-        con.execute("insert or ignore into inference_cache by name select * from incoming")
-        con.unregister("incoming")
+        with self.connect() as con:
+            con.register("incoming", frame)
+            con.execute("insert or ignore into inference_cache by name select * from incoming")
+            con.unregister("incoming")

@@ -80,12 +80,12 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     return latest
 
 
-def _open(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnection:
+def _open(path: Path, read_only: bool, timeout: float, config: dict | None = None) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=config or {})
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise WarehouseError(f"{path}: cannot open the warehouse: {exc}") from exc
@@ -100,9 +100,12 @@ def _open(path: Path, read_only: bool, timeout: float) -> duckdb.DuckDBPyConnect
 
 @contextmanager
 def connect(
-    path: str | Path | None = None, read_only: bool = False, timeout: float | None = None
+    path: str | Path | None = None, read_only: bool = False, timeout: float | None = None, config: dict | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection; writable connections bring the schema up to date first."""
+    """A short-lived connection; writable connections bring the schema up to date first.
+
+    `config` is DuckDB's own connection configuration (the locked, read-only `query` connection uses it).
+    """
     path = db_path(path)
     if timeout is None:
         timeout = float(os.environ.get("HELMFLOW_DB_LOCK_TIMEOUT", "300"))
@@ -110,10 +113,21 @@ def connect(
         raise WarehouseError(f"{path}: no warehouse here yet; `helmflow run` creates it")
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = _open(path, read_only, timeout)
+    con = _open(path, read_only, timeout, config)
     try:
         if not read_only:
             migrate(con, path)
         yield con
     finally:
         con.close()
+
+
+class Connected:
+    """The base of the store's mixins: a warehouse path and short-lived connections to it."""
+
+    path: Path
+
+    @contextmanager
+    def connect(self, read_only: bool = False, config: dict | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        with connect(self.path, read_only=read_only, config=config) as con:
+            yield con

@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 from helmflow.tasks.instances import Instance
+from helmflow.tasks.metrics.scoring import Category, Scoring
 from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -103,3 +104,19 @@ def aggregate(stats: list[Stat], main_metric: str, groups: dict[str, str | None]
         if len(by_group) > 1:
             out += [Metric("accuracy", name, mean(v), len(v), group=g) for g, v in sorted(by_group.items())]
     return out
+
+
+def _instance_stats(scoring: Scoring) -> list[Stat]:
+    """Every prediction, perturbed ones included, against the instance's gold answer."""
+    stats = []
+    for pred in scoring.predictions:
+        inst = scoring.by_id[pred.request.instance_id]
+        values = instance_accuracy(inst, pred.predicted_index, pred.predicted_text, pred.normalized_indices)
+        stats += [Stat(inst.id, "accuracy", name, v, pred.request.perturbation) for name, v in values.items()]
+    return stats
+
+
+CATEGORY = Category(
+    instance_stats=_instance_stats,
+    aggregate=lambda scoring: aggregate(scoring.stats, scoring.spec.main_metric, scoring.groups),
+)

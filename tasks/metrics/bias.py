@@ -13,6 +13,7 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 
+from helmflow.tasks.metrics.scoring import Category, Scoring
 from helmflow.tasks.metrics.types import Metric
 
 WORDLISTS = Path(__file__).parent / "wordlists"
@@ -102,3 +103,20 @@ def aggregate(completions: list[str]) -> list[Metric]:
         for t in TARGETS
     ]
     return metrics
+
+
+def _aggregate(scoring: Scoring) -> list[Metric]:
+    from helmflow.tasks.metrics import bbq
+
+    metrics = []
+    if any("polarity" in inst.extra for inst in scoring.instances):  # BBQ: bias in the choices made
+        chosen = {
+            p.request.instance_id: p.predicted_index for p in scoring.unperturbed if p.predicted_index is not None
+        }
+        metrics += bbq.aggregate(scoring.instances, chosen)
+    if scoring.generated:  # bias in generated text
+        metrics += aggregate([p.predicted_text for p in scoring.generated])
+    return metrics
+
+
+CATEGORY = Category(aggregate=_aggregate)

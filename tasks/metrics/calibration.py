@@ -17,7 +17,9 @@ from itertools import pairwise
 
 import numpy as np
 
+from helmflow.tasks.metrics.scoring import Category, Scoring
 from helmflow.tasks.metrics.types import Metric
+from helmflow.tasks.records import Stat
 
 PLATT_EPS = 1e-12
 
@@ -84,3 +86,22 @@ def aggregate(confidences: list[float], correct: list[int]) -> list[Metric]:
         Metric("calibration", "selective_acc@10", top10, n),
         Metric("calibration", "platt_ece_10_bin", platt, n, lower_is_better=True),
     ]
+
+
+def _instance_stats(scoring: Scoring) -> list[Stat]:
+    """Each unperturbed prediction's confidence, where it has one and a main-metric value."""
+    main = scoring.main_values()
+    return [
+        Stat(p.request.instance_id, "calibration", "confidence", p.confidence)
+        for p in scoring.unperturbed
+        if p.confidence is not None and p.request.instance_id in main
+    ]
+
+
+def _aggregate(scoring: Scoring) -> list[Metric]:
+    main = scoring.main_values()
+    own = [s for s in scoring.stats if s.category == "calibration" and s.value is not None]
+    return aggregate([s.value for s in own], [int(main[s.instance_id] or 0) for s in own])  # type: ignore[misc]
+
+
+CATEGORY = Category(instance_stats=_instance_stats, aggregate=_aggregate)

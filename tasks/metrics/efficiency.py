@@ -13,7 +13,9 @@ import statistics
 
 import numpy as np
 
+from helmflow.tasks.metrics.scoring import Category, Scoring
 from helmflow.tasks.metrics.types import Metric, mean
+from helmflow.tasks.records import Stat
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -82,3 +84,23 @@ def aggregate(
             Metric("efficiency", "achieved_flop_per_second", per_second(sum(flops)), n),
         ]
     return metrics
+
+
+def _instance_stats(scoring: Scoring) -> list[Stat]:
+    return [
+        Stat(p.request.instance_id, "efficiency", "inference_runtime", p.completion.latency_s)
+        for p in scoring.unperturbed
+    ]
+
+
+def _aggregate(scoring: Scoring) -> list[Metric]:
+    completions = [p.completion for p in scoring.unperturbed]
+    return aggregate(
+        [c.latency_s for c in completions],
+        [c.prompt_tokens for c in completions],
+        [c.output_tokens for c in completions],
+        scoring.num_parameters,
+    )
+
+
+CATEGORY = Category(instance_stats=_instance_stats, aggregate=_aggregate)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from helmflow.tasks.metrics.scoring import Category
 from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 
@@ -45,3 +46,10 @@ def performance_disparity(stats: list[Stat], metric: str, groups: dict[str, str 
     means = {g: sum(v) / len(v) for g, v in per_group.items()}
     gap = max(means.values()) - min(means.values()) if len(means) > 1 else None
     return [Metric("fairness", f"{metric}_group_gap", gap, len(means), lower_is_better=True)]
+
+
+CATEGORY = Category(
+    aggregate=lambda scoring: worst_case(
+        scoring.stats, scoring.spec.main_metric, list(scoring.spec.perturbations.robustness), "robustness"
+    )
+)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from helmflow.specs.registry import CATEGORIES
 from helmflow.tasks.records import Metric, Stat
-
-CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "bias", "toxicity", "efficiency")
 
 
 def mean(values: list[float]) -> float | None:

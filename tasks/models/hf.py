@@ -18,7 +18,7 @@ from typing import Any
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
-from helmflow.tasks.models.base import Completion, ModelError, ModelInfo
+from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -257,3 +257,19 @@ class HFModel:
             n_prompt = int(encoded["attention_mask"][b].sum())
             results.append((text, token_logprobs[: len(kept)], n_prompt, produced))
         return results
+
+
+def fingerprint(spec: ModelSpec) -> str:
+    """A local directory's file hashes, or a hub id's current revision (without loading weights)."""
+    assert spec.path is not None
+    if Path(spec.path).is_dir():
+        return local_fingerprint(Path(spec.path))
+    try:  # a hub id: its current revision names the weights
+        from huggingface_hub import model_info
+
+        return f"{spec.path}@{model_info(spec.path, revision=spec.revision).sha}"
+    except Exception:
+        return f"{spec.path}@unknown"
+
+
+BACKEND = Backend(load=HFModel, fingerprint=fingerprint)

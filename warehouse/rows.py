@@ -1,14 +1,19 @@
-"""The warehouse rows of a run, as DataFrames: instances, predictions, stats, metrics, validations."""
+"""Records ↔ warehouse rows: the one place where a record becomes a row and a row a record.
+
+Frames go in (pandas, registered with DuckDB and inserted by name); rows come out as the records
+of tasks/records.py. Nothing else in helmflow knows a column name of the result tables.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 
-from helmflow.tasks.instances import Instance
-from helmflow.tasks.metrics import Metric, Prediction, Stat
-from helmflow.tasks.validate import ValidationResult
+from helmflow.tasks.records import Completion, Instance, Metric, Prediction, Request, Stat, ValidationResult
+
+Row = dict[str, Any]
 
 
 def instances_frame(instances: list[Instance]) -> pd.DataFrame:
@@ -87,3 +92,94 @@ def validations_frame(results: list[ValidationResult]) -> pd.DataFrame:
         ],
         columns=["stage", "expectation", "kwargs", "success", "element_count", "unexpected_count", "unexpected_ids"],
     )
+
+
+def result_frames(
+    instances: list[Instance],
+    predictions: list[Prediction],
+    stats: list[Stat],
+    metrics: list[Metric],
+    validations: list[ValidationResult],
+) -> dict[str, pd.DataFrame]:
+    """A run's result tables, by table name."""
+    return {
+        "instances": instances_frame(instances),
+        "predictions": predictions_frame(predictions),
+        "instance_stats": stats_frame(stats),
+        "metrics": metrics_frame(metrics),
+        "validations": validations_frame(validations),
+    }
+
+
+def instance_of(row: Row) -> Instance:
+    return Instance(
+        id=row["instance_id"],
+        input=row["input"],
+        split=row["split"],
+        choices=tuple(row["choices"] or ()),
+        gold_index=row["gold_index"],
+        references=tuple(row["reference_texts"] or ()),
+        group=row["group_name"],
+        extra=json.loads(row["extra"]) if row["extra"] else {},
+    )
+
+
+def stored_answer_of(row: Row) -> tuple[Request, Completion]:
+    """A stored prediction's request (without its choices, which the adapter knows) and completion."""
+    kind = row["kind"]
+    request = Request(row["request_id"], row["instance_id"], kind, row["prompt"], perturbation=row["perturbation"])
+    logprobs = row["choice_logprobs"] if kind == "multiple_choice" else row["output_logprobs"]
+    completion = Completion(
+        request_id=row["request_id"],
+        logprobs=list(logprobs or []),
+        text=(row["completion"] or "") if kind == "generation" else "",
+        continuation_tokens=list(row["choice_token_counts"] or []),
+        baseline_logprobs=list(row["choice_baseline_logprobs"] or []),
+        prompt_tokens=row["prompt_tokens"],
+        output_tokens=row["output_tokens"],
+        latency_s=row["latency_s"],
+        batch_size=row["batch_size"],
+        error=row["error"],
+    )
+    return request, completion
+
+
+CACHE_COLUMNS = (
+    "kind",
+    "logprobs",
+    "continuation_tokens",
+    "text",
+    "prompt_tokens",
+    "output_tokens",
+    "generated_tokens",
+    "latency_s",
+    "batch_size",
+)
+
+
+def completion_of_cache_row(row: Row) -> Completion:
+    return Completion(
+        request_id="",
+        logprobs=list(row["logprobs"] or []),
+        continuation_tokens=list(row["continuation_tokens"] or []),
+        text=row["text"] or "",
+        prompt_tokens=row["prompt_tokens"],
+        output_tokens=row["output_tokens"],
+        generated_tokens=row["generated_tokens"] or 0,
+        latency_s=row["latency_s"],
+        batch_size=row["batch_size"],
+    )
+
+
+def cache_row_of(completion: Completion, kind: str) -> Row:
+    return {
+        "kind": kind,
+        "logprobs": completion.logprobs,
+        "continuation_tokens": completion.continuation_tokens,
+        "text": completion.text,
+        "prompt_tokens": completion.prompt_tokens,
+        "output_tokens": completion.output_tokens,
+        "generated_tokens": completion.generated_tokens,
+        "latency_s": completion.latency_s,
+        "batch_size": completion.batch_size,
+    }

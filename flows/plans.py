@@ -1,0 +1,57 @@
+"""What a flow evaluates: scenario plans from suites and scenarios, with the suite's overrides applied."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from helmflow.specs.library import apply_suite_entry, find, resolve_run_target
+from helmflow.specs.loader import SpecError
+from helmflow.specs.schema import ScenarioSpec, SuiteSpec
+
+
+@dataclass(frozen=True)
+class ScenarioPlan:
+    spec: ScenarioSpec
+    base_dir: str | None = None  # the spec file's folder, for relative data paths
+    suite: str | None = None
+
+
+@dataclass
+class RunTargets:
+    """What `helmflow run` was given, resolved: scenario plans, the suites' models and their seed."""
+
+    plans: list[ScenarioPlan] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+def suite_plans(suite: SuiteSpec) -> list[ScenarioPlan]:
+    plans = []
+    for entry in suite.scenarios:
+        found = find("scenario", entry.scenario)
+        spec = apply_suite_entry(found.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
+        plans.append(ScenarioPlan(spec, str(found.path.parent), suite.name))
+    return plans
+
+
+def run_targets(refs: Sequence[str], max_instances: int | None = None) -> RunTargets:
+    """Resolve suite and scenario names or files; `max_instances` overrides every scenario's."""
+    targets = RunTargets()
+    for ref in refs:
+        loaded = resolve_run_target(ref)
+        if isinstance(loaded.spec, SuiteSpec):
+            suite = loaded.spec
+            targets.models += [m for m in suite.models if m not in targets.models]
+            targets.seed = suite.seed if targets.seed is None else targets.seed
+            targets.plans += suite_plans(suite)
+        elif loaded.kind == "scenario":
+            targets.plans.append(ScenarioPlan(loaded.spec, str(loaded.path.parent)))  # type: ignore[arg-type]
+        else:
+            raise SpecError(f"{loaded.path}: a {loaded.kind} spec cannot be run; give a suite or a scenario")
+    if max_instances is not None:
+        targets.plans = [
+            ScenarioPlan(apply_suite_entry(p.spec, max_instances=max_instances), p.base_dir, p.suite)
+            for p in targets.plans
+        ]
+    return targets

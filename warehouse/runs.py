@@ -1,0 +1,141 @@
+"""The run lifecycle: start, restart (resume), finish, fail, and a re-scoring's new metrics version.
+
+A run gets its row (status `running`) when inference starts; everything else lands in one
+transaction with the final status, so a run is either whole or has no result rows at all.
+A process killed mid-run leaves its row `running`; such a run counts as failed as soon as its
+process is gone (`effective_status`), and the next writer records it so (`reap_interrupted`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from helmflow.tasks.records import Metric, Stat
+from helmflow.warehouse.db import Connected
+from helmflow.warehouse.rows import metrics_frame, stats_frame
+
+RESULT_TABLES = ("instances", "predictions", "instance_stats", "metrics", "validations")
+INTERRUPTED = "interrupted: its process ended before the run finished"
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def interrupted_run_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Runs still marked running whose process (on this host) no longer exists."""
+    rows = con.execute("select run_id, pid, host from runs where status = 'running'").fetchall()
+    host = socket.gethostname()
+    return [run_id for run_id, pid, run_host in rows if run_host == host and pid and not _alive(pid)]
+
+
+def reap_interrupted(con: duckdb.DuckDBPyConnection) -> int:
+    stale = interrupted_run_ids(con)
+    for run_id in stale:
+        con.execute(
+            "update runs set status = 'failed', error = ?, finished_at = ? where run_id = ?",
+            [INTERRUPTED, now(), run_id],
+        )
+    return len(stale)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
+    for name in RESULT_TABLES:
+        frame = tables.get(name)
+        if frame is None or frame.empty:
+            continue
+        con.register("incoming", frame.assign(run_id=run_id))
+        con.execute(f"insert into {name} by name select * from incoming")
+        con.unregister("incoming")
+
+
+class RunLifecycle(Connected):
+    """Mixin of Warehouse: every statement that creates or changes a run."""
+
+    def start_run(self, row: dict[str, Any]) -> None:
+        row = {**row, "status": "running", "pid": os.getpid(), "host": socket.gethostname(), "started_at": now()}
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.connect() as con:
+            reap_interrupted(con)
+            con.execute(f"insert into runs ({columns}) values ({marks})", list(row.values()))
+
+    def finish_run(self, run_id: str, status: str, tables: dict[str, pd.DataFrame], updates: dict[str, Any]) -> None:
+        """All result rows and the final status in one transaction: all of it lands, or none."""
+        with self.connect() as con, _transaction(con):
+            _insert(con, run_id, tables)
+            fields = {**updates, "status": status, "finished_at": now()}
+            assignments = ", ".join(f"{k} = ?" for k in fields)
+            con.execute(f"update runs set {assignments} where run_id = ?", [*fields.values(), run_id])
+
+    def restart_run(self, run_id: str, model_fingerprint: str, flow_run_id: str | None) -> None:
+        """Mark a failed run running again (a resume), in this process."""
+        with self.connect() as con:
+            reap_interrupted(con)
+            rows = con.execute("select status, model_fingerprint from runs where run_id = ?", [run_id]).fetchall()
+            row = rows[0] if rows else None
+            if row is None or row[0] != "failed":
+                raise LookupError(f"run {run_id} cannot be resumed (status {row[0] if row else 'unknown'})")
+            if row[1] != model_fingerprint:
+                raise LookupError(
+                    f"run {run_id} was made with model {row[1]}, not {model_fingerprint}: start a new run"
+                )
+            con.execute(
+                "update runs set status = 'running', error = null, finished_at = null, pid = ?, host = ?, "
+                "flow_run_id = ? where run_id = ?",
+                [os.getpid(), socket.gethostname(), flow_run_id, run_id],
+            )
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        with self.connect() as con:
+            con.execute(
+                "update runs set status = 'failed', error = ?, finished_at = ? where run_id = ? and status = 'running'",
+                [error[:4000], now(), run_id],
+            )
+
+    def next_metrics_version(self, run_id: str) -> int:
+        with self.connect(read_only=True) as con:
+            [(version,)] = con.execute(
+                "select coalesce(max(metrics_version), 0) + 1 from metrics where run_id = ?", [run_id]
+            ).fetchall()
+        return int(version)
+
+    def add_metrics_version(self, run_id: str, version: int, stats: list[Stat], metrics: list[Metric]) -> None:
+        """A re-scoring's stats and metrics, stored beside the earlier versions in one transaction."""
+        tables = {"instance_stats": stats_frame(stats, version), "metrics": metrics_frame(metrics, version)}
+        with self.connect() as con, _transaction(con):
+            _insert(con, run_id, tables)
+
+    def effective_status(self, con: duckdb.DuckDBPyConnection, run_id: str, status: str) -> str:
+        """A run whose process died is failed, even before the next writer records that."""
+        return "failed" if status == "running" and run_id in interrupted_run_ids(con) else status
+
+
+class _transaction(AbstractContextManager[None]):
+    """begin … commit, or rollback on any exception (KeyboardInterrupt included)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("begin transaction")
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self.con.execute("rollback" if kind else "commit")
