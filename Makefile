@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install demo test bench bench-refresh lint clean
+.PHONY: install demo test test-fast bench bench-refresh lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,9 +23,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/helmflow run specs/suites/quickstart.yaml
 
+# Everything: the CI command.
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q
+
+# Every test that loads no model (the `model` marker marks those that do): under a minute.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/pytest -q -m "not model"
 
 bench: $(STAMP)
 	$(PY) -m helmflow.flows.bench

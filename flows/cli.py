@@ -99,6 +99,13 @@ def _resume(args: argparse.Namespace) -> int:
 # -- entry point -------------------------------------------------------------------------------------
 
 
+def cmd_specs_schema(args: argparse.Namespace) -> int:
+    from helmflow.specs.json_schema import schema_text
+
+    sys.stdout.write(schema_text(args.kind))
+    return EXIT_OK
+
+
 def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -213,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+")
     validate.set_defaults(func=cmd_specs_validate)
     specs.add_parser("list", help="list suites, scenarios and models").set_defaults(func=cmd_specs_list)
+    schema = specs.add_parser("schema", help="the JSON Schema of a spec kind (for editors and tools)")
+    schema.add_argument("kind", choices=["scenario", "model", "suite"])
+    schema.set_defaults(func=cmd_specs_schema)
     show = specs.add_parser("show", help="a scenario's resolved spec and two rendered prompts")
     show.add_argument("name")
     show.add_argument("--seed", type=int, default=0)

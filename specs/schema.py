@@ -7,11 +7,11 @@ rather than a setting silently ignored.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from helmflow.specs.registry import BACKENDS, CATEGORIES
+from helmflow.specs import registry
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 
@@ -144,7 +144,24 @@ class AdapterSpec(Strict):
         return self
 
 
-MetricName = Literal[CATEGORIES]  # type: ignore[valid-type]
+def _registered(kind: str) -> AfterValidator:
+    """A name that must be in a registry of specs/registry.py, read when a spec is validated."""
+
+    def check(value: str) -> str:
+        known: tuple[str, ...] = getattr(registry, kind)
+        if value not in known:
+            raise ValueError(f"Input should be {' or '.join(repr(k) for k in known)}")
+        return value
+
+    return AfterValidator(check)
+
+
+MetricName = Annotated[
+    str, _registered("CATEGORIES"), WithJsonSchema({"type": "string", "enum": list(registry.CATEGORIES)})
+]
+BackendName = Annotated[
+    str, _registered("BACKENDS"), WithJsonSchema({"type": "string", "enum": list(registry.BACKENDS)})
+]
 RobustnessName = Literal["lowercase", "contractions", "expansions", "misspellings", "extra_space", "typos", "mild_mix"]
 FairnessName = Literal["gender", "race_names", "dialect"]
 
@@ -184,7 +201,7 @@ class ScenarioSpec(Strict):
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    backend: Literal[BACKENDS]  # type: ignore[valid-type]
+    backend: BackendName
     # hf: a hub id or a local directory. openai: the server's base URL (http://host:port/v1).
     # embedded: ignored (the packaged SmolLM2 is used).
     path: str | None = None

@@ -2,7 +2,11 @@
 
 Rows come from the Hub (hub id + config + split) or from offline files (jsonl, csv, tsv,
 parquet, BIG-bench task.json) on disk, inside an installed package or inside a PyPI sdist;
-tasks/sources.py finds those files. The spec's field map turns each row into an Instance.
+tasks/sources.py finds those files (and refuses paths outside the allowed folders). The spec's
+field map turns each row into an Instance.
+
+Errors name the file, the row and the spec field: a missing or null column is an error, never the
+text "None"; a multiple-choice row needs options; instance ids must be unique; a file needs rows.
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from jinja2 import StrictUndefined
+
 from helmflow.specs.schema import FieldMap, OfflineSource, ScenarioSpec
 from helmflow.specs.templates import TemplateError, value_of
 from helmflow.tasks.instances import LETTERS, Instance
-from helmflow.tasks.sources import SourceMissing, available, split_files
+from helmflow.tasks.sources import PathNotAllowed, SourceMissing, available, split_files
 
 SourcePreference = Literal["auto", "offline", "hub"]
-Rows = list[tuple[int, dict[str, Any]]]
+# Each row with its origin, "<file> row <n>" (n counts the file's rows from 1), for error messages.
+Rows = list[tuple[str, dict[str, Any]]]
 
 
 class DataError(ValueError):
@@ -42,11 +49,20 @@ def _merge_fields(base: FieldMap, override: FieldMap | None) -> FieldMap:
 
 def offline_for(spec: ScenarioSpec, split: str, base_dir: Path | None) -> OfflineSource | None:
     """The first offline alternative that has this split and whose files are here."""
-    return next((o for o in spec.source.offline_sources if split in o.files and available(o, split, base_dir)), None)
+    try:
+        return next(
+            (o for o in spec.source.offline_sources if split in o.files and available(o, split, base_dir)), None
+        )
+    except PathNotAllowed as exc:
+        raise DataError(str(exc)) from None
 
 
 def offline_available(spec: ScenarioSpec, base_dir: Path | None, split: str | None = None) -> bool:
-    return offline_for(spec, split or spec.source.split, base_dir) is not None
+    """Whether the split can be read offline here; a refused path counts as not here (loading says why)."""
+    try:
+        return offline_for(spec, split or spec.source.split, base_dir) is not None
+    except DataError:
+        return False
 
 
 def read_bigbench(path: Path) -> list[dict[str, Any]]:
@@ -84,13 +100,83 @@ def read_bigbench(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_offline(offline: OfflineSource, paths: list[Path]) -> list[dict[str, Any]]:
+def _numbered(path: Path, records: list[dict[str, Any]]) -> Rows:
+    """The file's rows, each with its origin and the file's name as `source_file`."""
+    return [(f"{path} row {n}", {**row, "source_file": path.name}) for n, row in enumerate(records, start=1)]
+
+
+def _has_rows(path: Path, fmt: str, header: bool) -> bool:
+    """Whether the file has a data row: a non-blank line past the header line, or a parquet row."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows > 0
+        except Exception:  # not parquet after all: let datasets give its reason
+            return True
+    needed = 2 if header else 1
+    with path.open("rb") as handle:
+        for line in handle:
+            needed -= bool(line.strip())
+            if needed == 0:
+                return True
+    return False
+
+
+def _drop_absent_columns(path: Path, records: list[dict[str, Any]]) -> None:
+    """Take out the Nones that `datasets` put in for keys a JSON Lines row does not have.
+
+    A key the row lacks should be reported as missing and one written as null as null; `datasets`
+    gives both as None. Files that are not one JSON object a line (a JSON array, say) keep the Nones.
+    """
+    if not any(value is None for row in records for value in row.values()):
+        return  # nothing to tell apart; skip reading the file a second time
+    keys: list[set[str]] = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue  # datasets skips blank lines too, so the rows stay aligned
+            try:
+                row = json.loads(line)
+            except ValueError:
+                return
+            if not isinstance(row, dict):
+                return
+            keys.append(set(row))
+    if len(keys) != len(records):
+        return
+    for row, present in zip(records, keys, strict=True):
+        for absent in [k for k, v in row.items() if v is None and k not in present]:
+            del row[absent]
+
+
+def _read_file(path: Path, fmt: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """One json, csv or parquet file's rows; an empty or unreadable file is a DataError naming it."""
+    import datasets
+
+    # datasets fails on an empty file with no reason at all (StopIteration, or "no data"): say so first.
+    header = fmt == "csv" and "column_names" not in kwargs
+    if not _has_rows(path, fmt, header):
+        raise DataError(f"{path}: no rows")
+    try:
+        dataset = datasets.load_dataset(fmt, data_files=[str(path)], split="train", **kwargs)
+    except Exception as exc:  # datasets raises many types; the file name is what the user needs
+        raise DataError(f"{path}: could not be read as {fmt}: {str(exc) or type(exc).__name__}") from exc
+    records = list(dataset)
+    if not records:
+        raise DataError(f"{path}: no rows")
+    if fmt == "json":
+        _drop_absent_columns(path, records)
+    return records
+
+
+def _read_offline(offline: OfflineSource, paths: list[Path]) -> Rows:
     import datasets
 
     datasets.disable_progress_bars()
     fmt = offline.format or paths[0].suffix.lstrip(".").replace("jsonl", "json")
     if fmt == "bigbench":
-        return [{**row, "source_file": p.name} for p in paths for row in read_bigbench(p)]
+        return [numbered for p in paths for numbered in _numbered(p, read_bigbench(p))]
     kwargs: dict[str, Any] = {}
     if fmt in ("csv", "tsv"):
         # GLUE's TSVs have bare quotes: read without quoting, as the GLUE loaders do.
@@ -103,14 +189,8 @@ def _read_offline(offline: OfflineSource, paths: list[Path]) -> list[dict[str, A
     if fmt not in ("json", "csv", "parquet"):
         expected = "json, jsonl, csv, tsv, parquet or bigbench"
         raise DataError(f"{paths[0]}: unknown data format '{fmt}' (expected {expected})")
-    rows = []
-    for path in paths:  # one at a time, so each row knows its file
-        try:
-            dataset = datasets.load_dataset(fmt, data_files=[str(path)], split="train", **kwargs)
-        except Exception as exc:  # datasets raises many types; the file name is what the user needs
-            raise DataError(f"{path}: could not be read as {fmt}: {exc}") from exc
-        rows += [{**row, "source_file": path.name} for row in dataset]
-    return rows
+    # One file at a time, so that each row knows its file and its number in that file.
+    return [numbered for path in paths for numbered in _numbered(path, _read_file(path, fmt, kwargs))]
 
 
 def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:
@@ -136,7 +216,7 @@ def load_rows(
     They come from the first offline alternative that has them (or asked for), else from the Hub.
     """
     source = spec.source
-    offline = offline_for(spec, split, base_dir)
+    offline = offline_for(spec, split, base_dir) if prefer != "hub" else None
     with_split = [o for o in source.offline_sources if split in o.files]
     if prefer == "offline" or (prefer == "auto" and (offline or (with_split and source.hub is None))):
         offline = offline or (with_split[0] if with_split else None)
@@ -144,27 +224,60 @@ def load_rows(
             raise DataError(f"scenario '{spec.name}' has no offline source for split '{split}'")
         try:
             paths = split_files(offline, split, base_dir)
-        except SourceMissing as exc:
+        except (SourceMissing, PathNotAllowed) as exc:
             raise DataError(str(exc)) from None
-        rows = list(enumerate(_read_offline(offline, paths), start=1))
+        rows = _read_offline(offline, paths)
         if offline.exclude_where:
             drop = offline.exclude_where
-            rows = [(n, r) for n, r in rows if not all(str(r.get(k)) == v for k, v in drop.items())]
+            rows = [(o, r) for o, r in rows if not all(str(r.get(k)) == v for k, v in drop.items())]
         origin = ", ".join(str(p) for p in paths) if len(paths) < 4 else f"{paths[0].parent}/ ({len(paths)} files)"
         return rows, ResolvedSource("offline", origin, _merge_fields(spec.fields, offline.fields))
     if source.hub is None:
         raise DataError(f"scenario '{spec.name}' has no hub source and no offline files for split '{split}'")
-    rows = list(enumerate(_read_hub(spec, split), start=1))
     hub = source.hub
     description = f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "")
+    rows = [(f"{description} row {n}", row) for n, row in enumerate(_read_hub(spec, split), start=1)]
     return rows, ResolvedSource("hub", description, _merge_fields(spec.fields, hub.fields))
 
 
+class NullColumn(StrictUndefined):
+    """A null cell as templates see it: any use fails and names the column, where None would render "None".
+
+    `is defined` is false for it and `| default(...)` replaces it, so a spec can still accept nulls on purpose.
+    """
+
+    __slots__ = ("column",)
+
+    def __init__(self, column: str) -> None:
+        super().__init__(hint=f"column '{column}' is null", name=column)
+        self.column = column
+
+
+def _with_nulls_marked(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as spec fields see it: each None replaced by a NullColumn naming its column."""
+    return {k: NullColumn(k) if v is None else v for k, v in row.items()}
+
+
 def _get(row: dict[str, Any], spec_value: str, field: str, origin: str) -> Any:
+    """One spec field's value for a row whose nulls are marked; a null value is an error, never "None"."""
+    where = f"{origin}: fields.{field}"
     try:
-        return value_of(spec_value, row, f"{origin}: fields.{field}")
+        value = value_of(spec_value, row, where)
     except TemplateError as exc:
         raise DataError(str(exc)) from None
+    if isinstance(value, NullColumn):
+        raise DataError(f"{where}: column '{value.column}' is null")
+    if value is None:  # a null inside a nested value, say `answers.text`
+        raise DataError(f"{where}: '{spec_value}' is null")
+    return value
+
+
+def _texts(values: list[Any] | tuple[Any, ...], where: str, what: str) -> tuple[str, ...]:
+    """List items as text; a null item is an error (it would otherwise become the option "None")."""
+    for k, value in enumerate(values, start=1):
+        if value is None:
+            raise DataError(f"{where}: {what} {k} is null")
+    return tuple(str(v) for v in values)
 
 
 def _gold_index(raw: Any, fields: FieldMap, choices: tuple[str, ...], origin: str) -> int:
@@ -194,6 +307,7 @@ def _gold_index(raw: Any, fields: FieldMap, choices: tuple[str, ...], origin: st
 def row_to_instance(row: dict[str, Any], fields: FieldMap, split: str, origin: str) -> Instance:
     if fields.input is None:
         raise DataError(f"{origin}: the spec's fields do not say which field is the input ('fields.input')")
+    row = _with_nulls_marked(row)
     text = _get(row, fields.input, "input", origin)
     choices: tuple[str, ...] = ()
     if isinstance(fields.choices, list):
@@ -202,12 +316,13 @@ def row_to_instance(row: dict[str, Any], fields: FieldMap, split: str, origin: s
         value = _get(row, fields.choices, "choices", origin)
         if not isinstance(value, list | tuple):
             raise DataError(f"{origin}: fields.choices should give a list of options, got {value!r}")
-        choices = tuple(str(v) for v in value)
+        choices = _texts(value, f"{origin}: fields.choices", "option")
     gold = _gold_index(_get(row, fields.answer, "answer", origin), fields, choices, origin) if fields.answer else None
     references: tuple[str, ...] = ()
     if fields.references:
         value = _get(row, fields.references, "references", origin)
-        references = tuple(str(v) for v in value) if isinstance(value, list | tuple) else (str(value),)
+        where = f"{origin}: fields.references"
+        references = _texts(value, where, "reference") if isinstance(value, list | tuple) else (str(value),)
     group = str(_get(row, fields.group, "group", origin)) if fields.group else None
     if group is not None and fields.group_snake_case:
         group = "_".join(group.strip().lower().split())
@@ -229,17 +344,39 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
 
 
-def to_instances(rows: list[tuple[int, dict[str, Any]]], fields: FieldMap, split: str, source: str) -> list[Instance]:
-    """Map rows to instances. Rows without an id field get `<group>-<n>` (n counts within the group)."""
+def _check_unique_ids(instances: list[Instance]) -> None:
+    """Refuse duplicate ids, naming both rows of the first clash (instance validation names only one)."""
+    first: dict[str, str] = {}
+    clashes: list[tuple[str, str, str]] = []
+    for inst in instances:
+        if inst.id in first:
+            clashes.append((inst.id, first[inst.id], inst.origin))
+        else:
+            first[inst.id] = inst.origin
+    if clashes:
+        key, one, other = clashes[0]
+        more = f" (and {len(clashes) - 1} more duplicate(s))" if len(clashes) > 1 else ""
+        raise DataError(f"duplicate instance id '{key}': {one} and {other}{more}")
+
+
+def to_instances(rows: Rows, fields: FieldMap, split: str, needs_choices: bool = False) -> list[Instance]:
+    """Map rows to instances. Rows without an id field get `<group>-<n>` (n counts within the group).
+
+    With `needs_choices` (a multiple-choice adapter and a spec that maps choices) a row without
+    options is an error now, not an IndexError once the model has loaded.
+    """
     instances = []
     per_group: dict[str | None, int] = {}
-    for number, row in rows:
-        inst = row_to_instance(row, fields, split, f"{source} row {number}")
+    for origin, row in rows:
+        inst = row_to_instance(row, fields, split, origin)
+        if needs_choices and not inst.choices:
+            raise DataError(f"{origin}: fields.choices: no options")
         if not inst.id:
             n = per_group.get(inst.group, 0)
             per_group[inst.group] = n + 1
             inst = Instance(**{**inst.__dict__, "id": f"{inst.group or split}-{n}"})
         instances.append(inst)
+    _check_unique_ids(instances)
     return instances
 
 
@@ -266,4 +403,6 @@ def load_instances(
 ) -> tuple[list[Instance], ResolvedSource]:
     split = split or spec.source.split
     rows, source = load_rows(spec, split, prefer, base_dir)
-    return to_instances(rows, source.fields, split, source.description), source
+    # Only when the spec maps choices: a spec without `fields.choices` is a spec problem, not a row's.
+    needs_choices = spec.adapter.method.startswith("multiple_choice") and source.fields.choices is not None
+    return to_instances(rows, source.fields, split, needs_choices), source

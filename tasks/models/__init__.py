@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import importlib
 
-from helmflow.specs.registry import BACKENDS
+from helmflow.specs import registry
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.models.base import Backend, ModelBackend, ModelError, ModelInfo
 from helmflow.tasks.records import Completion
 
 
 def backend(name: str) -> Backend:
-    if name not in BACKENDS:
-        raise ModelError(f"unknown model backend '{name}' (known: {', '.join(BACKENDS)})")
+    if name not in registry.BACKENDS:
+        raise ModelError(f"unknown model backend '{name}' (known: {', '.join(registry.BACKENDS)})")
     return importlib.import_module(f"{__name__}.{name}").BACKEND
 
 
