@@ -4,24 +4,78 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_OK
 from helmflow.specs.loader import SpecError
 from helmflow.specs.schema import ScenarioSpec
 
+# How many rows of each split `specs validate` maps through the spec's fields: enough to catch a
+# misspelt column or a template that fails on real rows, few enough to stay quick.
+VALIDATE_ROWS = 3
+
 
 def cmd_specs_validate(args: argparse.Namespace) -> int:
+    """Load each spec; for a scenario, also map the first rows of the data it reads, where they are here."""
     from helmflow.specs.loader import load_spec
+    from helmflow.tasks.data import DataError
 
     status = EXIT_OK
     for path in args.paths:
         try:
             loaded = load_spec(path)
-            print(f"ok  {path} ({loaded.kind} '{loaded.spec.name}')")
+            spec = loaded.spec
+            notes = check_scenario_data(spec, loaded.path.parent) if isinstance(spec, ScenarioSpec) else []
+            print(f"ok  {path} ({loaded.kind} '{loaded.spec.name}'{''.join('; ' + n for n in notes)})")
         except SpecError as exc:
             print(str(exc), file=sys.stderr)
             status = EXIT_BAD_INPUT
+        except DataError as exc:  # names the data file, the row and the spec field
+            print(f"{path}: {exc}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
     return status
+
+
+def check_scenario_data(spec: ScenarioSpec, spec_dir: Path) -> list[str]:
+    """Map the first rows of each split the scenario reads, from its offline files only; notes for its ok line.
+
+    Raises DataError when a row does not map (a misspelt column, a failing template). The Hub is
+    never contacted: validating stays quick and works offline, so hub-only data is reported as not here.
+    """
+    from helmflow.tasks.data import load_rows, offline_for, to_instances
+
+    splits = [spec.source.split, *([spec.adapter.fewshot_split] if spec.adapter.fewshot_split else [])]
+    rendered, missing = [], []
+    for split in dict.fromkeys(splits):
+        if offline_for(spec, split, spec_dir) is None:
+            missing.append(f"{split}: {unreachable_reason(spec, split, spec_dir)}")
+            continue
+        rows, source = load_rows(spec, split, "offline", spec_dir)
+        # As load_instances decides it: only a multiple-choice spec that maps choices needs options in each row.
+        needs_choices = spec.adapter.method.startswith("multiple_choice") and source.fields.choices is not None
+        to_instances(rows[:VALIDATE_ROWS], source.fields, split, needs_choices)
+        rendered.append(split)
+    notes = [f"rendered the first {VALIDATE_ROWS} rows of {', '.join(rendered)}"] if rendered else []
+    if missing:
+        notes.append(f"data not reachable here: {'; '.join(missing)}")
+    return notes
+
+
+def unreachable_reason(spec: ScenarioSpec, split: str, spec_dir: Path) -> str:
+    """Why no offline copy of a split is here: the first offline alternative's reason, and the Hub if any."""
+    from helmflow.tasks.sources import SourceMissing, split_files
+
+    reason = f"no offline files for split '{split}'"
+    for offline in spec.source.offline_sources:
+        if split in offline.files:
+            try:
+                split_files(offline, split, spec_dir, fetch=False)
+            except SourceMissing as exc:
+                reason = str(exc)
+                break
+    if spec.source.hub:
+        reason += f" (the Hub, {spec.source.hub.path}, is not contacted by validate)"
+    return reason
 
 
 def source_kinds(spec: ScenarioSpec) -> str:

@@ -17,7 +17,7 @@ SCHEMAS = Path(__file__).parent / "schemas"
 
 def json_schema(kind: str) -> dict:
     schema = SPEC_KINDS[kind].model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": f"helmflow {kind} spec", **schema}
+    return {**schema, "$schema": "https://json-schema.org/draft/2020-12/schema", "title": f"helmflow {kind} spec"}
 
 
 def schema_text(kind: str) -> str:

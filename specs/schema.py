@@ -15,6 +15,12 @@ from helmflow.specs import registry
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 
+# Upper bounds of numeric fields: a number past these is a typo, and the warehouse stores them as
+# 32-bit INTEGERs, so without a bound it would pass `specs validate` and fail later inside DuckDB.
+MAX_INSTANCES = 10_000_000
+MAX_SEED = 2**31 - 1
+MAX_OPTION_INDEX = 1_000
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,7 +41,7 @@ class FieldMap(Strict):
     answer: str | None = None
     answer_type: Literal["index", "letter", "text", "label"] = "index"
     # For answer_type 'label': raw label value -> option index (e.g. {"positive": 1}).
-    labels: dict[str, int] | None = None
+    labels: dict[str, Annotated[int, Field(ge=0, le=MAX_OPTION_INDEX)]] | None = None
     references: str | None = None
     group: str | None = None
     # Groups are compared and stored as snake_case when true ("abstract algebra" -> "abstract_algebra").
@@ -195,7 +201,7 @@ class ScenarioSpec(Strict):
     toxicity_classifier: str = "alt-profanity-check"
     # Restrict to these groups (e.g. MMLU subjects). Empty means all.
     groups: list[str] = Field(default_factory=list)
-    max_instances: int | None = Field(None, ge=1)
+    max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
 
 
 class ModelSpec(Strict):
@@ -208,14 +214,14 @@ class ModelSpec(Strict):
     # openai: the model name the server knows (default: this spec's name).
     remote_model: str | None = None
     # openai: seconds per request, and retries with exponential back-off for transient errors.
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0, le=3600)
     retries: int = Field(3, ge=0, le=10)
-    retry_backoff_s: float = Field(1.0, ge=0)
+    retry_backoff_s: float = Field(1.0, ge=0, le=60)
     revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     batch_size: int = Field(16, ge=1, le=1024)
-    max_length: int = Field(2048, ge=16)
+    max_length: int = Field(2048, ge=16, le=1_048_576)
 
     @model_validator(mode="after")
     def _needs_path(self) -> ModelSpec:
@@ -228,7 +234,7 @@ class ModelSpec(Strict):
 
 class SuiteEntry(Strict):
     scenario: str
-    max_instances: int | None = Field(None, ge=1)
+    max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
     groups: list[str] | None = None
     num_train: int | None = Field(None, ge=0, le=64)
 
@@ -247,7 +253,7 @@ class SuiteSpec(Strict):
     description: str = ""
     models: list[str] = Field(default_factory=list)
     scenarios: list[SuiteEntry] = Field(min_length=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # A refresh re-runs a model × scenario whose latest run is older than this ("12h", "7d").
     max_age: str | None = Field(None, pattern=r"^\d+(\.\d+)?[smhdw]$")
     notify: Notify = Notify()
