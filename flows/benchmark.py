@@ -77,8 +77,8 @@ def package_versions() -> str:
 TASK_OPTIONS = {"cache_policy": NONE, "persist_result": False}
 
 
-@task(name="load-instances", **TASK_OPTIONS)
-def load_stage(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
+def prepare(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
+    """Load, select and validate a scenario's instances (and its few-shot pool); bad input raises here."""
     spec = plan.spec
     base = Path(plan.base_dir) if plan.base_dir else None
     instances, source = load_instances(spec, prefer=prefer, base_dir=base)  # type: ignore[arg-type]
@@ -99,6 +99,26 @@ def load_stage(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
         # Name the source rows of the failing instances: that is what a person has to fix.
         raise ValidationFailed(checks, where={i.id: i.origin for i in instances})
     return Prepared(plan, instances, pool, source, checks)
+
+
+# What `preflight` prepared before the flow started, handed to the flow's first load of the same plan
+# (taken, not kept: a long-lived `helmflow serve` process must read fresh data on every run).
+_preflighted: dict[tuple[str, str | None, str | None, int, str], Prepared] = {}
+
+
+def _key(plan: ScenarioPlan, seed: int, prefer: str) -> tuple[str, str | None, str | None, int, str]:
+    return (plan.spec.model_dump_json(), plan.base_dir, plan.suite, seed, prefer)
+
+
+def preflight(plans: list[ScenarioPlan], seed: int, prefer: str) -> None:
+    """Every scenario's data, checked before Prefect starts and before any model loads."""
+    for plan in plans:
+        _preflighted[_key(plan, seed, prefer)] = prepare(plan, seed, prefer)
+
+
+@task(name="load-instances", **TASK_OPTIONS)
+def load_stage(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
+    return _preflighted.pop(_key(plan, seed, prefer), None) or prepare(plan, seed, prefer)
 
 
 @task(name="load-model", **TASK_OPTIONS)

@@ -63,9 +63,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     model_specs = [find_model(m) for m in (args.model or targets.models or [DEFAULT_MODEL])]
     seed = args.seed if args.seed is not None else (targets.seed or 0)
     Warehouse(args.db).check()  # a path that is not a warehouse fails now, before data and model load
+    from helmflow.flows.benchmark import benchmark, preflight
+
+    preflight(targets.plans, seed, args.source)  # bad data fails here, before Prefect starts
     display = Display()
     from helmflow.flows import progress
-    from helmflow.flows.benchmark import benchmark
 
     progress.set_reporter(display)
     with display:

@@ -221,6 +221,8 @@ class ModelSpec(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "cpu"
     batch_size: int = Field(16, ge=1, le=1024)
+    # Multiple choice: at most this many padded tokens (rows × the longest row) in one forward pass.
+    max_batch_tokens: int = Field(4096, ge=16, le=1_048_576)
     max_length: int = Field(2048, ge=16, le=1_048_576)
 
     @model_validator(mode="after")

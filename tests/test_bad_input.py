@@ -92,3 +92,95 @@ def test_gold_index_out_of_range(tmp_path: Path, warehouse: Path, capsys: pytest
         f"test-1 ({tmp_path / 'scenarios' / 'd.jsonl'} row 2)"
     )
     assert snapshot(warehouse) == before
+
+
+# -- found before the model loads (and before Prefect starts): exit 2, exact message, nothing written --
+
+ROWS_OK = [{"q": "fine", "opts": ["a", "b"], "gold": 1}]
+
+
+def bad_run(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture, rows: list, spec_text: str) -> str:
+    folder = tmp_path / "scenarios"
+    write(folder / "d.jsonl", "\n".join(json.dumps(r) for r in rows))
+    spec = write(folder / "bad.yaml", spec_text)
+    before = snapshot(warehouse)
+    code, err = run(warehouse, capsys, str(spec))
+    assert code == 2
+    assert snapshot(warehouse) == before  # no failed run row either
+    return err.replace(str(folder), "<dir>")
+
+
+def test_a_row_with_no_options(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [*ROWS_OK, {"q": "broken", "opts": [], "gold": 0}]
+    err = bad_run(tmp_path, warehouse, capsys, rows, SCENARIO.format(file="d.jsonl"))
+    assert err == "error: <dir>/d.jsonl row 2: fields.choices: no options"
+
+
+def test_a_null_input(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [*ROWS_OK, {"q": None, "opts": ["a", "b"], "gold": 0}]
+    err = bad_run(tmp_path, warehouse, capsys, rows, SCENARIO.format(file="d.jsonl"))
+    assert err == "error: <dir>/d.jsonl row 2: fields.input: column 'q' is null"
+
+
+def test_duplicate_ids_name_both_rows(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [{**ROWS_OK[0], "id": "q1"}, {**ROWS_OK[0], "id": "q2"}, {**ROWS_OK[0], "id": "q1"}]
+    spec = SCENARIO.format(file="d.jsonl").replace("fields: {", "fields: {id: id, ")
+    err = bad_run(tmp_path, warehouse, capsys, rows, spec)
+    assert err == "error: duplicate instance id 'q1': <dir>/d.jsonl row 1 and <dir>/d.jsonl row 3"
+
+
+def test_an_empty_file(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    err = bad_run(tmp_path, warehouse, capsys, [], SCENARIO.format(file="d.jsonl"))
+    assert err == "error: <dir>/d.jsonl: no rows"
+
+
+def test_a_misspelt_column_in_a_template(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = SCENARIO.format(file="d.jsonl").replace("input: q,", 'input: "{{ qestion }}",')
+    err = bad_run(tmp_path, warehouse, capsys, ROWS_OK, spec)
+    assert err == (
+        "error: <dir>/d.jsonl row 1: fields.input: 'qestion' is undefined (the row has: q, opts, gold, source_file)"
+    )
+
+
+def test_a_data_path_outside_the_allowed_folders(
+    tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture
+) -> None:
+    spec = SCENARIO.format(file="../../../../../../../../etc/hostname")
+    err = bad_run(tmp_path, warehouse, capsys, ROWS_OK, spec)
+    assert err.startswith(
+        "error: data file <dir>/../../../../../../../../etc/hostname (which resolves to /etc/hostname)"
+    )
+    assert err.endswith("add its folder to HELMFLOW_DATA_PATH to allow it")
+
+
+def test_a_huge_max_instances(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = SCENARIO.format(file="d.jsonl") + "max_instances: 99999999999999999999999\n"
+    err = bad_run(tmp_path, warehouse, capsys, ROWS_OK, spec)
+    assert err == ("error: <dir>/bad.yaml:6: field 'max_instances': Input should be less than or equal to 10000000")
+
+
+def test_a_negative_max_instances_flag(warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    before = snapshot(warehouse)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--db", str(warehouse), "run", "mmlu", "--max-instances", "-3"])
+    assert exit_.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(
+            "helmflow run: error: argument --max-instances: -3 is out of range: the number of instances is between 1 "
+            "and 10000000"
+        )
+    )
+    assert snapshot(warehouse) == before
+
+
+def test_a_warehouse_path_that_is_not_duckdb_is_named_first(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    not_a_warehouse = write(tmp_path / "notes.duckdb", "these are my notes\n")
+    code, err = run(not_a_warehouse, capsys, "mmlu")
+    assert code == 2
+    assert err == (
+        f'error: {not_a_warehouse}: cannot open the warehouse: IO Error: The file "{not_a_warehouse}" exists, '
+        "but it is not a valid DuckDB database file!"
+    )
+    assert not_a_warehouse.read_text() == "these are my notes\n"

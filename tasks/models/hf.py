@@ -54,6 +54,24 @@ def local_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def token_budget_batches(sequences: list[_Sequence], size: int, max_tokens: int) -> list[list[_Sequence]]:
+    """Consecutive batches of sequences sorted longest first: at most `size` rows, and at most
+    `max_tokens` padded tokens (rows × the first row's length), at least one row each.
+
+    A fixed row count pads a batch of long prompts (5-shot MMLU runs to 2,048 tokens) to its
+    longest row and pays attention's quadratic cost on every padded row; bounding the padded
+    tokens keeps long batches small and short ones full.
+    """
+    batches: list[list[_Sequence]] = []
+    for seq in sequences:
+        current = batches[-1] if batches else None
+        if current and len(current) < size and (len(current) + 1) * len(current[0].input_ids) <= max_tokens:
+            current.append(seq)
+        else:
+            batches.append([seq])
+    return batches
+
+
 class HFModel:
     def __init__(self, spec: ModelSpec, path: str | None = None, fingerprint: str | None = None) -> None:
         import torch
@@ -173,9 +191,8 @@ class HFModel:
             out[i].prompt_tokens = len(seqs[0].input_ids) - (len(seqs[0].targets[0][2]) - 1)
         # Longest first: a batch that does not fit in memory fails at once, not at the end.
         sequences.sort(key=lambda s: -len(s.input_ids))
-        size = self.spec.batch_size
-        for start in range(0, len(sequences), size):
-            batch = sequences[start : start + size]
+        done = 0
+        for batch in token_budget_batches(sequences, self.spec.batch_size, self.spec.max_batch_tokens):
             began = time.perf_counter()
             sums = self._scored_logprobs(batch)
             elapsed = time.perf_counter() - began
@@ -186,8 +203,9 @@ class HFModel:
                 completion.latency_s += elapsed / len(batch)
                 completion.forward_s += elapsed / len(batch)
                 completion.batch_size = max(completion.batch_size, len(batch))
+            done += len(batch)
             if progress:
-                progress(start + len(batch), len(sequences))
+                progress(done, len(sequences))
         return out
 
     # -- generation ----------------------------------------------------------------------------
