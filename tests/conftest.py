@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,41 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+# One small real suite, run on the real model once per test session and shared by the end-to-end,
+# history and export tests (instead of each module running the model again).
+TINY_SUITE = """
+name: tiny
+models: [smollm2-135m-instruct]
+seed: 3
+scenarios:
+  - scenario: mmlu
+    groups: [abstract_algebra, anatomy]
+    max_instances: 6
+    num_train: 0
+"""
+
+
+@dataclass(frozen=True)
+class TinyRuns:
+    first: Path  # a warehouse holding the first run only
+    both: Path  # a warehouse holding the first run and an identical second one (its answers from the cache)
+    run_ids: list[str]  # of `both`, in the order they ran
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
+    from helmflow.flows.cli import main
+    from helmflow.warehouse.db import connect
+
+    folder = tmp_path_factory.mktemp("tiny")
+    suite = write(folder / "tiny.yaml", TINY_SUITE)
+    both = folder / "both.duckdb"
+    assert main(["--db", str(both), "run", str(suite)]) == 0
+    first = folder / "first.duckdb"
+    shutil.copy(both, first)
+    assert main(["--db", str(both), "run", str(suite)]) == 0
+    with connect(both, read_only=True) as con:
+        run_ids = [r for (r,) in con.execute("select run_id from runs order by started_at").fetchall()]
+    return TinyRuns(first, both, run_ids)

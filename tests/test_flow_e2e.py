@@ -13,28 +13,17 @@ from helmflow.tasks.adapt import build_requests
 from helmflow.tasks.data import load_instances, select
 from helmflow.tasks.metrics.calibration import ece, option_probabilities
 from helmflow.warehouse.db import connect
-from tests.conftest import write
+from tests.conftest import TINY_SUITE, TinyRuns, write
 
 pytestmark = pytest.mark.model
 
-SUITE = """
-name: tiny
-models: [smollm2-135m-instruct]
-seed: 3
-scenarios:
-  - scenario: mmlu
-    groups: [abstract_algebra, anatomy]
-    max_instances: 6
-    num_train: 0
-"""
+SUITE = TINY_SUITE  # shared with the session fixture tiny_runs (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
-    folder = tmp_path_factory.mktemp("e2e")
-    db = folder / "e2e.duckdb"
-    code = main(["--db", str(db), "run", str(write(folder / "tiny.yaml", SUITE))])
-    return db, code
+def finished_run(tiny_runs: TinyRuns) -> tuple[Path, int]:
+    """The session's tiny suite (SUITE), run once through the CLI (which returned 0) into a new warehouse."""
+    return tiny_runs.first, 0
 
 
 def rows(db: Path, sql: str) -> list[tuple]:

@@ -12,20 +12,11 @@ from helmflow.flows.history import compare, regressions
 from helmflow.flows.rescore import rescore
 from helmflow.warehouse.db import connect
 from helmflow.warehouse.store import Warehouse
-from tests.conftest import write
+from tests.conftest import TINY_SUITE, TinyRuns
 
 pytestmark = pytest.mark.model
 
-TINY = """
-name: tiny
-models: [smollm2-135m-instruct]
-seed: 3
-scenarios:
-  - scenario: mmlu
-    groups: [abstract_algebra, anatomy]
-    max_instances: 6
-    num_train: 0
-"""
+TINY = TINY_SUITE  # shared with the session fixture tiny_runs (conftest.py)
 
 
 def direct_run(
@@ -85,15 +76,9 @@ def direct_run(
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
-    folder = tmp_path_factory.mktemp("history")
-    db = folder / "h.duckdb"
-    suite = write(folder / "tiny.yaml", TINY)
-    assert main(["--db", str(db), "run", str(suite)]) == 0
-    assert main(["--db", str(db), "run", str(suite)]) == 0
-    with connect(db, read_only=True) as con:
-        real = [r for (r,) in con.execute("select run_id from runs order by started_at").fetchall()]
-    return db, real
+def warehouse(tiny_runs: TinyRuns) -> tuple[Path, list[str]]:
+    """Two real runs of the same tiny suite (TINY) from the session's shared warehouse."""
+    return tiny_runs.both, tiny_runs.run_ids
 
 
 def headline(db: Path, run_id: str, category: str) -> float:

@@ -236,6 +236,12 @@ class HFModel:
             [r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.spec.device)
         max_tokens = max(r.max_tokens for r in batch)
+        # A row ends inside generate() at its stop sequence (or end-of-text), and the batch ends when every
+        # row has: greedy tokens before the stop are the same as running to max_tokens and cutting after.
+        stops = {tuple(r.stop) for r in batch}
+        early = {"stop_strings": list(next(iter(stops))), "tokenizer": self.tokenizer} if len(stops) == 1 else {}
+        if not early.get("stop_strings"):
+            early = {}
         with torch.inference_mode():
             result = self.model.generate(
                 **encoded,
@@ -244,6 +250,7 @@ class HFModel:
                 pad_token_id=self.tokenizer.pad_token_id,
                 output_scores=True,
                 return_dict_in_generate=True,
+                **early,
             )
             scores = self.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
         width = encoded["input_ids"].shape[1]
