@@ -137,6 +137,10 @@ class AdapterSpec(Strict):
     fewshot_delimiter: str = "\n\n"
     num_train: int = Field(0, ge=0, le=64)
     fewshot_split: str | None = None
+    # How the num_train exemplars are picked from fewshot_split (the instance's own group when it has
+    # rows there): "random", HELM's way (label-balanced, shuffled with the run's seed), or "first_n",
+    # lm-evaluation-harness's (the first rows in file order, as its MMLU tasks take them).
+    fewshot_order: Literal["random", "first_n"] = "random"
     # Generation only.
     max_tokens: int = Field(32, ge=1, le=4096)
     stop: list[str] = Field(default_factory=lambda: ["\n"])
@@ -217,13 +221,35 @@ class ModelSpec(Strict):
     timeout_s: float = Field(60.0, gt=0, le=3600)
     retries: int = Field(3, ge=0, le=10)
     retry_backoff_s: float = Field(1.0, ge=0, le=60)
+    # openai: requests in flight at once, and at most this many started per minute (a server's rate limit).
+    concurrency: int = Field(8, ge=1, le=256)
+    max_requests_per_minute: float | None = Field(None, gt=0, le=1_000_000)
+    # openai: generation through /chat/completions (the prompt is the user message, after system_prompt
+    # when set). A chat API gives no prompt log-probs, so multiple choice is answered by generating the
+    # option letter, as HELM does for chat models; the model fingerprint says so.
+    chat: bool = False
+    system_prompt: str | None = None
+    # openai: the environment variable that holds the API key, read at run time and sent as a Bearer
+    # token. Only the variable's name is part of the spec (and so of the warehouse and Prefect's parameters).
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     revision: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # hf/embedded: "auto" is bfloat16 on a GPU and float32 on the CPU; device "auto" is CUDA when present.
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device: str = "cpu"
-    batch_size: int = Field(16, ge=1, le=1024)
+    # hf/embedded: rows per forward pass; "auto" sizes it from free GPU memory (16 on the CPU).
+    # openai: prompts per completions request (`prompt` as a list; 1 unless the server takes lists).
+    batch_size: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = 16
     # Multiple choice: at most this many padded tokens (rows × the longest row) in one forward pass.
     max_batch_tokens: int = Field(4096, ge=16, le=1_048_576)
     max_length: int = Field(2048, ge=16, le=1_048_576)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_batch_default(cls, data: object) -> object:
+        # Most servers take one prompt per request; batching there means several requests in flight.
+        if isinstance(data, dict) and data.get("backend") == "openai" and "batch_size" not in data:
+            return {**data, "batch_size": 1}
+        return data
 
     @model_validator(mode="after")
     def _needs_path(self) -> ModelSpec:
@@ -231,6 +257,8 @@ class ModelSpec(Strict):
             raise ValueError("backend 'hf' needs 'path' (a hub id or a local directory)")
         if self.backend == "openai" and not (self.path or "").startswith(("http://", "https://")):
             raise ValueError("backend 'openai' needs 'path': the server's base URL, e.g. http://127.0.0.1:8000/v1")
+        if self.backend == "openai" and self.batch_size == "auto":
+            raise ValueError("backend 'openai' needs a number as batch_size (prompts per request)")
         return self
 
 

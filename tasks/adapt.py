@@ -56,12 +56,17 @@ def _request(adapter: AdapterSpec, inst: Instance, prompt: str, request_id: str,
     )
 
 
-def choose_exemplars(pool: list[Instance], k: int, seed: int, group: str | None) -> list[Instance]:
-    """k exemplars, label-balanced (round-robin over gold labels) and seeded; same group when possible."""
+def choose_exemplars(
+    pool: list[Instance], k: int, seed: int, group: str | None, order: str = "random"
+) -> list[Instance]:
+    """k exemplars from the same group when it has any: the first k in file order ("first_n"), or
+    label-balanced (round-robin over gold labels) and shuffled with the seed ("random")."""
     if k == 0 or not pool:
         return []
     same_group = [p for p in pool if p.group == group]
     candidates = same_group if same_group else pool
+    if order == "first_n":
+        return candidates[:k]
     rng = random.Random(f"{seed}:{group}")
     by_label: dict[object, list[Instance]] = defaultdict(list)
     for inst in candidates:
@@ -104,7 +109,9 @@ def build_requests(
     requests = []
     for inst in instances:
         if inst.group not in exemplar_cache:
-            exemplar_cache[inst.group] = choose_exemplars(fewshot_pool, adapter.num_train, seed, inst.group)
+            exemplar_cache[inst.group] = choose_exemplars(
+                fewshot_pool, adapter.num_train, seed, inst.group, adapter.fewshot_order
+            )
         # Never show an instance as its own exemplar (ids are per split, so compare both).
         exemplars = [e for e in exemplar_cache[inst.group] if (e.id, e.split) != (inst.id, inst.split)]
         variants = [("", inst)] + [

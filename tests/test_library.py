@@ -165,7 +165,9 @@ def test_mmlu_five_shot_prompt_uses_the_subjects_dev_rows() -> None:
     from tests.conftest import SHARED_DATA
 
     dev = list(csv.reader((SHARED_DATA / "mmlu" / "dev" / "abstract_algebra_dev.csv").open()))
-    spec = find("scenario", "mmlu").spec
+    shipped = find("scenario", "mmlu").spec
+    # HELM's way, seeded and label-balanced (the shipped spec takes lm-eval's first_n: see the next test).
+    spec = shipped.model_copy(update={"adapter": shipped.adapter.model_copy(update={"fewshot_order": "random"})})
     instances = select(load_instances(spec)[0], ["abstract_algebra"], None, 0)
     pool, _ = load_instances(spec, "dev")
 
@@ -180,6 +182,31 @@ def test_mmlu_five_shot_prompt_uses_the_subjects_dev_rows() -> None:
         + block(instances[0].input, *instances[0].choices)
     )
     assert build_requests(spec.adapter, instances[:1], pool, 0)[0].prompt == expected
+
+
+@needs_shared_data
+def test_shipped_mmlu_takes_the_first_five_dev_rows_in_file_order_as_lm_eval_does() -> None:
+    import csv
+
+    from tests.conftest import SHARED_DATA
+
+    dev = list(csv.reader((SHARED_DATA / "mmlu" / "dev" / "abstract_algebra_dev.csv").open()))
+    spec = find("scenario", "mmlu").spec
+    assert spec.adapter.fewshot_order == "first_n"
+    instances = select(load_instances(spec)[0], ["abstract_algebra"], None, 0)
+    pool, _ = load_instances(spec, "dev")
+
+    def block(q: str, a: str, b: str, c: str, d: str) -> str:
+        return f"{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:"
+
+    shots = "".join(block(*row[:5]) + f" {row[5]}\n\n" for row in dev[:5])
+    expected = (
+        "The following are multiple choice questions (with answers) about abstract algebra.\n\n"
+        + shots
+        + block(instances[0].input, *instances[0].choices)
+    )
+    # Any seed: file order does not depend on it.
+    assert {build_requests(spec.adapter, instances[:1], pool, seed)[0].prompt for seed in (0, 7)} == {expected}
 
 
 def test_the_adding_a_scenario_guide_is_true(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
