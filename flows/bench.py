@@ -18,11 +18,40 @@ from pathlib import Path
 SUBJECTS = ["abstract_algebra", "college_chemistry", "computer_security", "econometrics", "us_foreign_policy"]
 
 
+class StageClock:
+    """A progress reporter that notes when each stage of the flow ends (the fixed cost's breakdown)."""
+
+    def __init__(self, began: float) -> None:
+        self.began = began
+        self.marks: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, time.perf_counter() - self.began)
+
+    def stage(self, label: str, message: str) -> None:
+        if " instances from " in message:
+            self.mark("data_loaded")
+        elif message.startswith("loaded ("):
+            self.mark("model_loaded")
+        elif message.startswith(("succeeded", "validation_failed", "failed")):
+            self.mark("run_written")
+
+    def start_inference(self, label: str, total: int) -> None:
+        self.mark("inference_started")
+
+    def advance(self, done: int) -> None:
+        pass
+
+    def end_inference(self) -> None:
+        self.mark("inference_ended")
+
+
 def main() -> int:
     began = time.perf_counter()
     from helmflow.flows.cli import _quiet_environment
 
     _quiet_environment(verbose=False)
+    from helmflow.flows import progress
     from helmflow.flows.benchmark import ScenarioPlan, benchmark
     from helmflow.specs.library import apply_suite_entry, find_model, find_scenario
     from helmflow.specs.schema import Perturbations
@@ -34,6 +63,9 @@ def main() -> int:
     )
     model = find_model(os.environ.get("HELMFLOW_BENCH_MODEL", "smollm2-135m-instruct"))
     db = Path(tempfile.mkdtemp(prefix="helmflow-bench-")) / "bench.duckdb"
+    clock = StageClock(began)
+    clock.mark("imported")
+    progress.set_reporter(clock)
     [outcome] = benchmark([ScenarioPlan(spec)], [model], seed=0, db=str(db))
     wall = time.perf_counter() - began
     figures = Warehouse(db).forward_figures(outcome.run_id)
@@ -53,6 +85,20 @@ def main() -> int:
     print(f"prompt_tokens_per_s   {tokens / forward:.0f}")
     print(f"outside_forward_share {(wall - forward) / wall:.3f}")
     print(f"peak_memory_mib       {peak_mib:.0f}")
+    # Where the time outside forward passes goes, stage by stage (seconds from the start of the script).
+    previous = 0.0
+    for name, label in (
+        ("imported", "imports_seconds"),
+        ("data_loaded", "prefect_start_data_and_checks_seconds"),
+        ("model_loaded", "model_load_seconds"),
+        ("inference_started", "requests_built_seconds"),
+        ("inference_ended", "inference_seconds"),
+        ("run_written", "scoring_checks_and_write_seconds"),
+    ):
+        at = clock.marks.get(name, previous)
+        print(f"{label:<38}{at - previous:.1f}")
+        previous = at
+    print(f"{'after_the_flow_seconds':<38}{wall - previous:.1f}")
     return 0 if outcome.status == "succeeded" else 1
 
 

@@ -26,11 +26,31 @@ class RunTargets:
     seed: int | None = None
 
 
+def maps_choices(spec: ScenarioSpec) -> bool:
+    """Whether some source of the spec gives instances options (a field map, or BIG-bench's target_scores)."""
+    maps = [spec.fields, *(s.fields for s in spec.source.offline_sources if s.fields)]
+    if spec.source.hub and spec.source.hub.fields:
+        maps.append(spec.source.hub.fields)
+    bigbench = any(s.format == "bigbench" for s in spec.source.offline_sources)
+    return bigbench or any(m.choices is not None for m in maps)
+
+
+def check_plan(spec: ScenarioSpec, where: object) -> None:
+    """What a single row cannot show: a multiple-choice scenario with no options mapped at all."""
+    method = spec.adapter.method
+    if method.startswith("multiple_choice") and not maps_choices(spec):
+        raise SpecError(
+            f"{where}: adapter.method {method} scores options, but fields.choices is not set "
+            "(map the options' column, or use method: generation)"
+        )
+
+
 def suite_plans(suite: SuiteSpec) -> list[ScenarioPlan]:
     plans = []
     for entry in suite.scenarios:
         found = find("scenario", entry.scenario)
         spec = apply_suite_entry(found.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
+        check_plan(spec, found.path)
         plans.append(ScenarioPlan(spec, str(found.path.parent), suite.name))
     return plans
 
@@ -46,6 +66,7 @@ def run_targets(refs: Sequence[str], max_instances: int | None = None) -> RunTar
             targets.seed = suite.seed if targets.seed is None else targets.seed
             targets.plans += suite_plans(suite)
         elif loaded.kind == "scenario":
+            check_plan(loaded.spec, loaded.path)  # type: ignore[arg-type]
             targets.plans.append(ScenarioPlan(loaded.spec, str(loaded.path.parent)))  # type: ignore[arg-type]
         else:
             raise SpecError(f"{loaded.path}: a {loaded.kind} spec cannot be run; give a suite or a scenario")

@@ -184,3 +184,14 @@ def test_a_warehouse_path_that_is_not_duckdb_is_named_first(tmp_path: Path, caps
         "but it is not a valid DuckDB database file!"
     )
     assert not_a_warehouse.read_text() == "these are my notes\n"
+
+
+def test_a_multiple_choice_spec_that_maps_no_options(
+    tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture
+) -> None:
+    spec = SCENARIO.format(file="d.jsonl").replace(" choices: opts,", "")
+    err = bad_run(tmp_path, warehouse, capsys, ROWS_OK, spec)
+    assert err == (
+        "error: <dir>/bad.yaml: adapter.method multiple_choice_joint scores options, but fields.choices is not set "
+        "(map the options' column, or use method: generation)"
+    )
