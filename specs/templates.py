@@ -510,7 +510,13 @@ def _literal(text: str) -> str:
 
 
 def _finalize(value: Any) -> Any:
-    """Every `{{ ... }}` and text piece on its way out, in templates and in macros alike."""
+    """Every `{{ ... }}` and text piece on its way out, in templates and in macros alike.
+
+    A null printed into a prompt would become the text "None": it is an error instead (a spec that
+    means to allow nulls says so with `| default('')` or `is none`).
+    """
+    if value is None:
+        raise UndefinedError("a value printed by the template is null")
     return _built(value)
 
 

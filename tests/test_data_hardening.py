@@ -297,3 +297,15 @@ def test_sdist_members_stay_in_the_cache(tmp_path: Path, monkeypatch: pytest.Mon
         archive_member("fakebench==1.0", "../../../x.json", download=False)
     with pytest.raises(PathNotAllowed, match="is not a PyPI requirement of the form name==version"):
         archive_member("../fakebench==1.0", "tasks/a/task.json", download=False)
+
+
+def test_a_nested_null_printed_by_a_template_is_an_error_not_none() -> None:
+    from helmflow.specs.templates import TemplateError, value_of
+
+    row = {"q": {"text": None, "n": 2}, "source_file": "d.jsonl"}
+    with pytest.raises(TemplateError) as caught:
+        value_of("Q: {{ q.text }}", row, "d.jsonl row 4: fields.input")
+    assert str(caught.value) == (
+        "d.jsonl row 4: fields.input: a value printed by the template is null (the row has: q, source_file)"
+    )
+    assert value_of("Q: {{ q.text | default('none given', true) }} ({{ q.n }})", row, "w") == "Q: none given (2)"
