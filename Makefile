@@ -23,10 +23,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/helmflow run specs/suites/quickstart.yaml
 
-# Everything: the CI command.
+# Everything: the CI command. Two workers (one per core); a module whose fixtures are shared stays
+# on one worker (its xdist_group mark).
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 # Every test that loads no model (the `model` marker marks those that do): under a minute.
 test-fast: $(STAMP)

@@ -15,7 +15,8 @@ from helmflow.tasks.metrics.calibration import ece, option_probabilities
 from helmflow.warehouse.db import connect
 from tests.conftest import TINY_SUITE, TinyRuns, write
 
-pytestmark = pytest.mark.model
+# One worker runs the whole module (its fixtures are module- or session-scoped).
+pytestmark = [pytest.mark.model, pytest.mark.xdist_group("tiny")]
 
 SUITE = TINY_SUITE  # shared with the session fixture tiny_runs (conftest.py)
 

@@ -14,7 +14,8 @@ from helmflow.warehouse.db import connect
 from helmflow.warehouse.store import Warehouse
 from tests.conftest import TINY_SUITE, TinyRuns
 
-pytestmark = pytest.mark.model
+# One worker runs the whole module (its fixtures are module- or session-scoped).
+pytestmark = [pytest.mark.model, pytest.mark.xdist_group("tiny")]
 
 TINY = TINY_SUITE  # shared with the session fixture tiny_runs (conftest.py)
 

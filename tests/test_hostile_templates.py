@@ -24,6 +24,9 @@ import pytest
 from helmflow.specs.templates import MAX_FIELD_CHARS, TemplateError, value_of
 from tests.conftest import REPO
 
+# One worker runs the whole module (its fixtures are module-scoped).
+pytestmark = pytest.mark.xdist_group("hostile-templates")
+
 SECONDS = 5.0
 PEAK_KB = 1024 * 1024  # 1 GB, in kB as /proc/self/status counts
 ROW = {"question": "What colour is the sky?", "answer": "blue"}

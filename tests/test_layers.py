@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# One worker runs the whole module (its fixtures are module-scoped).
+pytestmark = pytest.mark.xdist_group("wheel")
+
 LAYERS = ("flows", "tasks", "specs", "warehouse")
 # Which helmflow packages each layer may import (a prefix match on the module name).
 ALLOWED = {

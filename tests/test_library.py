@@ -137,14 +137,28 @@ def offline_scenarios() -> list[str]:
     return names
 
 
+# Three shares of the library, so that a parallel test run (make test: two workers) can spread them.
+SHARES = {
+    "mmlu": lambda name: name == "mmlu",
+    "bigbench": lambda name: name.startswith("bigbench_"),
+    "the rest": lambda name: name != "mmlu" and not name.startswith("bigbench_"),
+}
+
+
+def test_the_shares_cover_the_library_once() -> None:
+    names = offline_scenarios()
+    assert sorted(n for share in SHARES.values() for n in names if share(n)) == sorted(names)
+
+
 @needs_shared_data
 @pytest.mark.model
-def test_every_offline_scenario_runs_twenty_instances(tmp_path: Path) -> None:
+@pytest.mark.parametrize("share", SHARES)
+def test_every_offline_scenario_runs_twenty_instances(share: str, tmp_path: Path) -> None:
     from helmflow.flows.benchmark import ScenarioPlan, benchmark
     from helmflow.specs.library import find_model
 
-    names = offline_scenarios()
-    assert len(names) >= 20, names
+    assert len(offline_scenarios()) >= 20, offline_scenarios()
+    names = [n for n in offline_scenarios() if SHARES[share](n)]
     plans = []
     for name in names:
         loaded = find("scenario", name)

@@ -7,7 +7,8 @@ import pytest
 from helmflow.flows.cli import main
 from helmflow.warehouse.db import connect
 
-pytestmark = pytest.mark.model
+# One worker runs the whole module (its fixtures are module- or session-scoped).
+pytestmark = [pytest.mark.model, pytest.mark.xdist_group("quickstart")]
 
 
 @pytest.fixture(scope="module")
