@@ -10,11 +10,11 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install demo test test-fast bench bench-refresh lint clean
+.PHONY: install demo test test-fast test-servers bench bench-refresh bench-runner lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,cluster]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(NODEPS)
 	touch $(STAMP)
 
@@ -36,6 +36,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m helmflow.flows.bench
+
+bench-runner: $(STAMP)
+	$(PY) -m helmflow.flows.bench_runner
 
 bench-refresh: $(STAMP)
 	$(PY) -m helmflow.flows.bench_refresh

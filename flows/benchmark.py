@@ -30,7 +30,8 @@ from helmflow.tasks.data import ResolvedSource, load_instances, select
 from helmflow.tasks.instances import Instance, instances_fingerprint
 from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
 from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
-from helmflow.tasks.models import ModelBackend, load_model
+from helmflow.tasks.models import ModelBackend, ModelInfo, load_model
+from helmflow.tasks.records import Completion
 from helmflow.tasks.validate import (
     ValidationFailed,
     ValidationResult,
@@ -139,37 +140,42 @@ def _transient(task: object, run: object, state: object) -> bool:
     return False
 
 
-@task(name="infer", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient, **TASK_OPTIONS)
-def infer_stage(
-    model: ModelBackend, requests: list[Request], label: str, db: str | None, run_id: str, use_cache: bool
-) -> tuple[list[Prediction], int, int]:
-    """Predictions for every request, and how many requests went to the model or came from the cache.
+def with_baselines(requests: list[Request]) -> tuple[list[Request], dict[str, Request]]:
+    """Every request to send, and the baseline request of each multiple_choice_calibrated one.
 
-    multiple_choice_calibrated requests also need their choices scored after the bare answer prompt;
-    those baseline requests are the same for every instance, so they run once.
+    Calibrated requests also need their choices scored after the bare answer prompt; those baseline
+    requests are the same for every instance, so (having one key) they run once.
     """
     baselines = {
         r.id: replace(r, id=f"{r.id}#baseline", prompt=r.baseline_prompt, baseline_prompt=None)
         for r in requests
         if r.baseline_prompt is not None
     }
-    progress.reporter.start_inference(label, len(requests) + len(baselines))
-    result = infer(
-        model,
-        [*requests, *baselines.values()],
-        db,
-        run_id,
-        use_cache,
-        lambda done, total: progress.reporter.advance(done),
-    )
-    progress.reporter.end_inference()
+    return [*requests, *baselines.values()], baselines
+
+
+def predictions_of(
+    requests: list[Request], baselines: dict[str, Request], completions: dict[str, Completion]
+) -> list[Prediction]:
     predictions = []
     for request in requests:
-        completion = result.completions[request.id]
+        completion = completions[request.id]
         if request.id in baselines:
-            completion.baseline_logprobs = list(result.completions[baselines[request.id].id].logprobs)
+            completion.baseline_logprobs = list(completions[baselines[request.id].id].logprobs)
         predictions.append(to_prediction(request, completion))
-    return predictions, result.model_calls, result.cache_hits
+    return predictions
+
+
+@task(name="infer", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient, **TASK_OPTIONS)
+def infer_stage(
+    model: ModelBackend, requests: list[Request], label: str, db: str | None, run_id: str, use_cache: bool
+) -> tuple[list[Prediction], int, int]:
+    """Predictions for every request, and how many requests went to the model or came from the cache."""
+    sent, baselines = with_baselines(requests)
+    progress.reporter.start_inference(label, len(sent))
+    result = infer(model, sent, db, run_id, use_cache, lambda done, total: progress.reporter.advance(done))
+    progress.reporter.end_inference()
+    return predictions_of(requests, baselines, result.completions), result.model_calls, result.cache_hits
 
 
 @task(name="validate-predictions", **TASK_OPTIONS)
@@ -236,6 +242,101 @@ def perturbations_of(spec: ScenarioSpec) -> list[str]:
     return names + (list(spec.perturbations.fairness) if "fairness" in spec.metrics else [])
 
 
+def open_run(
+    prep: Prepared,
+    info: ModelInfo,
+    model_spec: ModelSpec,
+    seed: int,
+    db: str | None,
+    flow_run_id: str | None,
+    resume_run_id: str | None = None,
+) -> str:
+    """The run's row, status running (a new run, or a failed one marked running again): its run id."""
+    spec = prep.plan.spec
+    warehouse = Warehouse(db)
+    if resume_run_id:
+        warehouse.restart_run(resume_run_id, info.fingerprint, flow_run_id)
+        return resume_run_id
+    run_id = uuid.uuid4().hex[:12]
+    warehouse.start_run(
+        {
+            "run_id": run_id,
+            "suite": prep.plan.suite,
+            "scenario": spec.name,
+            "spec_hash": spec_hash(spec),
+            "spec_json": spec.model_dump_json(),
+            "spec_dir": prep.plan.base_dir,
+            "model": model_spec.name,
+            "model_fingerprint": info.fingerprint,
+            "model_json": model_spec.model_dump_json(),
+            "seed": seed,
+            "max_instances": spec.max_instances,
+            "adapter_json": spec.adapter.model_dump_json(),
+            "data_source": prep.source.description,
+            "dataset_fingerprint": instances_fingerprint(prep.instances),
+            "num_instances": len(prep.instances),
+            "package_versions": package_versions(),
+            "device": info.device,
+            "dtype": info.dtype,
+            "batch_size": info.batch_size,
+            "num_threads": info.num_threads,
+            "flow_run_id": flow_run_id,
+            "metrics_code_version": METRICS_CODE_VERSION,
+        },
+    )
+    return run_id
+
+
+def requests_of(prep: Prepared, seed: int) -> list[Request]:
+    spec = prep.plan.spec
+    return build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec))
+
+
+def complete_run(
+    prep: Prepared,
+    info: ModelInfo,
+    model_name: str,
+    run_id: str,
+    predictions: list[Prediction],
+    counts: tuple[int, int],
+    began: float,
+    db: str | None,
+) -> RunOutcome:
+    """Validate and score the predictions, then write the run whole; `counts` is (model calls, cache hits)."""
+    spec = prep.plan.spec
+    label = f"{spec.name} × {model_name}"
+    calls, hits = counts
+    checks = list(prep.checks) + validate_predictions_stage(predictions, len(predictions))
+    stats, metrics, classifier = score_stage(spec, prep.instances, predictions, info.num_parameters)
+    checks += validate_stats_stage(metrics)
+    failed = [c for c in checks if not c.success]
+    status = "validation_failed" if failed else "succeeded"
+    tables = result_frames(prep.instances, predictions, stats, metrics, checks)
+    error = "; ".join(c.describe() for c in failed) or None
+    updates = {
+        "error": error,
+        "wall_seconds": time.perf_counter() - began,
+        "toxicity_classifier": classifier,
+        "num_parameters": info.num_parameters,
+        "model_calls": calls,
+        "cache_hits": hits,
+    }
+    write_stage(db, run_id, status, tables, updates)
+    progress.reporter.stage(label, f"{status} (run {run_id}; {calls} model calls, {hits} from the cache)")
+    from helmflow.flows.artifacts import publish_run
+
+    publish_run(db, [run_id])  # the run's headline table and summary in the Prefect UI
+    return RunOutcome(run_id, spec.name, model_name, status, error)
+
+
+def fail(db: str | None, run_id: str, label: tuple[str, str], exc: BaseException) -> RunOutcome:
+    """Record a run as failed (what its inference cached stays for --resume) and say so."""
+    message = f"{type(exc).__name__}: {exc}"
+    Warehouse(db).fail_run(run_id, message + "\n" + "".join(traceback.format_exception(exc, limit=5)))
+    progress.reporter.stage(f"{label[0]} × {label[1]}", f"failed: {message}")
+    return RunOutcome(run_id, label[0], label[1], "failed", message)
+
+
 def evaluate(
     prep: Prepared,
     model: ModelBackend,
@@ -246,68 +347,17 @@ def evaluate(
     resume_run_id: str | None = None,
     use_cache: bool = True,
 ) -> RunOutcome:
+    """One (model, scenario) pair in this process, the model already loaded here."""
     spec = prep.plan.spec
-    info = model.info
     label = f"{spec.name} × {model_spec.name}"
     began = time.perf_counter()
-    warehouse = Warehouse(db)
-    if resume_run_id:
-        run_id = resume_run_id
-        warehouse.restart_run(run_id, info.fingerprint, flow_run_id)
-    else:
-        run_id = uuid.uuid4().hex[:12]
-        warehouse.start_run(
-            {
-                "run_id": run_id,
-                "suite": prep.plan.suite,
-                "scenario": spec.name,
-                "spec_hash": spec_hash(spec),
-                "spec_json": spec.model_dump_json(),
-                "spec_dir": prep.plan.base_dir,
-                "model": model_spec.name,
-                "model_fingerprint": info.fingerprint,
-                "model_json": model_spec.model_dump_json(),
-                "seed": seed,
-                "max_instances": spec.max_instances,
-                "adapter_json": spec.adapter.model_dump_json(),
-                "data_source": prep.source.description,
-                "dataset_fingerprint": instances_fingerprint(prep.instances),
-                "num_instances": len(prep.instances),
-                "package_versions": package_versions(),
-                "device": info.device,
-                "dtype": info.dtype,
-                "batch_size": info.batch_size,
-                "num_threads": info.num_threads,
-                "flow_run_id": flow_run_id,
-                "metrics_code_version": METRICS_CODE_VERSION,
-            },
-        )
+    run_id = open_run(prep, model.info, model_spec, seed, db, flow_run_id, resume_run_id)
     try:
-        requests = build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec))
+        requests = requests_of(prep, seed)
         predictions, calls, hits = infer_stage(model, requests, label, db, run_id, use_cache)
-        checks = list(prep.checks) + validate_predictions_stage(predictions, len(requests))
-        stats, metrics, classifier = score_stage(spec, prep.instances, predictions, info.num_parameters)
-        checks += validate_stats_stage(metrics)
-        failed = [c for c in checks if not c.success]
-        status = "validation_failed" if failed else "succeeded"
-        tables = result_frames(prep.instances, predictions, stats, metrics, checks)
-        error = "; ".join(c.describe() for c in failed) or None
-        updates = {
-            "error": error,
-            "wall_seconds": time.perf_counter() - began,
-            "toxicity_classifier": classifier,
-            "num_parameters": info.num_parameters,
-            "model_calls": calls,
-            "cache_hits": hits,
-        }
-        write_stage(db, run_id, status, tables, updates)
-        progress.reporter.stage(label, f"{status} (run {run_id}; {calls} model calls, {hits} from the cache)")
-        return RunOutcome(run_id, spec.name, model_spec.name, status, error)
+        return complete_run(prep, model.info, model_spec.name, run_id, predictions, (calls, hits), began, db)
     except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"
-        warehouse.fail_run(run_id, message + "\n" + traceback.format_exc(limit=5))
-        progress.reporter.stage(label, f"failed: {message}")
-        return RunOutcome(run_id, spec.name, model_spec.name, "failed", message)
+        return fail(db, run_id, (spec.name, model_spec.name), exc)
 
 
 @flow(name="helmflow-benchmark", validate_parameters=False, log_prints=False)
@@ -318,7 +368,11 @@ def benchmark(
     db: str | None = None,
     prefer: str = "auto",
     use_cache: bool = True,
+    fan_out: bool = False,
+    shards: int = 1,
 ) -> list[RunOutcome]:
+    """Every model on every scenario. `fan_out`: inference goes to the flow's task runner (a Dask or
+    Ray cluster, flows/runners.py) in `shards` pieces per run; otherwise it runs here, pair by pair."""
     from prefect.runtime import flow_run
 
     prepared = []
@@ -326,6 +380,11 @@ def benchmark(
         prep = load_stage(plan, seed, prefer)
         progress.reporter.stage(plan.spec.name, f"{len(prep.instances)} instances from {prep.source.kind}")
         prepared.append(prep)
+    if fan_out:
+        from helmflow.flows.runners import Pair, fan_out_runs
+
+        pairs = [Pair(prep, model_spec) for model_spec in models for prep in prepared]
+        return fan_out_runs(pairs, seed, db, flow_run.id, use_cache, shards)
     outcomes = []
     for model_spec in models:
         model = model_stage(model_spec)
@@ -345,11 +404,18 @@ def resumable(db: str | None, run_id: str) -> tuple[ScenarioPlan, ModelSpec, int
 
 
 @flow(name="helmflow-resume", validate_parameters=False, log_prints=False)
-def resume(run_id: str, db: str | None = None, prefer: str = "auto") -> RunOutcome:
+def resume(
+    run_id: str, db: str | None = None, prefer: str = "auto", fan_out: bool = False, shards: int = 1
+) -> RunOutcome:
     """Finish a crashed run: every answer already in the inference cache is used, the rest computed."""
     from prefect.runtime import flow_run
 
     plan, model_spec, seed = resumable(db, run_id)
     prep = load_stage(plan, seed, prefer)
+    if fan_out:
+        from helmflow.flows.runners import Pair, fan_out_runs
+
+        [outcome] = fan_out_runs([Pair(prep, model_spec, run_id)], seed, db, flow_run.id, True, shards)
+        return outcome
     model = model_stage(model_spec)
     return evaluate(prep, model, model_spec, seed, db, flow_run.id, resume_run_id=run_id)

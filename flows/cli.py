@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from helmflow.flows.cli_history import (
@@ -23,9 +24,15 @@ from helmflow.flows.cli_history import (
     cmd_rescore,
     cmd_runs,
 )
+from helmflow.flows.cli_report import add_report_parser
 from helmflow.flows.cli_schedule import cmd_refresh, cmd_schedule, cmd_serve
 from helmflow.flows.cli_specs import cmd_perturb, cmd_specs_list, cmd_specs_show, cmd_specs_validate
 from helmflow.specs.loader import SpecError
+
+if TYPE_CHECKING:
+    from prefect import Flow
+
+    from helmflow.flows.runners import RunnerSpec
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -64,15 +71,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else (targets.seed or 0)
     Warehouse(args.db).check()  # a path that is not a warehouse fails now, before data and model load
     from helmflow.flows.benchmark import benchmark, preflight
+    from helmflow.flows.runners import suite_runner
 
+    runner = _runner(args, suite_runner(args.specs))
     preflight(targets.plans, seed, args.source)  # bad data fails here, before Prefect starts
     display = Display()
     from helmflow.flows import progress
 
     progress.set_reporter(display)
     with display:
-        outcomes = benchmark(
-            targets.plans, model_specs, seed=seed, db=args.db, prefer=args.source, use_cache=not args.no_cache
+        outcomes = _on(benchmark, runner)(
+            targets.plans,
+            model_specs,
+            seed=seed,
+            db=args.db,
+            prefer=args.source,
+            use_cache=not args.no_cache,
+            fan_out=runner.fans_out,
+            shards=args.shards,
         )
     results_table(args.db, [o.run_id for o in outcomes])
     for outcome in outcomes:
@@ -90,12 +106,54 @@ def _resume(args: argparse.Namespace) -> int:
     from helmflow.flows.display import Display, results_table
 
     resumable(args.db, args.resume)  # a clear error before Prefect starts, if it cannot be resumed
+    runner = _runner(args, None)
     display = Display()
     progress.set_reporter(display)
     with display:
-        outcome = resume(args.resume, db=args.db, prefer=args.source)
+        outcome = _on(resume, runner)(
+            args.resume, db=args.db, prefer=args.source, fan_out=runner.fans_out, shards=args.shards
+        )
     results_table(args.db, [outcome.run_id])
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
+
+
+def _runner(args: argparse.Namespace, from_suite: str | None) -> RunnerSpec:
+    """--runner, else the suite's `runner:`, else local; --shards needs a runner that fans out."""
+    from helmflow.flows.runners import parse_runner
+
+    runner = parse_runner(args.runner or from_suite or "local", args.workers)
+    if args.shards > 1 and not runner.fans_out:
+        raise SpecError("--shards splits runs over a cluster's workers: give --runner dask or ray too")
+    return runner
+
+
+def _on(flow: Flow[..., Any], runner: RunnerSpec) -> Flow[..., Any]:
+    """The flow as it is for the local runner; for dask or ray, a copy with that task runner."""
+    from helmflow.flows.runners import task_runner
+
+    chosen = task_runner(runner)
+    return flow if chosen is None else flow.with_options(task_runner=chosen)
+
+
+# -- merge -------------------------------------------------------------------------------------------
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from helmflow.warehouse.store import Warehouse
+
+    target = Warehouse(args.db)
+    for report in target.merge(args.sources):
+        older = f" (read through the migrations from schema version {report.migrated_from})"
+        rows = ", ".join(f"{n} {t}" for t, n in report.rows_added.items() if n)
+        print(
+            f"{report.source}{older if report.migrated_from else ''}: {len(report.runs_added)} run(s) added"
+            + (f" ({rows})" if rows else "")
+            + f", {report.runs_present} already here, {report.cache_added} inference cache entries added"
+        )
+        if report.runs_skipped:
+            print(f"  left for a later merge, still running there: {', '.join(report.runs_skipped)}")
+    print(f"into {target.path}")
+    return EXIT_OK
 
 
 # -- entry point -------------------------------------------------------------------------------------
@@ -123,6 +181,8 @@ def _bounded_int(low: int, high: int, what: str) -> Callable[[str], int]:
 
 _count = _bounded_int(1, 10_000_000, "the number of instances")
 _seed = _bounded_int(0, 2**31 - 1, "a seed")
+_workers = _bounded_int(1, 1024, "the number of workers")
+_shards = _bounded_int(1, 100_000, "the number of shards per run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="where data comes from: offline copy when available (auto), or force one",
     )
+    run.add_argument(
+        "--runner",
+        default=None,
+        help="where inference runs: local (default), dask or ray (a local cluster started for the run), "
+        "or an existing cluster: dask://HOST:8786, ray://HOST:10001 (default: the suite's runner:)",
+    )
+    run.add_argument("--workers", type=_workers, default=2, help="worker processes of a local dask or ray cluster")
+    run.add_argument(
+        "--shards", type=_shards, default=1, help="split each run's uncached requests into N tasks (dask or ray)"
+    )
     run.set_defaults(func=cmd_run)
+
+    merge = sub.add_parser("merge", help="copy the runs and cached answers of other warehouses into this one")
+    merge.add_argument("sources", nargs="+", metavar="OTHER.duckdb", help="warehouse files (opened read-only)")
+    merge.set_defaults(func=cmd_merge)
 
     runs = sub.add_parser("runs", help="list runs, newest first")
     runs.add_argument("--limit", type=int, default=50)
@@ -184,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--scenario", required=True)
     history.add_argument("--metric", required=True)
     history.add_argument("--perturbation", default="", help="e.g. worst_case for robustness")
+    history.add_argument(
+        "--category", help="robustness or fairness (both store worst_case); default: both, each row named"
+    )
     history.set_defaults(func=cmd_history)
 
     comp = sub.add_parser("compare", help="two runs metric by metric, with paired significance")
@@ -205,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dir")
     export.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     export.set_defaults(func=cmd_export)
+
+    add_report_parser(sub)
 
     perturb = sub.add_parser("perturb", help="show what a perturbation does to a text")
     perturb.add_argument(

@@ -32,8 +32,11 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    """HELM's mean win rate per category (and overall) over the latest succeeded runs."""
-    from helmflow.flows.display import print_frame
+    """HELM's mean win rate per category (and overall) over the latest succeeded runs, then the
+    headline values behind it with their 95% intervals."""
+    import pandas as pd
+
+    from helmflow.flows.display import print_frame, with_interval
     from helmflow.warehouse.store import Warehouse
 
     scenarios = None
@@ -41,27 +44,57 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from helmflow.specs.library import find
 
         scenarios = [e.scenario for e in find("suite", args.suite).spec.scenarios]  # type: ignore[union-attr]
-    frame = Warehouse(args.db).leaderboard(scenarios, args.category)
-    if frame.empty:
+    from helmflow.flows.report.content import leaderboard
+
+    warehouse = Warehouse(args.db)
+    runs = warehouse.report_runs(scenarios)
+    latest = runs[runs.latest]
+    rates = warehouse.report_win_rates(list(latest.run_id))
+    if args.category:
+        rates = rates[rates.category == args.category]
+    board = leaderboard(rates)
+    if board.empty:
         print("no column has two or more models yet: run another model on the same scenarios")
         return EXIT_OK
-    wide = frame.pivot(index="model", columns="category", values="mean_win_rate").reset_index()
-    order = ["model", "overall"] + [c for c in wide.columns if c not in ("model", "overall")]
-    print_frame(wide[order].sort_values("overall", ascending=False), "table")
+    print_frame(board.round(4), "table")
+    print("mean win rate: in each scenario × category headline column, the share of other models beaten (ties half)")
+    metrics = warehouse.report_metrics(list(latest.run_id))
+    metrics = metrics[metrics.headline & (metrics.group_name == "")]
+    if args.category:
+        metrics = metrics[metrics.category == args.category]
+    where = {r.run_id: (r.model, r.scenario) for r in latest.itertuples()}
+    rows = [
+        {
+            "model": where[m.run_id][0],
+            "scenario": where[m.run_id][1],
+            "category": m.category,
+            "metric": m.metric + (f" ({m.perturbation})" if m.perturbation else ""),
+            "value [95% interval]": with_interval(m.value, m.ci_low, m.ci_high),
+        }
+        for m in metrics.itertuples()
+    ]
+    if rows:
+        print_frame(pd.DataFrame(rows).sort_values(["scenario", "category", "model"]), "table")
     return EXIT_OK
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from helmflow.flows.display import bar, print_frame
+    from helmflow.flows.display import bar, print_frame, with_interval
     from helmflow.warehouse.store import Warehouse
 
-    frame = Warehouse(args.db).metric_history(args.model, args.scenario, args.metric, args.perturbation)
+    category = getattr(args, "category", None)
+    frame = Warehouse(args.db).history_with_intervals(
+        args.model, args.scenario, args.metric, args.perturbation, category
+    )
     if frame.empty:
         print(f"no succeeded runs of {args.model} on {args.scenario} with metric {args.metric}")
         return EXIT_FAILED
     low, high = frame.value.min(), frame.value.max()
+    frame["value [95% interval]"] = [
+        with_interval(v, lo, hi) for v, lo, hi in zip(frame.value, frame.ci_low, frame.ci_high, strict=True)
+    ]
     frame["chart"] = [bar(v, low, high) for v in frame.value]
-    print_frame(frame, "table")
+    print_frame(frame[["started_at", "run_id", "category", "value [95% interval]", "n", "chart"]], "table")
     return EXIT_OK
 
 

@@ -78,18 +78,46 @@ def print_frame(frame: pd.DataFrame, fmt: str) -> None:
         Console(width=None if sys.stdout.isatty() else 220).print(table)
 
 
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and pd.isna(value))
+
+
+def with_interval(value: object, low: object = None, high: object = None) -> str:
+    """'0.4667 [0.3208, 0.6180]': a value and its 95% interval, or the value alone when it has none."""
+    if _missing(value):
+        return ""
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    if _missing(low) or _missing(high):
+        return text
+    return f"{text} [{low:.4g}, {high:.4g}]"
+
+
 def results_table(db: str | None, run_ids: list[str]) -> None:
-    """One row per run with each category's headline value, then a legend naming each headline metric."""
+    """One row per run with each category's headline value and 95% interval, then a legend of the metrics."""
     from helmflow.tasks.metrics import CATEGORIES
     from helmflow.warehouse.store import Warehouse
 
     if not run_ids:
         return
-    long = Warehouse(db).headline_results(run_ids)
-    headline = {(r, c): v for r, c, v in zip(long.run_id, long.category, long.value, strict=True)}
+    warehouse = Warehouse(db)
+    long = warehouse.headline_results(run_ids)
+    metrics = warehouse.report_metrics(run_ids)
+    headline = {
+        (r.run_id, r.category): with_interval(r.value, r.ci_low, r.ci_high)
+        for r in metrics.itertuples()
+        if r.headline and r.group_name == ""
+    }
     frame = long[["run_id", "scenario", "model", "status", "n", "wall_s"]].drop_duplicates("run_id")
     for category in CATEGORIES:
-        frame.insert(len(frame.columns) - 1, category, [headline.get((r, category)) for r in frame.run_id])
+        frame.insert(len(frame.columns) - 1, category, [headline.get((r, category), "") for r in frame.run_id])
     print_frame(frame, "table")
     names = sorted({(c, m) for c, m in zip(long.category, long.headline_metric, strict=True) if isinstance(c, str)})
     print("headline metrics: " + "; ".join(f"{c}: {m}" for c, m in names))
+    print("[low, high]: 95% interval (Wilson for proportions, else a seeded bootstrap over instances)")
+    for run_id, (calls, hits) in warehouse.cache_counts(run_ids).items():
+        if hits:
+            # Cached answers keep the runtimes measured when they were first computed.
+            print(
+                f"run {run_id}: {hits} of {calls + hits} answers came from the inference cache; its efficiency "
+                "metrics are the runtimes measured when those answers were first computed"
+            )

@@ -7,6 +7,10 @@
 3. The rest go to the model in fixed chunks (the same chunks on every try, so a resumed run
    computes exactly what an uninterrupted one would), and each chunk's answers are stored
    before the next starts: a crash loses at most one chunk.
+
+`infer` does all three in this process. The fan-out runners (flows/runners.py) use the same
+pieces apart: `plan_inference` here, `compute_chunk` on a worker, the cache write back here, so
+a chunk gets the same batches, and so the same answers, wherever it runs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from helmflow.tasks.models import ModelBackend
 from helmflow.tasks.records import Completion, Request
@@ -30,8 +34,28 @@ class InferenceResult:
     cache_hits: int
 
 
-def request_key(request: Request, model: ModelBackend) -> str:
-    info = model.info
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What, besides the request, decides a model's answers: keys hash it, chunks are sized by it.
+
+    A process that plans inference for models loaded elsewhere (on a cluster's workers) gets it
+    from a worker; every worker checks that its own copy of the model has the same identity.
+    """
+
+    fingerprint: str
+    dtype: str
+    max_length: int | None
+    batch_size: int
+
+    @classmethod
+    def of(cls, model: ModelBackend) -> ModelIdentity:
+        info = model.info
+        max_length = getattr(getattr(model, "spec", None), "max_length", None)
+        return cls(info.fingerprint, info.dtype, max_length, info.batch_size)
+
+
+def request_key(request: Request, model: ModelBackend | ModelIdentity) -> str:
+    identity = model if isinstance(model, ModelIdentity) else ModelIdentity.of(model)
     decisive = {
         "kind": request.kind,
         "prompt": request.prompt,
@@ -39,10 +63,61 @@ def request_key(request: Request, model: ModelBackend) -> str:
         "max_tokens": request.max_tokens,
         "stop": list(request.stop),
         "decoding": "greedy",
-        "dtype": info.dtype,
-        "max_length": getattr(getattr(model, "spec", None), "max_length", None),
+        "dtype": identity.dtype,
+        "max_length": identity.max_length,
     }
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class InferencePlan:
+    """One run's requests, keyed, with what the cache already holds and the fixed chunks of the rest."""
+
+    identity: ModelIdentity
+    requests: list[Request]
+    keys: dict[str, str]  # request id -> key
+    distinct: dict[str, Request]  # key -> the first request with that key
+    cached: dict[str, Completion]
+    chunks: list[list[str]]  # every distinct key, in fixed chunks, cached or not
+    answers: dict[str, Completion] = field(default_factory=dict)  # key -> completion, cached ones included
+
+    def missing(self) -> list[list[Request]]:
+        """Per chunk that still lacks answers, the requests it lacks (chunk order kept)."""
+        out = []
+        for chunk in self.chunks:
+            lacking = [self.distinct[k] for k in chunk if k not in self.answers]
+            if lacking:
+                out.append(lacking)
+        return out
+
+    def result(self, model_calls: int) -> InferenceResult:
+        completions = {r.id: replace(self.answers[self.keys[r.id]], request_id=r.id) for r in self.requests}
+        return InferenceResult(completions, model_calls=model_calls, cache_hits=len(self.cached))
+
+
+def plan_inference(
+    requests: list[Request], identity: ModelIdentity, warehouse: Warehouse, use_cache: bool = True
+) -> InferencePlan:
+    keys = {r.id: request_key(r, identity) for r in requests}
+    distinct: dict[str, Request] = {}
+    for request in requests:
+        distinct.setdefault(keys[request.id], request)
+    cached = warehouse.cached_answers(identity.fingerprint, list(distinct)) if use_cache else {}
+    # Fixed chunks over every distinct request (longest first), whatever is cached already.
+    ordered = sorted(distinct, key=lambda k: (distinct[k].kind, -len(distinct[k].prompt), k))
+    size = max(1, identity.batch_size * CHUNK_BATCHES)
+    chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    return InferencePlan(identity, requests, keys, distinct, cached, chunks, answers=dict(cached))
+
+
+def compute_chunk(model: ModelBackend, requests: list[Request]) -> dict[str, Completion]:
+    """The model's answers to one chunk's requests, by request id (multiple choice first, then generation)."""
+    computed: dict[str, Completion] = {}
+    for kind, run in (("multiple_choice", model.loglikelihood), ("generation", model.generate)):
+        batch = [r for r in requests if r.kind == kind]
+        if batch:
+            computed.update({c.request_id: c for c in run(batch)})
+    return computed
 
 
 def infer(
@@ -53,35 +128,18 @@ def infer(
     use_cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> InferenceResult:
-    keys = {r.id: request_key(r, model) for r in requests}
-    distinct: dict[str, Request] = {}
-    for request in requests:
-        distinct.setdefault(keys[request.id], request)
-    fingerprint = model.info.fingerprint
     warehouse = Warehouse(db)
-    cached = warehouse.cached_answers(fingerprint, list(distinct)) if use_cache else {}
-    answers = dict(cached)
-    # Fixed chunks over every distinct request (longest first), whatever is cached already.
-    ordered = sorted(distinct, key=lambda k: (distinct[k].kind, -len(distinct[k].prompt), k))
-    size = max(1, model.info.batch_size * CHUNK_BATCHES)
-    chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
-    total, done, calls = len(ordered), len(answers), 0
-    for chunk in chunks:
-        missing = [k for k in chunk if k not in answers]
-        if not missing:
-            continue
-        computed: dict[str, Completion] = {}
-        for kind, run in (("multiple_choice", model.loglikelihood), ("generation", model.generate)):
-            batch = [distinct[k] for k in missing if distinct[k].kind == kind]
-            if batch:
-                computed.update({c.request_id: c for c in run(batch)})
-        fresh = {k: computed[distinct[k].id] for k in missing}
+    plan = plan_inference(requests, ModelIdentity.of(model), warehouse, use_cache)
+    total, done, calls = len(plan.distinct), len(plan.answers), 0
+    for lacking in plan.missing():
+        computed = compute_chunk(model, lacking)
+        keyed = {plan.keys[r.id]: computed[r.id] for r in lacking}
         if use_cache:
-            warehouse.cache_answers(fingerprint, {k: (distinct[k].kind, c) for k, c in fresh.items()}, run_id)
-        answers.update(fresh)
-        calls += len(missing)
-        done += len(missing)
+            answers = {k: (plan.distinct[k].kind, c) for k, c in keyed.items()}
+            warehouse.cache_answers(plan.identity.fingerprint, answers, run_id)
+        plan.answers.update(keyed)
+        calls += len(lacking)
+        done += len(lacking)
         if progress:
             progress(done, total)
-    completions = {r.id: replace(answers[keys[r.id]], request_id=r.id) for r in requests}
-    return InferenceResult(completions, model_calls=calls, cache_hits=len(cached))
+    return plan.result(calls)

@@ -136,6 +136,9 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
             report.regressions += lines
             message = f"helmflow refresh of suite {suite.name}: {len(found)} regression(s)\n" + "\n".join(lines)
             notify(suite.notify, message, found)
+    from helmflow.flows.artifacts import publish_refresh
+
+    publish_refresh(report, db)
     if report.regressions:
         raise RegressionFound("\n".join(report.regressions))
     return report

@@ -232,6 +232,9 @@ class ModelSpec(Strict):
     # openai: the environment variable that holds the API key, read at run time and sent as a Bearer
     # token. Only the variable's name is part of the spec (and so of the warehouse and Prefect's parameters).
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # openai: max_tokens of a log-likelihood (echo) request. 0 on OpenAI and vLLM; llama-cpp-python reads
+    # 0 as "no limit", so there use 1, as lm-eval's gguf model does (the generated token is not scored).
+    echo_max_tokens: int = Field(0, ge=0, le=1)
     revision: str | None = None
     # hf/embedded: "auto" is bfloat16 on a GPU and float32 on the CPU; device "auto" is CUDA when present.
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
@@ -287,6 +290,8 @@ class SuiteSpec(Strict):
     # A refresh re-runs a model × scenario whose latest run is older than this ("12h", "7d").
     max_age: str | None = Field(None, pattern=r"^\d+(\.\d+)?[smhdw]$")
     notify: Notify = Notify()
+    # Where inference runs: local, dask, ray (a local cluster), or dask://HOST:PORT / ray://HOST:PORT.
+    runner: str | None = Field(None, pattern=r"^(local|dask|ray)(://\S+)?$")
 
     @property
     def max_age_seconds(self) -> float | None:

@@ -6,22 +6,28 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from helmflow.flows.cli import main
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.metrics import to_prediction
 from helmflow.tasks.models.base import ModelError
 from helmflow.tasks.models.openai import ModelServerError, OpenAIModel
 from helmflow.tasks.records import Completion, Prediction, Request
 from helmflow.tasks.validate import ValidationFailed, validate_predictions
+from helmflow.warehouse.db import connect
+from tests.conftest import write
+from tests.test_openai_backend import Server
 
 MC = Request("mc-1", "i1", "multiple_choice", "The sky is", (" blue",))
 GEN = Request("gen-1", "i1", "generation", "Sky?", max_tokens=3)
@@ -214,3 +220,93 @@ def test_validation_fails_on_a_nan_confidence_and_names_the_request() -> None:
     results = validate_predictions(frame, expected_requests=5)
     failed = {(json.loads(r.kwargs).get("column"), tuple(r.unexpected_ids)) for r in results if not r.success}
     assert failed == {("confidence", ("inf-conf",)), ("confidence_finite", ("nan-conf", "inf-conf"))}
+
+
+# -- whole runs through the CLI against a local fake server ----------------------------------------
+
+KEY = "sk-helmflow-test-9c41e07d2b"
+QUIZ = """name: quiz
+source:
+  offline: {files: {test: quiz.jsonl}}
+fields: {input: q, choices: opts, answer: gold}
+metrics: [accuracy]
+"""
+
+
+def quiz(tmp_path: Path, server_url: str, **settings: object) -> tuple[Path, Path]:
+    """A 40-question scenario (the last question's prompt is the shortest, so it is asked last) and
+    a model spec for the server."""
+    rows = [{"q": f"Question {i} " + "padding " * (40 - i), "opts": ["w", "x", "y", "z"], "gold": 0} for i in range(40)]
+    write(tmp_path / "quiz.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    scenario = write(tmp_path / "quiz.yaml", QUIZ)
+    extra = "".join(f"{name}: {value}\n" for name, value in settings.items())
+    model_yaml = write(tmp_path / "remote.yaml", f"name: remote\nbackend: openai\npath: {server_url}\n{extra}")
+    return scenario, model_yaml
+
+
+def every_byte_under(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+def test_the_api_key_never_reaches_the_warehouse_logs_or_prefect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = Server()
+    server.key = KEY
+    monkeypatch.setenv("HELMFLOW_TEST_API_KEY", KEY)
+    try:
+        scenario, model_yaml = quiz(tmp_path, server.url, api_key_env="HELMFLOW_TEST_API_KEY", concurrency=4)
+        db = tmp_path / "w.duckdb"
+        assert main(["-v", "--db", str(db), "run", str(scenario), "--model", str(model_yaml)]) == 0
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert len(server.seen) == 160  # 40 questions × 4 letters, every one with the key (else a 401)
+    with connect(db, read_only=True) as con:
+        [(status, model_json)] = con.execute("select status, model_json from runs").fetchall()
+    assert status == "succeeded" and '"api_key_env":"HELMFLOW_TEST_API_KEY"' in model_json
+    captured = capsys.readouterr()
+    prefect_home = Path(os.environ["PREFECT_HOME"])  # the flow run's parameters are stored there
+    for where, data in {
+        "warehouse": every_byte_under(tmp_path),
+        "output": (captured.out + captured.err + caplog.text).encode(),
+        "prefect": every_byte_under(prefect_home),
+    }.items():
+        assert KEY.encode() not in data, where
+    assert b"HELMFLOW_TEST_API_KEY" in every_byte_under(tmp_path)  # the name is kept, as it should be
+
+
+def test_a_failed_request_with_concurrency_fails_the_run_and_resume_finishes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    server = Server()
+    server.status, server.failures = 400, 0
+    # Only requests about the last question (asked last) fail, so earlier chunks are stored first.
+    server.delay = lambda body: fail_once(server, body)
+    try:
+        scenario, model_yaml = quiz(tmp_path, server.url, concurrency=4)
+        db = tmp_path / "w.duckdb"
+        assert main(["--db", str(db), "run", str(scenario), "--model", str(model_yaml)]) == 1
+        with connect(db, read_only=True) as con:
+            [(run_id, status, error)] = con.execute("select run_id, status, error from runs").fetchall()
+            stored = con.execute("select count(*) from inference_cache").fetchone()[0]
+        assert status == "failed" and f"{server.url}/completions: HTTP 400" in error
+        # Inference chunks hold 4 batches of 4 in flight: 16, 16 and 8 questions. The first two are stored;
+        # the third fails with its question 39, and what the third had received before is dropped with it.
+        assert stored == 32
+        assert main(["--db", str(db), "run", "--resume", run_id]) == 0
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    with connect(db, read_only=True) as con:
+        [(status, calls, hits)] = con.execute("select status, model_calls, cache_hits from runs").fetchall()
+        predicted = con.execute("select count(*) from predictions where predicted_index is not null").fetchone()[0]
+    assert (status, calls, hits, predicted) == ("succeeded", 8, 32, 40)
+
+
+def fail_once(server: Server, body: dict) -> float:
+    """The fake server's delay hook: the first request about question 39 gets server.status."""
+    if body.get("prompt", "").startswith("Question 39 ") and not getattr(server, "failed_once", False):
+        server.failed_once = True
+        server.failures = 1
+    return 0.0

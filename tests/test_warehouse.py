@@ -33,7 +33,9 @@ def counts(db: Path) -> dict[str, int]:
 
 def test_new_warehouse_gets_the_latest_schema(db: Path) -> None:
     with connect(db) as con:
-        assert con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 5
+        assert (
+            con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 6
+        )  # 006: intervals
         tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
     assert {"runs", "instances", "predictions", "instance_stats", "metrics", "validations"} <= tables
 
@@ -43,7 +45,14 @@ def test_a_version_1_warehouse_is_backed_up_and_upgraded(tmp_path: Path) -> None
     db.write_bytes(gzip.decompress((Path(__file__).parent / "fixtures" / "warehouse_v1.duckdb.gz").read_bytes()))
     original = db.read_bytes()
     with connect(db) as con:
-        assert con.execute("select version from schema_version order by 1").fetchall() == [(1,), (2,), (3,), (4,), (5,)]
+        assert con.execute("select version from schema_version order by 1").fetchall() == [
+            (1,),
+            (2,),
+            (3,),
+            (4,),
+            (5,),
+            (6,),
+        ]
         assert con.execute("select run_id, status, toxicity_classifier, num_parameters from runs").fetchall() == [
             ("v1run", "succeeded", None, None)
         ]

@@ -158,7 +158,7 @@ class Reads(Connected):
                 "select model, category, round(avg(win_rate), 4) as mean_win_rate, count(*) as columns from rates "
                 "group by all union all select model, 'overall', round(avg(win_rate), 4), count(*) from rates "
                 "group by model order by category, mean_win_rate desc, model",
-                [scenarios is None, scenarios or [], category, category],
+                [None if scenarios is None else 1, scenarios or [], category, category],
             ).df()
 
     def metric_pairs(self, run_a: str, run_b: str) -> list[tuple]:

@@ -65,9 +65,24 @@ def stats_frame(stats: list[Stat], version: int = 1) -> pd.DataFrame:
 
 
 def metrics_frame(metrics: list[Metric], version: int = 1) -> pd.DataFrame:
+    """Metrics as rows; a headline metric scored with an interval (tasks/metrics/intervals.py's
+    IntervalMetric, a Metric with ci_low, ci_high and ci_method) keeps it, others store nulls."""
     return pd.DataFrame(
         [
-            (version, m.category, m.metric, m.perturbation, m.group, m.value, m.n, m.lower_is_better, m.headline)
+            (
+                version,
+                m.category,
+                m.metric,
+                m.perturbation,
+                m.group,
+                m.value,
+                m.n,
+                m.lower_is_better,
+                m.headline,
+                getattr(m, "ci_low", None),
+                getattr(m, "ci_high", None),
+                getattr(m, "ci_method", None) or None,
+            )
             for m in metrics
         ],
         columns=[
@@ -80,8 +95,11 @@ def metrics_frame(metrics: list[Metric], version: int = 1) -> pd.DataFrame:
             "n",
             "lower_is_better",
             "headline",
+            "ci_low",
+            "ci_high",
+            "ci_method",
         ],
-    )
+    ).astype({"ci_low": "float64", "ci_high": "float64", "ci_method": "string"})
 
 
 def validations_frame(results: list[ValidationResult]) -> pd.DataFrame:

@@ -12,12 +12,14 @@ from pathlib import Path
 
 from helmflow.warehouse.cache import InferenceCache
 from helmflow.warehouse.db import db_path
+from helmflow.warehouse.merge import Merge
 from helmflow.warehouse.query import UserQuery
 from helmflow.warehouse.reads import Reads
+from helmflow.warehouse.report_reads import ReportReads
 from helmflow.warehouse.runs import RunLifecycle
 
 
-class Warehouse(RunLifecycle, InferenceCache, Reads, UserQuery):
+class Warehouse(RunLifecycle, InferenceCache, Reads, ReportReads, UserQuery, Merge):
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = db_path(path)
 

@@ -14,13 +14,14 @@ from helmflow.specs.schema import ScenarioSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.instances import LETTERS, Instance
 from helmflow.tasks.metrics import calibration
+from helmflow.tasks.metrics.intervals import with_intervals
 from helmflow.tasks.metrics.scoring import Category, Scoring
 from helmflow.tasks.metrics.toxicity import ToxicityClassifier
 from helmflow.tasks.metrics.types import CATEGORIES, Metric, Stat
 from helmflow.tasks.records import Completion, Prediction
 
 # Bump when a change to the metric code changes any value: a refresh re-scores older runs.
-METRICS_CODE_VERSION = "2026.11.28"
+METRICS_CODE_VERSION = "2026.11.28.1"  # intervals on headline metrics
 
 
 def _argmax(values: list[float]) -> int:
@@ -70,14 +71,14 @@ def score(
     num_parameters: int | None = None,
     toxicity_classifier: ToxicityClassifier | None = None,
 ) -> tuple[list[Stat], list[Metric]]:
-    """Per-instance stats, then metrics, category by category."""
+    """Per-instance stats, then metrics, category by category; headline metrics carry 95% intervals."""
     scoring = Scoring(spec, instances, predictions, num_parameters, toxicity_classifier)
     metrics: list[Metric] = []
     for name in categories_of(spec):
         entry = category(name)
         scoring.stats += entry.instance_stats(scoring)
         metrics += entry.aggregate(scoring)
-    return scoring.stats, metrics
+    return scoring.stats, with_intervals(metrics, scoring)
 
 
 __all__ = ["CATEGORIES", "METRICS_CODE_VERSION", "Metric", "Prediction", "Stat", "score", "to_prediction"]

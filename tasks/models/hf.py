@@ -5,6 +5,11 @@ tokenize(context + continuation) past tokenize(context); inputs longer than max_
 their left end. Requests are sorted by length and batched with right padding. When every
 continuation of a request is one token (MMLU's " A".." D"), one forward pass of the context
 scores them all. Only the positions that are scored go through the output projection.
+
+`device: auto` is CUDA when present, else the CPU; `dtype: auto` is bfloat16 on a GPU and float32
+on the CPU; `batch_size: auto` is sized from free GPU memory (16 on the CPU). A batch that runs out
+of GPU memory is halved and retried, and later batches keep the smaller size: a run never fails for
+a batch that a smaller one would have done. On the CPU nothing of this changes a number.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
@@ -23,6 +28,45 @@ from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInf
 Progress = Callable[[int, int], None]  # (done, total)
 
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+CPU_BATCH_SIZE = 16  # batch_size auto on the CPU: the spec's default
+# batch_size auto on a GPU: the share of free memory a forward pass may plan on, and the prompt length
+# (tokens) a row is assumed to have when turning a token budget into rows.
+GPU_MEMORY_SHARE = 0.5
+TYPICAL_ROW_TOKENS = 512
+
+Row = TypeVar("Row")
+Out = TypeVar("Out")
+
+
+def resolve_device(device: str, torch: Any) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return DTYPES[dtype]
+
+
+def is_out_of_memory(exc: BaseException, torch: Any) -> bool:
+    # Older torch and some kernels raise a plain RuntimeError whose message says so.
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def gpu_token_budget(free_bytes: int, config: Any, bytes_per_value: int) -> int:
+    """Tokens one forward pass can hold in GPU_MEMORY_SHARE of the free memory: per token the KV
+    cache of every layer plus the widest layer's activations (a rough bound; OOM halving backs it)."""
+    hidden = int(config.hidden_size)
+    layers = int(config.num_hidden_layers)
+    heads = int(getattr(config, "num_attention_heads", 1) or 1)
+    kv_width = hidden * int(getattr(config, "num_key_value_heads", heads) or heads) // heads
+    widest = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
+    per_token = bytes_per_value * (2 * layers * kv_width + 4 * hidden + 2 * widest)
+    return int(GPU_MEMORY_SHARE * free_bytes / per_token)
 
 
 @dataclass
@@ -83,22 +127,25 @@ class HFModel:
         target = path or spec.path
         assert target is not None
         self.torch = torch
+        self.device = resolve_device(spec.device, torch)
+        self.dtype = resolve_dtype(spec.dtype, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(target, revision=spec.revision)
             self.model = AutoModelForCausalLM.from_pretrained(
-                target, revision=spec.revision, dtype=getattr(torch, DTYPES[spec.dtype])
+                target, revision=spec.revision, dtype=getattr(torch, self.dtype)
             )
         except OSError as exc:
             raise ModelError(
                 f"model '{spec.name}': could not load '{target}' with transformers "
                 f"(a hub id needs internet; a local path needs config.json and weights): {exc}"
             ) from exc
-        self.model.to(spec.device).eval()
+        self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # The first forward pass pays one-off set-up costs; keep them out of measured latencies.
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([[self.tokenizer.pad_token_id] * 8], device=spec.device))
+            self.model(input_ids=torch.tensor([[self.tokenizer.pad_token_id] * 8], device=self.device))
+        self.batch_size, self.max_batch_tokens = self._batch_limits()
         if fingerprint is None:
             commit = getattr(self.model.config, "_commit_hash", None)
             local = Path(target)
@@ -107,12 +154,44 @@ class HFModel:
             name=spec.name,
             backend=spec.backend,
             fingerprint=fingerprint,
-            device=spec.device,
-            dtype=spec.dtype,
-            batch_size=spec.batch_size,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
             num_threads=torch.get_num_threads(),
             num_parameters=sum(p.numel() for p in self.model.parameters()),
         )
+
+    def _batch_limits(self) -> tuple[int, int]:
+        """Rows per batch and padded tokens per multiple-choice forward pass."""
+        if self.spec.batch_size != "auto":
+            return self.spec.batch_size, self.spec.max_batch_tokens
+        if not self.device.startswith("cuda"):
+            return CPU_BATCH_SIZE, self.spec.max_batch_tokens
+        free, _ = self.torch.cuda.mem_get_info(self.torch.device(self.device))
+        bytes_per_value = self.torch.finfo(getattr(self.torch, self.dtype)).bits // 8
+        tokens = gpu_token_budget(free, self.model.config, bytes_per_value)
+        return min(1024, max(1, tokens // TYPICAL_ROW_TOKENS)), min(1_048_576, max(16, tokens))
+
+    def _fitting(self, run: Callable[[list[Row]], list[Out]], batch: list[Row]) -> list[Out]:
+        """run(batch) in pieces of at most batch_size rows; a piece that runs out of GPU memory is
+        halved and retried, and batch_size shrinks with it so later batches do not fail again."""
+        if len(batch) > self.batch_size:
+            pieces = [batch[i : i + self.batch_size] for i in range(0, len(batch), self.batch_size)]
+            return [out for piece in pieces for out in self._fitting(run, piece)]
+        try:
+            return run(batch)
+        except Exception as exc:
+            if not is_out_of_memory(exc, self.torch):
+                raise
+            if len(batch) == 1:
+                raise ModelError(
+                    f"model '{self.spec.name}': one row does not fit in {self.device} memory; lower max_length"
+                ) from exc
+        # Out of the except block: the failed pass's tensors (held by the traceback) can be freed now.
+        if self.device.startswith("cuda"):
+            self.torch.cuda.empty_cache()
+        self.batch_size = max(1, len(batch) // 2)
+        return self._fitting(run, batch)
 
     # -- tokenisation -------------------------------------------------------------------------
 
@@ -161,7 +240,7 @@ class HFModel:
                     rows.append(b)
                     cols.append(first + j)
                     owners.append((b, t, tokens[j]))
-        device = self.spec.device
+        device = self.device
         with torch.inference_mode():
             decoder = getattr(self.model, "get_decoder", lambda: None)()
             head = self.model.get_output_embeddings()
@@ -192,9 +271,9 @@ class HFModel:
         # Longest first: a batch that does not fit in memory fails at once, not at the end.
         sequences.sort(key=lambda s: -len(s.input_ids))
         done = 0
-        for batch in token_budget_batches(sequences, self.spec.batch_size, self.spec.max_batch_tokens):
+        for batch in token_budget_batches(sequences, self.batch_size, self.max_batch_tokens):
             began = time.perf_counter()
-            sums = self._scored_logprobs(batch)
+            sums = self._fitting(self._scored_logprobs, batch)
             elapsed = time.perf_counter() - began
             for seq, seq_sums in zip(batch, sums, strict=True):
                 completion = out[seq.request_index]
@@ -214,13 +293,13 @@ class HFModel:
         torch = self.torch
         out = [Completion(request_id=r.id) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt))
-        size = self.spec.batch_size
+        size = self.batch_size
         self.tokenizer.padding_side = "left"
         for start in range(0, len(order), size):
             members = order[start : start + size]
             batch = [requests[i] for i in members]
             began = time.perf_counter()
-            texts = self._generate_batch(batch, torch)
+            texts = self._fitting(lambda rows: self._generate_batch(rows, torch), batch)
             elapsed = time.perf_counter() - began
             for i, (text, logprobs, n_prompt, produced) in zip(members, texts, strict=True):
                 out[i].text, out[i].logprobs, out[i].generated_tokens = text, logprobs, produced
@@ -234,7 +313,7 @@ class HFModel:
     def _generate_batch(self, batch: list[Request], torch: Any) -> list[tuple[str, list[float], int, int]]:
         encoded = self.tokenizer(
             [r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.spec.device)
+        ).to(self.device)
         max_tokens = max(r.max_tokens for r in batch)
         # A row ends inside generate() at its stop sequence (or end-of-text), and the batch ends when every
         # row has: greedy tokens before the stop are the same as running to max_tokens and cutting after.

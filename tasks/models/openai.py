@@ -1,143 +1,143 @@
-"""The `openai` backend: any OpenAI-compatible completions server (vLLM, llama.cpp server, TGI, ...).
+"""The `openai` backend: any OpenAI-compatible server (vLLM, llama.cpp server, transformers serve, TGI, ...).
 
 Log-likelihoods use the legacy completions endpoint the way lm-evaluation-harness's
 `local-completions` does: send prompt + continuation with `echo`, `max_tokens: 0` and
 `logprobs`, and add up the log-probs of the tokens that start at or after the prompt's end.
-Generation is greedy (`temperature: 0`) with the request's stop sequences.
+`batch_size` prompts go in one request (`prompt` as a list) when it is above 1.
+Generation is greedy (`temperature: 0`) with the request's stop sequences; text past a stop
+sequence is cut here too, since some servers (transformers serve) keep it.
 
-Transient failures (timeouts, HTTP 429 and 5xx, connection errors once the server has answered)
-are retried with exponential back-off; every request has a timeout. A request that still fails
-raises ModelServerError, which the flow's inference task retries in turn (answers already stored
-come from the cache).
+`concurrency` requests are in flight at once (threads over one pooled HTTP client), and answers
+come back in request order. Within one call, answers received before a failure are dropped with
+the call: flows/inference.py stores answers chunk by chunk, so a resumed run recomputes only the
+chunk that failed.
 
-Everything else raises a plain ModelError, which nothing retries: a server that has never answered
-in this process and refuses the connection or lets the first request time out (a wrong URL or a
-server that is down or stuck: retrying only delays the message by minutes), a reply that is not
-JSON or has no `choices`, and log-probs that are missing, null or not finite where they are
-scored (they would otherwise be summed into a score, stored in the cache and reused).
+With `chat: true` generation goes to /chat/completions, the prompt as the user message after the
+spec's `system_prompt`: the stored prompt plus the model spec (stored with the run) give the exact
+messages (`messages()` below builds them). Multiple choice then has no log-probs to compare, so the
+model generates the option letter, as HELM does for chat APIs: the chosen option scores log-prob 0
+and the others LETTER_MISS, an answer without a letter is an error, and the model fingerprint ends
+in "+mc-by-letter" so such runs never share cached answers or comparisons with scored ones.
+
+The HTTP side (pool, retries, fail-fast, rate limit, API key) is in openai_client.py.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
 import numbers
+import re
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
+from helmflow.tasks.models.openai_client import Client, ModelServerError
 
-TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
-# How much of a malformed body an error message shows.
-BODY_PREVIEW = 200
+__all__ = ["LETTER_MISS", "ModelServerError", "OpenAIModel", "fingerprint"]
 
-# Completions URLs that have sent an HTTP response (any status) in this process. Before the first
-# one a refused connection or a timeout means the server is not there (fail at once); after it,
-# the same failure is a restart or a hiccup mid-run (back off and retry).
-_answered: set[str] = set()
+# The log-prob given to the options a chat model did not name (finite: validation rejects -inf).
+LETTER_MISS = -100.0
+# A leading option letter: "B", " B.", "(B)", "**B**", "B) Paris", "B\n..." — not the article in "A good one".
+LETTER = re.compile(r"\s*[(*\[]*([A-Z])(?=$|[^\sA-Za-z]|[ \t]*\n)")
+# Tokens a chat model may spend on the letter and its punctuation.
+LETTER_TOKENS = 5
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-class ModelServerError(ModelError):
-    """The server did not answer after the retries (transient: a later try may succeed)."""
-
-
-class _TryAgain(Exception):
-    """One try failed in a way a later try may not; the message says how."""
+def fingerprint(spec: ModelSpec, served: dict[str, Any] | None = None) -> str:
+    """What the answers depend on: the URL, the model id and revision the server reports (GET /models;
+    the spec's when it reports none), and for chat the system prompt and letter-scored multiple choice."""
+    model_id = served["id"] if served else (spec.remote_model or "")
+    revision = next((str(served[k]) for k in ("revision", "version") if served and served.get(k)), None)
+    text = f"{spec.path}#{model_id}@{revision or spec.revision or 'unversioned'}"
+    if spec.chat:
+        system = hashlib.sha256((spec.system_prompt or "").encode()).hexdigest()[:8]
+        text += f"+chat(system:{system})+mc-by-letter"
+    return text
 
 
 class OpenAIModel:
     def __init__(self, spec: ModelSpec, sleep: Callable[[float], None] = time.sleep) -> None:
         if not spec.path or not spec.path.startswith(("http://", "https://")):
             raise ModelError(f"model '{spec.name}': backend openai needs path: the server's base URL (http://...)")
+        assert isinstance(spec.batch_size, int)  # the spec refuses "auto" for openai
         self.spec = spec
-        self.base = spec.path.rstrip("/")
+        self.client = Client(spec, sleep)
+        self.base = self.client.base
         self.url = self.base + "/completions"
-        self.sleep = sleep
-        self.calls = 0
+        self.chat_url = self.base + "/chat/completions"
         self.info = ModelInfo(
             name=spec.name,
             backend="openai",
-            fingerprint=f"{spec.path}#{spec.remote_model or ''}@{spec.revision or 'unversioned'}",
+            fingerprint=fingerprint(spec, self.client.served_model()),
             device="remote",
             dtype=spec.dtype,
-            batch_size=spec.batch_size,
-            num_threads=0,
+            # What is in flight at once: flows/inference.py sizes its chunks from this.
+            batch_size=spec.concurrency * spec.batch_size,
+            num_threads=spec.concurrency,
             num_parameters=None,
         )
 
-    # -- HTTP ---------------------------------------------------------------------------------------
+    @property
+    def calls(self) -> int:
+        """HTTP tries so far (retries included)."""
+        return self.client.calls
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The server's JSON answer, checked to have at least one choice."""
-        data = json.dumps({"model": self.spec.remote_model or self.spec.name, **body}).encode()
-        delay = self.spec.retry_backoff_s
-        for attempt in range(self.spec.retries + 1):
-            self.calls += 1
-            try:
-                return self._parse(self._send(data))
-            except _TryAgain as exc:
-                failure = str(exc)
-            if attempt < self.spec.retries:
-                self.sleep(delay)
-                delay *= 2
-        raise ModelServerError(f"{self.url}: no answer after {self.spec.retries + 1} tries ({failure})")
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        """The chat messages a prompt is sent as (with `chat: true`)."""
+        system = [{"role": "system", "content": self.spec.system_prompt}] if self.spec.system_prompt else []
+        return [*system, {"role": "user", "content": prompt}]
 
-    def _send(self, data: bytes) -> bytes:
-        """One try's response body; raises _TryAgain for a failure worth retrying, ModelError otherwise."""
-        request = urllib.request.Request(self.url, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.spec.timeout_s) as response:
-                _answered.add(self.url)
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            _answered.add(self.url)
-            if exc.code not in TRANSIENT_STATUS:
-                raise ModelError(f"{self.url}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
-            raise _TryAgain(f"HTTP {exc.code}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            # urllib wraps connect errors in URLError(reason=...); a read timeout comes bare.
-            reason = getattr(exc, "reason", exc)
-            if self.url not in _answered:
-                self._raise_if_unreachable(reason)
-            raise _TryAgain(f"{type(exc).__name__}: {reason}") from None
+    # -- concurrency -------------------------------------------------------------------------------
 
-    def _raise_if_unreachable(self, reason: object) -> None:
-        """Raise a non-retryable ModelError when the very first contact shows no working server."""
-        if isinstance(reason, ConnectionRefusedError):
-            raise ModelError(f"cannot reach the model server at {self.base}: connection refused; is it running?")
-        if isinstance(reason, TimeoutError):
-            # Without this a hanging server costs timeout_s x tries x the flow's task retries (~13 min).
-            raise ModelError(
-                f"the model server at {self.base} did not answer its first request within "
-                f"{self.spec.timeout_s:g} s; is it running and not stuck? (a slow server needs a larger timeout_s)"
-            )
-
-    def _parse(self, raw: bytes) -> dict[str, Any]:
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            answer = json.loads(text)
-        except ValueError:
-            raise ModelError(f"{self.url} answered with something that is not JSON: {text[:BODY_PREVIEW]!r}") from None
-        choices = answer.get("choices") if isinstance(answer, dict) else None
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-            raise ModelError(f"{self.url} answered without 'choices': {text[:BODY_PREVIEW]!r}")
-        return answer
+    def _in_order(
+        self, work: Callable[[T], R], items: Sequence[T], progress: Callable[[int, int], None] | None
+    ) -> list[R]:
+        """work(item) for every item, `concurrency` at a time, results in the items' order. The first
+        failure is raised once the requests in flight have ended; the ones not started never start."""
+        results: list[Any] = [None] * len(items)
+        workers = min(self.spec.concurrency, len(items))
+        if workers <= 1:
+            for done, item in enumerate(items, start=1):
+                results[done - 1] = work(item)
+                if progress:
+                    progress(done, len(items))
+            return results
+        self.client.abandon.clear()
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="helmflow-openai") as pool:
+            futures = {pool.submit(work, item): i for i, item in enumerate(items)}
+            pending, done = set(futures), 0
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    if future.exception() is not None:
+                        self.client.abandon.set()
+                        for other in pending:
+                            other.cancel()
+                        raise future.exception()  # type: ignore[misc]
+                    results[futures[future]] = future.result()
+                done += len(finished)
+                if progress:
+                    progress(done, len(items))
+        return results
 
     # -- checking what came back ----------------------------------------------------------------
 
-    def _checked(self, values: list[Any], request: Request, what: str) -> list[float]:
+    def _checked(self, values: list[Any], request: Request, what: str, url: str) -> list[float]:
         """The log-probs as floats; a null or non-finite one is the server's fault, not a score."""
         for value in values:
             if value is None:
-                raise ModelError(f"{self.url} answered request '{request.id}' with a null log-prob for {what}")
+                raise ModelError(f"{url} answered request '{request.id}' with a null log-prob for {what}")
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ModelError(
-                    f"{self.url} answered request '{request.id}' with a non-finite log-prob ({value!r}) for {what}"
+                    f"{url} answered request '{request.id}' with a non-finite log-prob ({value!r}) for {what}"
                 )
         return [float(v) for v in values]
 
@@ -158,82 +158,130 @@ class OpenAIModel:
                 f"but {len(offsets)} token offsets for {what}"
             )
         # The first prompt token's log-prob is null on most servers (nothing precedes it): only the
-        # continuation's tokens must have one.
-        scored = [lp for lp, offset in zip(tokens, offsets, strict=True) if offset >= len(request.prompt)]
+        # continuation's tokens must have one. Tokens past the echoed text were generated (echo_max_tokens).
+        end = len(request.prompt) + len(continuation)
+        scored = [lp for lp, offset in zip(tokens, offsets, strict=True) if len(request.prompt) <= offset < end]
         if not scored:
             # An empty sum would score the continuation as certain (log-prob 0).
             raise ModelError(
                 f"{self.url} answered request '{request.id}' without a token of {what} "
                 "(none starts at or after the prompt's end)"
             )
-        return self._checked(scored, request, what), len(tokens) - len(scored)
+        prompt_tokens = sum(1 for offset in offsets if offset < len(request.prompt))
+        return self._checked(scored, request, what, self.url), prompt_tokens
 
-    # -- the backend interface ------------------------------------------------------------------
+    # -- log-likelihoods ------------------------------------------------------------------------
+
+    def _echo(self, group: list[tuple[Request, int]]) -> tuple[list[tuple[list[float], int]], float]:
+        """One completions request scoring each (request, continuation index) of the group."""
+        texts = [request.prompt + request.continuations[k] for request, k in group]
+        began = time.perf_counter()
+        prompt = texts[0] if len(texts) == 1 else texts
+        body = {"prompt": prompt, "max_tokens": self.spec.echo_max_tokens, "echo": True, "logprobs": 1}
+        answer = self.client.post(self.url, {**body, "temperature": 0})
+        choices = answer["choices"]
+        if len(choices) != len(texts):
+            raise ModelError(f"{self.url} answered {len(choices)} choices for {len(texts)} prompts")
+        if all(isinstance(c.get("index"), int) for c in choices):
+            choices = sorted(choices, key=lambda c: c["index"])
+        scored = [self._scored(c, r, r.continuations[k]) for c, (r, k) in zip(choices, group, strict=True)]
+        return scored, time.perf_counter() - began
 
     def loglikelihood(
         self, requests: list[Request], progress: Callable[[int, int], None] | None = None
     ) -> list[Completion]:
-        out = []
-        for done, request in enumerate(requests, start=1):
-            began = time.perf_counter()
-            completion = Completion(request_id=request.id, batch_size=1)
-            for continuation in request.continuations:
-                answer = self._post(
-                    {
-                        "prompt": request.prompt + continuation,
-                        "max_tokens": 0,
-                        "echo": True,
-                        "logprobs": 1,
-                        "temperature": 0,
-                    }
-                )
-                scored, prompt_tokens = self._scored(answer["choices"][0], request, continuation)
-                completion.logprobs.append(sum(scored))
-                completion.continuation_tokens.append(len(scored))
+        if self.spec.chat:
+            return self._in_order(self._letter, requests, progress)
+        assert isinstance(self.spec.batch_size, int)
+        pairs = [(r, k) for r in requests for k in range(len(r.continuations))]
+        groups = [pairs[i : i + self.spec.batch_size] for i in range(0, len(pairs), self.spec.batch_size)]
+        out = {r.id: Completion(request_id=r.id, batch_size=0) for r in requests}
+        for c, r in zip(out.values(), requests, strict=True):
+            c.logprobs, c.continuation_tokens = [0.0] * len(r.continuations), [0] * len(r.continuations)
+        for group, (scored, elapsed) in zip(groups, self._in_order(self._echo, groups, progress), strict=True):
+            for (request, k), (logprobs, prompt_tokens) in zip(group, scored, strict=True):
+                completion = out[request.id]
+                completion.logprobs[k] = sum(logprobs)
+                completion.continuation_tokens[k] = len(logprobs)
                 completion.prompt_tokens = prompt_tokens
-            completion.latency_s = completion.forward_s = time.perf_counter() - began
-            out.append(completion)
-            if progress:
-                progress(done, len(requests))
-        return out
+                # A request's latency: its share of each HTTP request that scored one of its continuations.
+                completion.latency_s += elapsed / len(group)
+                completion.forward_s = completion.latency_s
+                completion.batch_size = max(completion.batch_size, len(group))
+        return list(out.values())
+
+    def _letter(self, request: Request) -> Completion:
+        """Multiple choice through a chat API: the model names an option letter (see the module's doc)."""
+        letters = [c.strip() for c in request.continuations]
+        if not all(len(letter) == 1 and letter.isalpha() and letter.isupper() for letter in letters):
+            raise ModelError(
+                f"model '{self.spec.name}' is a chat model (no log-probs): it can answer multiple choice only "
+                f"by naming an option letter (method multiple_choice_joint), not {request.continuations[:2]!r}..."
+            )
+        completion = self._chat(request, LETTER_TOKENS, ())
+        found = LETTER.match(completion.text)
+        chosen = found.group(1) if found and found.group(1) in letters else None
+        completion.logprobs = [0.0 if letter == chosen else LETTER_MISS for letter in letters]
+        completion.continuation_tokens = [1] * len(letters)
+        if chosen is None:
+            completion.error = f"no option letter in the chat answer {completion.text[:40]!r}"
+        return completion
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _complete(self, request: Request) -> Completion:
+        began = time.perf_counter()
+        body = {"prompt": request.prompt, "max_tokens": request.max_tokens, "temperature": 0, "logprobs": 1}
+        answer = self.client.post(self.url, {**body, "stop": list(request.stop) or None})
+        choice = answer["choices"][0]
+        if not isinstance(choice.get("text"), str):
+            raise ModelError(f"{self.url} answered request '{request.id}' without the generated 'text'")
+        # Output log-probs are optional (they only give the confidence), but present ones must be numbers.
+        raw = (choice.get("logprobs") or {}).get("token_logprobs") or []
+        return self._generated(request, answer, choice["text"], raw, self.url, began)
+
+    def _chat(self, request: Request, max_tokens: int, stop: tuple[str, ...]) -> Completion:
+        began = time.perf_counter()
+        body = {"messages": self.messages(request.prompt), "max_tokens": max_tokens, "temperature": 0}
+        answer = self.client.post(self.chat_url, {**body, "logprobs": True, "stop": list(stop) or None})
+        message = answer["choices"][0].get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str):
+            raise ModelError(f"{self.chat_url} answered request '{request.id}' without the message's 'content'")
+        content = (answer["choices"][0].get("logprobs") or {}).get("content") or []
+        raw = [t.get("logprob") if isinstance(t, dict) else t for t in content]
+        return self._generated(request, answer, text, raw, self.chat_url, began)
+
+    def _generated(
+        self, request: Request, answer: dict[str, Any], text: str, raw: list[Any], url: str, began: float
+    ) -> Completion:
+        logprobs = self._checked(raw, request, "its output tokens", url)
+        cut = min((text.find(s) for s in request.stop if s and s in text), default=-1)
+        usage = answer.get("usage") or {}
+        produced = int(usage.get("completion_tokens", len(logprobs)))
+        return Completion(
+            request_id=request.id,
+            text=text[:cut] if cut >= 0 else text,
+            logprobs=logprobs,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=produced,
+            generated_tokens=produced,
+            latency_s=time.perf_counter() - began,
+            batch_size=1,
+        )
 
     def generate(self, requests: list[Request], progress: Callable[[int, int], None] | None = None) -> list[Completion]:
-        out = []
-        for done, request in enumerate(requests, start=1):
-            began = time.perf_counter()
-            body = {
-                "prompt": request.prompt,
-                "max_tokens": request.max_tokens,
-                "temperature": 0,
-                "logprobs": 1,
-                "stop": list(request.stop) or None,
-            }
-            answer = self._post(body)
-            choice = answer["choices"][0]
-            if not isinstance(choice.get("text"), str):
-                raise ModelError(f"{self.url} answered request '{request.id}' without the generated 'text'")
-            # Output log-probs are optional (they only give the confidence), but present ones must be numbers.
-            raw = (choice.get("logprobs") or {}).get("token_logprobs") or []
-            logprobs = self._checked(raw, request, "its output tokens")
-            usage = answer.get("usage") or {}
-            out.append(
-                Completion(
-                    request_id=request.id,
-                    text=choice["text"],
-                    logprobs=logprobs,
-                    prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                    output_tokens=int(usage.get("completion_tokens", len(logprobs))),
-                    generated_tokens=int(usage.get("completion_tokens", len(logprobs))),
-                    latency_s=time.perf_counter() - began,
-                    batch_size=1,
-                )
-            )
-            if progress:
-                progress(done, len(requests))
-        return out
+        if self.spec.chat:
+            return self._in_order(lambda r: self._chat(r, r.max_tokens, r.stop), requests, progress)
+        return self._in_order(self._complete, requests, progress)
 
 
-BACKEND = Backend(
-    load=OpenAIModel,
-    fingerprint=lambda spec: f"{spec.path}#{spec.remote_model or ''}@{spec.revision or 'unversioned'}",
-)
+def _fingerprint_without_loading(spec: ModelSpec) -> str:
+    client = Client(spec)
+    try:
+        return fingerprint(spec, client.served_model())
+    finally:
+        client.close()
+
+
+BACKEND = Backend(load=OpenAIModel, fingerprint=_fingerprint_without_loading)

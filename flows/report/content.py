@@ -1,0 +1,208 @@
+"""What each report page shows, computed from the warehouse's report reads (no SQL here).
+
+Pages get plain dicts and lists; the templates only lay them out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from helmflow.flows.history import regressions
+from helmflow.specs.registry import CATEGORIES
+from helmflow.tasks.records import LETTERS
+from helmflow.warehouse.store import Warehouse
+
+RELIABILITY_BINS = 10
+
+
+def number(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    return float(value)
+
+
+def listed(value: Any) -> list[Any]:
+    """A list column's value as a list (null, NA and missing are empty)."""
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
+
+
+@dataclass
+class Selection:
+    """Which runs the report covers (all succeeded runs when every filter is None)."""
+
+    scenarios: list[str] | None = None
+    models: list[str] | None = None
+    since: datetime | None = None
+
+
+@dataclass
+class Content:
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    latest: pd.DataFrame
+    board: pd.DataFrame
+    matrix: list[dict[str, Any]]
+    regression_runs: set[str] = field(default_factory=set)
+
+
+def headline_cells(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    """(run id, category) -> the category's headline value, interval and metric name."""
+    cells = {}
+    for m in metrics[metrics.headline & (metrics.group_name == "")].itertuples():
+        cells[(m.run_id, m.category)] = {
+            "metric": m.metric + (f" ({m.perturbation})" if m.perturbation else ""),
+            "value": number(m.value),
+            "low": number(m.ci_low),
+            "high": number(m.ci_high),
+            "method": m.ci_method if isinstance(m.ci_method, str) else "",
+            "lower_is_better": bool(m.lower_is_better),
+        }
+    return cells
+
+
+def leaderboard(rates: pd.DataFrame) -> pd.DataFrame:
+    """Mean win rate per model and category, and overall (over every column), like the leaderboard view."""
+    if rates.empty:
+        return pd.DataFrame(columns=["model", "overall"])
+    wide = rates.groupby(["model", "category"]).win_rate.mean().unstack()
+    wide["overall"] = rates.groupby("model").win_rate.mean()
+    order = ["overall"] + [c for c in CATEGORIES if c in wide.columns]
+    return wide[order].reset_index().sort_values(["overall", "model"], ascending=[False, True])
+
+
+def gather(warehouse: Warehouse, selection: Selection) -> Content:
+    runs = warehouse.report_runs(selection.scenarios, selection.models, selection.since)
+    metrics = warehouse.report_metrics(list(runs.run_id))
+    latest = runs[runs.latest].sort_values(["scenario", "model"])
+    board = leaderboard(warehouse.report_win_rates(list(latest.run_id)))
+    cells = headline_cells(metrics)
+    matrix = [
+        {
+            "scenario": r.scenario,
+            "model": r.model,
+            "run_id": r.run_id,
+            "cells": [cells.get((r.run_id, c)) for c in CATEGORIES],
+        }
+        for r in latest.itertuples()
+    ]
+    wanted = set(runs.run_id)
+    flagged = {r.after_run for r in regressions(warehouse) if r.after_run in wanted}
+    return Content(runs, metrics, latest, board, matrix, flagged)
+
+
+# -- one run --------------------------------------------------------------------------------------------
+
+
+def main_metric(spec_json: str) -> str:
+    return json.loads(spec_json).get("main_metric", "exact_match")
+
+
+def reliability_bins(confidence: list[float], correct: list[float]) -> pd.DataFrame:
+    """Equal-mass bins of confidence (as ECE bins them): mean confidence and accuracy per bin."""
+    order = np.argsort(np.asarray(confidence, dtype=float), kind="stable")
+    rows = []
+    for k, members in enumerate(np.array_split(order, min(RELIABILITY_BINS, len(order)))):
+        if len(members):
+            rows.append(
+                {
+                    "bin": k + 1,
+                    "n": len(members),
+                    "confidence": float(np.mean([confidence[i] for i in members])),
+                    "accuracy": float(np.mean([correct[i] for i in members])),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _answer(row: Any) -> str:
+    """The model's answer: the completion, or the chosen option's letter and text."""
+    choices = listed(row.choices)
+    if isinstance(row.error, str):
+        return f"error: {row.error}"
+    if choices and not pd.isna(row.predicted_index):
+        k = int(row.predicted_index)
+        return f"{LETTERS[k]}. {choices[k]}" if k < len(choices) else str(k)
+    return row.completion if isinstance(row.completion, str) else ""
+
+
+def _gold(row: Any) -> str:
+    choices = listed(row.choices)
+    if choices and not pd.isna(row.gold_index):
+        k = int(row.gold_index)
+        return f"{LETTERS[k]}. {choices[k]}"
+    refs = listed(row.reference_texts)
+    return " | ".join(refs)
+
+
+def instance_rows(frame: pd.DataFrame) -> list[list[Any]]:
+    """Compact rows for the instance browser: [id, group, perturbation, prompt, answer, log-probs, gold, score]."""
+    rows = []
+    for r in frame.itertuples(index=False):
+        logprobs = listed(r.choice_logprobs)
+        score = number(r.score)
+        rows.append(
+            [
+                r.instance_id,
+                r.group_name,
+                r.perturbation or "",
+                r.prompt,
+                _answer(r),
+                [round(float(x), 4) for x in logprobs],
+                _gold(r),
+                score,
+            ]
+        )
+    return rows
+
+
+def run_sections(metrics: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """A run's metrics split into whole-run, per-group and per-perturbation tables."""
+
+    def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        return [
+            {
+                "category": m.category,
+                "metric": m.metric,
+                "perturbation": m.perturbation,
+                "group": m.group_name,
+                "value": number(m.value),
+                "low": number(m.ci_low),
+                "high": number(m.ci_high),
+                "n": int(m.n),
+                "headline": bool(m.headline),
+                "lower_is_better": bool(m.lower_is_better),
+            }
+            for m in frame.itertuples()
+        ]
+
+    whole = metrics[(metrics.group_name == "") & (metrics.perturbation == "")]
+    return {
+        "overall": rows(whole[whole.category != "efficiency"]),
+        "efficiency": rows(whole[whole.category == "efficiency"]),
+        "groups": rows(metrics[metrics.group_name != ""]),
+        "perturbations": rows(metrics[metrics.perturbation != ""]),
+    }
+
+
+# -- compare -------------------------------------------------------------------------------------------
+
+
+def comparison_pairs(content: Content) -> list[tuple[str, str]]:
+    """Pairs worth comparing: each model × scenario's last two runs, and on each scenario the first
+    model's latest run against every other model's."""
+    pairs = []
+    for _, group in content.runs.groupby(["model", "scenario"]):
+        ids = list(group.sort_values("started_at").run_id)
+        if len(ids) >= 2:
+            pairs.append((ids[-2], ids[-1]))
+    for _, group in content.latest.groupby("scenario"):
+        ids = list(group.sort_values("model").run_id)
+        pairs += [(ids[0], other) for other in ids[1:]]
+    return pairs

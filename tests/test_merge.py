@@ -1,0 +1,213 @@
+"""`helmflow merge`: runs from warehouses made on other machines join one history, whole and once."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helmflow.flows.cli import main
+from helmflow.tasks.records import Completion, Instance, Metric, Prediction, Request, Stat, ValidationResult
+from helmflow.warehouse.db import WarehouseError, connect
+from helmflow.warehouse.rows import result_frames
+from helmflow.warehouse.runs import RESULT_TABLES
+from helmflow.warehouse.store import Warehouse
+
+TABLES = ("runs", *RESULT_TABLES, "inference_cache")
+FIXTURE = Path(__file__).parent / "fixtures" / "warehouse_v1.duckdb.gz"
+
+
+def record_run(db: Path, run_id: str, model: str, scenario: str, answers: list[int], status: str = "succeeded") -> None:
+    """A run as the flow writes it: its row, then every result table in one transaction, and cached answers."""
+    warehouse = Warehouse(db)
+    warehouse.start_run(
+        {
+            "run_id": run_id,
+            "scenario": scenario,
+            "spec_hash": f"spec-{scenario}",
+            "spec_json": "{}",
+            "model": model,
+            "model_fingerprint": f"fp-{model}",
+            "model_json": "{}",
+            "seed": 0,
+            "adapter_json": "{}",
+            "num_instances": len(answers),
+        }
+    )
+    instances = [Instance(f"i{k}", f"question {k}", "test", ("yes", "no"), 0) for k in range(len(answers))]
+    predictions = []
+    for instance, answer in zip(instances, answers, strict=True):
+        request = Request(f"{instance.id}:", instance.id, "multiple_choice", instance.input, (" A", " B"))
+        logprobs = [-0.1, -2.0] if answer == 0 else [-2.0, -0.1]
+        completion = Completion(request.id, logprobs, [1, 1], prompt_tokens=5, latency_s=0.01, batch_size=2)
+        predictions.append(Prediction(request, completion, answer, "AB"[answer], 0.8))
+    correct = [float(a == 0) for a in answers]
+    stats = [Stat(i.id, "accuracy", "exact_match", c) for i, c in zip(instances, correct, strict=True)]
+    accuracy = sum(correct) / len(correct)
+    metrics = [
+        Metric("accuracy", "exact_match", accuracy, len(answers), headline=True),
+        Metric("calibration", "ece_10_bin", abs(0.8 - accuracy), len(answers), lower_is_better=True, headline=True),
+    ]
+    checks = [ValidationResult("predictions", "expect_column_values_to_not_be_null", "{}", True, len(answers), 0, [])]
+    if status == "running":  # still going on its machine: cached answers, no results yet
+        warehouse.cache_answers(f"fp-{model}", {f"{run_id}-k0": ("multiple_choice", predictions[0].completion)}, run_id)
+        return
+    tables = result_frames(instances, predictions, stats, metrics, checks)
+    warehouse.finish_run(run_id, status, tables, {"wall_seconds": 1.0, "model_calls": len(answers)})
+    cache = {f"{scenario}-{model}-k{k}": ("multiple_choice", p.completion) for k, p in enumerate(predictions)}
+    warehouse.cache_answers(f"fp-{model}", cache, run_id)
+
+
+RUNS = {  # run id: (model, scenario, answers); machine A ran model-a, machine B model-b
+    "a-s1": ("model-a", "s1", [0, 0, 1, 0]),
+    "a-s2": ("model-a", "s2", [1, 1, 0]),
+    "b-s1": ("model-b", "s1", [0, 1, 1, 1]),
+    "b-s2": ("model-b", "s2", [0, 0, 0]),
+}
+
+
+def machine(tmp_path: Path, name: str, prefix: str) -> Path:
+    db = tmp_path / f"{name}.duckdb"
+    for run_id, (model, scenario, answers) in RUNS.items():
+        if run_id.startswith(prefix):
+            record_run(db, run_id, model, scenario, answers)
+    return db
+
+
+def contents(db: Path) -> dict[str, list[tuple]]:
+    """Every row of every run table and the cache, without the columns that say when they were written."""
+    with connect(db, read_only=True) as con:
+        out = {}
+        for table in TABLES:
+            excluded = {"runs": "exclude (started_at, finished_at, pid)", "inference_cache": "exclude (created_at)"}
+            out[table] = con.execute(f"select * {excluded.get(table, '')} from {table} order by all").fetchall()
+    return out
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_merged_history_equals_one_warehouse_and_merging_again_adds_nothing(tmp_path: Path) -> None:
+    a, b = machine(tmp_path, "a", "a-"), machine(tmp_path, "b", "b-")
+    reference = machine(tmp_path, "both", "")  # both machines' runs written into one warehouse directly
+    # With the scenarios named: Warehouse.leaderboard() without a filter returns nothing (reads.py passes
+    # `scenarios is None`, a boolean, where its SQL tests for null); the lead has the one-line fix.
+    scenarios = ["s1", "s2"]
+    assert Warehouse(a).leaderboard(scenarios).empty  # one model alone wins nothing
+    b_before = digest(b)
+
+    [report] = Warehouse(a).merge([b])
+    assert report.runs_added == ["b-s1", "b-s2"] and report.runs_present == 0 and report.runs_skipped == []
+    assert report.rows_added == {"instances": 7, "predictions": 7, "instance_stats": 7, "metrics": 4, "validations": 2}
+    assert report.cache_added == 7
+    board = Warehouse(a).leaderboard(scenarios)
+    assert len(board) == 6
+    assert board.to_dict("records") == Warehouse(reference).leaderboard(scenarios).to_dict("records")
+    overall = {r["model"]: r["mean_win_rate"] for r in board.to_dict("records") if r["category"] == "overall"}
+    assert overall == {"model-a": 0.5, "model-b": 0.5}  # a wins s1 accuracy, b wins s2; calibration likewise
+    assert contents(a) == contents(reference)
+    # The rows of a run come back in the order they were written (what re-scoring reads).
+    assert Warehouse(a).stored_run("b-s1") == Warehouse(b).stored_run("b-s1")
+    assert digest(b) == b_before  # the source is only read
+
+    [again] = Warehouse(a).merge([b])
+    assert again.runs_added == [] and again.runs_present == 2 and again.cache_added == 0
+    assert set(again.rows_added.values()) == {0}
+    assert contents(a) == contents(reference)
+
+
+def test_several_sources_at_once_into_a_new_warehouse(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a, b = machine(tmp_path, "a", "a-"), machine(tmp_path, "b", "b-")
+    central = tmp_path / "central.duckdb"
+    assert main(["--db", str(central), "merge", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert f"{a}: 2 run(s) added (7 instances, 7 predictions, 7 instance_stats, 4 metrics, 2 validations)" in out
+    assert "0 already here, 7 inference cache entries added" in out
+    assert contents(central) == contents(machine(tmp_path, "both", ""))
+    assert main(["--db", str(central), "merge", str(a), str(b)]) == 0
+    assert f"{b}: 0 run(s) added, 2 already here, 0 inference cache entries added" in capsys.readouterr().out
+
+
+def test_an_older_warehouse_is_read_through_the_migrations_in_a_copy(tmp_path: Path) -> None:
+    old = tmp_path / "old.duckdb"
+    old.write_bytes(gzip.decompress(FIXTURE.read_bytes()))
+    before = digest(old)
+    target = machine(tmp_path, "a", "a-")
+    [report] = Warehouse(target).merge([old])
+    assert report.migrated_from == 1 and report.runs_added == ["v1run"]
+    with connect(target, read_only=True) as con:
+        assert con.execute("select status, model_calls from runs where run_id = 'v1run'").fetchall() == [
+            ("succeeded", None)
+        ]
+        assert con.execute("select metric, value from metrics where run_id = 'v1run'").fetchall() == [
+            ("exact_match", 0.5)
+        ]
+        assert con.execute("select distinct metrics_version from instance_stats where run_id = 'v1run'").fetchall() in (
+            [(1,)],
+            [],
+        )
+    assert digest(old) == before  # never changed in place
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("old")) == ["old.duckdb"]  # no .bak
+    assert Warehouse(target).merge([old])[0].runs_present == 1
+
+
+def test_a_newer_warehouse_is_refused(tmp_path: Path) -> None:
+    newer = machine(tmp_path, "b", "b-")
+    with connect(newer) as con:
+        con.execute("insert into schema_version (version, name) values (99, 'future.sql')")
+    target = machine(tmp_path, "a", "a-")
+    before = contents(target)
+    with pytest.raises(WarehouseError, match=r"b\.duckdb: schema version 99 is newer than this helmflow knows"):
+        Warehouse(target).merge([newer])
+    assert contents(target) == before
+
+
+def test_one_run_id_with_two_contents_is_refused_and_nothing_lands(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    a = machine(tmp_path, "a", "a-")
+    other = machine(tmp_path, "b", "b-")
+    record_run(other, "a-s1", "model-a", "s1", [1, 1, 1, 1])  # the same id, other answers
+    before = contents(a)
+    with pytest.raises(WarehouseError, match=r"run id\(s\) a-s1 exist here with different content; nothing was"):
+        Warehouse(a).merge([other])
+    assert contents(a) == before  # not even the runs that would not conflict
+    assert main(["--db", str(a), "merge", str(other)]) == 2
+    assert "a-s1 exist here with different content" in capsys.readouterr().err
+
+    # Identical but for one predicted answer's log-prob: still a different run.
+    twin = tmp_path / "twin.duckdb"
+    shutil.copy(a, twin)
+    with connect(twin) as con:
+        con.execute("update predictions set confidence = 0.7 where run_id = 'a-s2' and request_id = 'i0:'")
+    with pytest.raises(WarehouseError, match=r"run id\(s\) a-s2 exist here"):
+        Warehouse(a).merge([twin])
+
+
+def test_running_runs_wait_for_a_later_merge_but_their_answers_come(tmp_path: Path) -> None:
+    busy = machine(tmp_path, "b", "b-")
+    record_run(busy, "b-s3", "model-b", "s3", [0, 1], status="running")
+    target = tmp_path / "central.duckdb"
+    [report] = Warehouse(target).merge([busy])
+    assert report.runs_added == ["b-s1", "b-s2"] and report.runs_skipped == ["b-s3"]
+    assert report.cache_added == 8  # the running run's cached answer included
+    with connect(target, read_only=True) as con:
+        assert con.execute("select count(*) from runs where run_id = 'b-s3'").fetchall() == [(0,)]
+
+
+def test_bad_sources_are_named(tmp_path: Path) -> None:
+    target = machine(tmp_path, "a", "a-")
+    with pytest.raises(WarehouseError, match=r"nowhere\.duckdb: no warehouse file here"):
+        Warehouse(target).merge([tmp_path / "nowhere.duckdb"])
+    with pytest.raises(WarehouseError, match="this is the warehouse being merged into"):
+        Warehouse(target).merge([target])
+    import duckdb
+
+    plain = tmp_path / "plain.duckdb"
+    duckdb.connect(str(plain)).close()
+    with pytest.raises(WarehouseError, match=r"plain\.duckdb: not a helmflow warehouse"):
+        Warehouse(target).merge([plain])
