@@ -27,12 +27,12 @@ demo: $(STAMP)
 # on one worker (its xdist_group mark).
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
-	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup -m "not servers"
 
 # Every test that loads no model (the `model` marker marks those that do): under a minute.
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
-	$(VENV)/bin/pytest -q -m "not model"
+	$(VENV)/bin/pytest -q -m "not model and not servers"
 
 bench: $(STAMP)
 	$(PY) -m helmflow.flows.bench
