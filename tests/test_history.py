@@ -1,6 +1,7 @@
 """History: leaderboard win rates by hand, compare and regressions, rescore, export, README SQL."""
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -77,9 +78,12 @@ def direct_run(
 
 
 @pytest.fixture(scope="module")
-def warehouse(tiny_runs: TinyRuns) -> tuple[Path, list[str]]:
-    """Two real runs of the same tiny suite (TINY) from the session's shared warehouse."""
-    return tiny_runs.both, tiny_runs.run_ids
+def warehouse(tiny_runs: TinyRuns, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """Two real runs of the same tiny suite (TINY), copied from the session's shared warehouse: these tests
+    add runs and metrics versions, which the other users of the shared file must not see."""
+    db = tmp_path_factory.mktemp("history") / "h.duckdb"
+    shutil.copy(tiny_runs.both, db)
+    return db, tiny_runs.run_ids
 
 
 def headline(db: Path, run_id: str, category: str) -> float:
