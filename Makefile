@@ -39,8 +39,10 @@ test-fast: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q -m "not model and not servers"
 
+# The 514-instance flow bench, then the same kind of slice on a 2-worker Dask cluster against the local runner.
 bench: $(STAMP)
 	$(PY) -m helmflow.flows.bench
+	$(PY) -m helmflow.flows.bench_runner
 
 # The openai backend against real servers (transformers serve, llama.cpp). Each test skips, saying why,
 # when its server's packages are missing: `pip install -e '.[servers]'` (llama.cpp builds from source,

@@ -15,7 +15,6 @@ import glob
 import importlib.util
 import os
 import re
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -90,23 +89,42 @@ def sdist(requirement: str, download: bool = True) -> Path:
     if not download:
         raise SourceMissing(f"{requirement} has not been downloaded into {folder}")
     folder.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-binary",
-        ":all:",
-        "-q",
-        "-d",
-        str(folder),
-        requirement,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SourceMissing(f"could not download the sdist {requirement}: {result.stderr.strip()[-300:]}")
+    try:
+        _fetch_sdist(name, version, folder)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SourceMissing(f"could not download the sdist {requirement}: {exc}") from exc
     return sdist(requirement, download=False)
+
+
+def _fetch_sdist(name: str, version: str, folder: Path) -> None:
+    """The sdist file alone, from the package index's JSON API, with progress on stderr.
+
+    `pip download --no-binary` would also build the sdist's metadata, and with it its build
+    dependencies from source (minutes of setuptools builds, silently): the archive is all we read.
+    """
+    import json
+    import urllib.request
+
+    index = os.environ.get("HELMFLOW_PYPI_URL", "https://pypi.org/pypi").rstrip("/")
+    with urllib.request.urlopen(f"{index}/{name}/{version}/json", timeout=60) as reply:
+        files = json.load(reply)["urls"]
+    [entry] = [f for f in files if f["packagetype"] == "sdist"][:1] or [None]
+    if entry is None:
+        raise ValueError(f"{name}=={version} has no source distribution on {index}")
+    target = folder / entry["filename"]
+    partial = target.with_name(target.name + ".part")
+    total = int(entry.get("size") or 0)
+    print(f"helmflow: downloading {entry['filename']} ({total / 2**20:.0f} MB) once into {folder}", file=sys.stderr)
+    done, shown = 0, -1
+    with urllib.request.urlopen(entry["url"], timeout=60) as reply, partial.open("wb") as out:
+        while chunk := reply.read(1 << 20):
+            out.write(chunk)
+            done += len(chunk)
+            percent = done * 100 // total if total else -1
+            if percent >= shown + 10:
+                shown = percent
+                print(f"helmflow: {entry['filename']}: {percent}% ({done / 2**20:.0f} MB)", file=sys.stderr)
+    partial.rename(target)  # only a whole file counts as downloaded
 
 
 def archive_member(requirement: str, member: str, download: bool = True) -> Path:

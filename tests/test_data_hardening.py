@@ -309,3 +309,51 @@ def test_a_nested_null_printed_by_a_template_is_an_error_not_none() -> None:
         "d.jsonl row 4: fields.input: a value printed by the template is null (the row has: q, source_file)"
     )
     assert value_of("Q: {{ q.text | default('none given', true) }} ({{ q.n }})", row, "w") == "Q: none given (2)"
+
+
+def test_an_sdist_is_fetched_alone_with_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """The archive itself from the index's JSON API (no pip build of anything), saying what it does."""
+    import http.server
+    import json as json_
+    import threading
+
+    from helmflow.tasks.sources import sdist
+
+    tarball = b"x" * (3 << 20)  # 3 MiB of pretend archive
+    root = tmp_path / "index"
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/pypi/toytask/1.0/json":
+                url = f"http://127.0.0.1:{server.server_port}/files/toytask-1.0.tar.gz"
+                body = json_.dumps(
+                    {"urls": [{"packagetype": "sdist", "filename": "toytask-1.0.tar.gz", "url": url, "size": 3 << 20}]}
+                ).encode()
+            elif self.path == "/files/toytask-1.0.tar.gz":
+                body = tarball
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HELMFLOW_PYPI_URL", f"http://127.0.0.1:{server.server_port}/pypi")
+    monkeypatch.setenv("HELMFLOW_CACHE", str(root))
+    try:
+        path = sdist("toytask==1.0")
+    finally:
+        server.shutdown()
+    assert path.name == "toytask-1.0.tar.gz" and path.read_bytes() == tarball
+    err = capsys.readouterr().err
+    assert "helmflow: downloading toytask-1.0.tar.gz (3 MB) once into" in err
+    assert "helmflow: toytask-1.0.tar.gz: 100% (3 MB)" in err
+    assert sdist("toytask==1.0", download=False) == path  # cached: no second download
