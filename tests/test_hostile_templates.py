@@ -56,7 +56,8 @@ PAYLOADS: dict[str, Payload] = {
     "nested loops that output nothing": Payload(
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
         "render",
-        "it ran longer than 2 s",
+        # Whichever bound a loop that prints nothing meets first, by the machine's speed: time or items counted.
+        "it ran longer than 2 s|it builds more than 10,000,000 characters or items in all",
     ),
     "join a repeated list": Payload("{{ ''.join(['x'] * 10**8) }}", "validate", "repeating a value 100,000,000"),
     "double a string with ~ in a loop": Payload(
