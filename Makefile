@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install demo test test-parallel test-fast test-servers bench bench-refresh bench-runner bench-concurrency lint clean
+.PHONY: install demo test test-slow test-parallel test-fast test-servers bench bench-refresh bench-runner bench-concurrency bench-lmeval lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,13 +23,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/helmflow run specs/suites/quickstart.yaml
 
-# Everything but the real-server tier: the CI command.
+# The README's test command, under 8 minutes on 2 cores: every test but the two slower tiers below.
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
-	$(VENV)/bin/pytest -q -m "not servers"
+	$(VENV)/bin/pytest -q -m "not servers and not slow"
 
-# The same on two pytest-xdist workers (one per core, one torch thread each); a module whose fixtures
-# are shared stays on one worker (its xdist_group mark). Timing-sensitive tests see a loaded machine.
+# The slower tier: every offline scenario of the library on the model, and the Dask/Ray cluster runners
+# (about 8 minutes more). .ci/run runs it after make test.
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -q -m "slow and not servers"
+
+# make test and make test-slow together, on two pytest-xdist workers (one per core, one torch thread each);
+# a module whose fixtures are shared stays on one worker (its xdist_group mark). Timing-sensitive tests
+# see a loaded machine.
 test-parallel: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup -m "not servers"
@@ -58,6 +64,12 @@ bench-runner: $(STAMP)
 
 bench-refresh: $(STAMP)
 	$(PY) -m helmflow.flows.bench_refresh
+
+# helmflow against lm-evaluation-harness on the same instances and byte-identical prompts, each timed as a
+# whole command (docs/benchmarks.md). lm-eval installs once into the helmflow cache, never into .venv.
+# HELMFLOW_BENCH_LMEVAL_LIMIT=N caps every shape at N instances, for a quick check.
+bench-lmeval: $(STAMP)
+	$(PY) -m helmflow.flows.bench_lmeval
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -122,9 +122,18 @@ def load_stage(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
     return _preflighted.pop(_key(plan, seed, prefer), None) or prepare(plan, seed, prefer)
 
 
+# A model loaded before the flow started (flows/startup.py), handed to the flow's first load of the same
+# spec and then forgotten: the flow holds it from there, and a later run of this process loads afresh.
+_preloaded: dict[str, ModelBackend] = {}
+
+
+def preload_model(spec: ModelSpec) -> None:
+    _preloaded[spec.model_dump_json()] = load_model(spec)
+
+
 @task(name="load-model", **TASK_OPTIONS)
 def model_stage(spec: ModelSpec) -> ModelBackend:
-    return load_model(spec)
+    return _preloaded.pop(spec.model_dump_json(), None) or load_model(spec)
 
 
 def _transient(task: object, run: object, state: object) -> bool:

@@ -70,11 +70,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     model_specs = [find_model(m) for m in (args.model or targets.models or [DEFAULT_MODEL])]
     seed = args.seed if args.seed is not None else (targets.seed or 0)
     Warehouse(args.db).check()  # a path that is not a warehouse fails now, before data and model load
-    from helmflow.flows.benchmark import benchmark, preflight
+    from helmflow.flows.benchmark import benchmark
     from helmflow.flows.runners import suite_runner
+    from helmflow.flows.startup import get_ready
 
     runner = _runner(args, suite_runner(args.specs))
-    preflight(targets.plans, seed, args.source)  # bad data fails here, before Prefect starts
+    # Bad data fails here, before any flow runs; meanwhile Prefect's server starts and the model loads.
+    get_ready(targets.plans, model_specs, seed, args.source, load_model=not runner.fans_out)
     display = Display()
     from helmflow.flows import progress
 

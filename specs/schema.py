@@ -7,9 +7,18 @@ rather than a setting silently ignored.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from helmflow.specs import registry
 
@@ -65,6 +74,16 @@ class FieldMap(Strict):
         return self
 
 
+def given_fields(fields: FieldMap | None) -> dict[str, Any] | None:
+    """A source's `fields` as written: only the keys the spec gives.
+
+    They override the scenario's fields key by key. Writing the rest (their defaults) would make a
+    spec read back from the warehouse (--resume, rescore) override the scenario's `input` with null
+    and its `answer_type` with "index".
+    """
+    return None if fields is None else fields.model_dump(mode="json", exclude_unset=True)
+
+
 class HubSource(Strict):
     """A dataset on the Hugging Face Hub, loaded with `datasets.load_dataset(path, name)`."""
 
@@ -74,6 +93,7 @@ class HubSource(Strict):
     # The hub's name for the split, when it differs from the scenario's (`source.split`).
     split: str | None = None
     fields: FieldMap | None = None
+    _fields = field_serializer("fields")(lambda self, fields: given_fields(fields))
 
 
 class OfflineSource(Strict):
@@ -97,6 +117,8 @@ class OfflineSource(Strict):
     # Rows whose listed fields all equal these values are dropped (e.g. header rows repeated in a file).
     exclude_where: dict[str, str] | None = None
     fields: FieldMap | None = None
+
+    _fields = field_serializer("fields")(lambda self, fields: given_fields(fields))
 
 
 class Source(Strict):
@@ -244,6 +266,10 @@ class ModelSpec(Strict):
     batch_size: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = 16
     # Multiple choice: at most this many padded tokens (rows × the longest row) in one forward pass.
     max_batch_tokens: int = Field(4096, ge=16, le=1_048_576)
+    # hf/embedded multiple choice: tokens that requests share at their start (few-shot exemplars, an
+    # instance's context before each of its choices) are computed once and reused from their key/value
+    # cache. Log-probs equal the unshared computation's to float rounding (tests/test_shared_prefix.py).
+    share_prefixes: bool = True
     max_length: int = Field(2048, ge=16, le=1_048_576)
 
     @model_validator(mode="before")

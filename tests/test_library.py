@@ -137,7 +137,7 @@ def offline_scenarios() -> list[str]:
     return names
 
 
-# Three shares of the library, so that a parallel test run (make test: two workers) can spread them.
+# Three shares of the library, so that a parallel test run (make test-parallel: two workers) can spread them.
 SHARES = {
     "mmlu": lambda name: name == "mmlu",
     "bigbench": lambda name: name.startswith("bigbench_"),
@@ -152,6 +152,7 @@ def test_the_shares_cover_the_library_once() -> None:
 
 @needs_shared_data
 @pytest.mark.model
+@pytest.mark.slow
 @pytest.mark.parametrize("share", SHARES)
 def test_every_offline_scenario_runs_twenty_instances(share: str, tmp_path: Path) -> None:
     from helmflow.flows.benchmark import ScenarioPlan, benchmark
@@ -244,3 +245,17 @@ def test_copa_prompt_is_lm_evals() -> None:
     request = first_request("copa")
     assert request.prompt == "The man turned on the faucet therefore"
     assert request.continuations == ("  the toilet filled with water.", "  water flowed from the spout.")
+
+
+def test_a_spec_read_back_from_the_warehouse_resolves_the_same_fields() -> None:
+    # What --resume and rescore do: a ScenarioSpec from the run's stored spec_json. A source's fields
+    # must override the scenario's just as the YAML said (MMLU's dev source names no `input`).
+    from helmflow.specs.schema import ScenarioSpec
+    from helmflow.tasks.data import _merge_fields
+
+    for path in spec_files("scenario"):
+        spec = load_spec(path, "scenario").spec
+        back = ScenarioSpec.model_validate_json(spec.model_dump_json())
+        assert back.model_dump_json() == spec.model_dump_json(), path.name
+        for given, read_back in zip(spec.source.offline_sources, back.source.offline_sources, strict=True):
+            assert _merge_fields(back.fields, read_back.fields) == _merge_fields(spec.fields, given.fields), path.name

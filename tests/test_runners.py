@@ -166,6 +166,7 @@ def test_shards_need_a_runner_that_fans_out(tmp_path: Path, capsys: pytest.Captu
 
 
 @pytest.mark.model
+@pytest.mark.slow
 def test_dask_cluster_equals_local_runner(specs: dict[str, Path], reference: Path, tmp_path: Path) -> None:
     db = tmp_path / "dask.duckdb"
     args = ["--runner", "dask", "--workers", "2", "--shards", "3", "--model", str(specs["model"])]
@@ -181,6 +182,7 @@ def test_dask_cluster_equals_local_runner(specs: dict[str, Path], reference: Pat
 
 
 @pytest.mark.model
+@pytest.mark.slow
 def test_ray_equals_local_runner(specs: dict[str, Path], reference: Path, tmp_path: Path) -> None:
     db = tmp_path / "ray.duckdb"
     args = ["--runner", "ray", "--workers", "2", "--shards", "2", "--model", str(specs["model"])]
@@ -199,6 +201,7 @@ def cached(db: Path) -> int:
 
 
 @pytest.mark.model
+@pytest.mark.slow
 def test_a_killed_worker_is_retried(specs: dict[str, Path], reference: Path, tmp_path: Path) -> None:
     """The cluster is the test's; helmflow runs in its own process against its address, as on a real cluster."""
     from distributed import Client, LocalCluster
@@ -237,10 +240,27 @@ def test_a_killed_worker_is_retried(specs: dict[str, Path], reference: Path, tmp
 
 
 @pytest.mark.model
+@pytest.mark.slow
 def test_a_shard_that_keeps_failing_fails_its_run_and_resume_finishes_it(
     specs: dict[str, Path], reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Threads in this process as the runner, so that a fault can be planted in the worker's code."""
+    """Threads in this process as the runner, so that a fault can be planted in the worker's code.
+
+    With torch on one thread, as the reference ran: its float32 sums are then rounded the same way.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _shard_fault_then_resume(specs, reference, tmp_path, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _shard_fault_then_resume(
+    specs: dict[str, Path], reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = runners.compute_chunk
     calls: list[int] = []
 

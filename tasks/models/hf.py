@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
+from helmflow.tasks.models.shared_prefix import prefix_groups
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -98,21 +99,41 @@ def local_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def token_budget_batches(sequences: list[_Sequence], size: int, max_tokens: int) -> list[list[_Sequence]]:
-    """Consecutive batches of sequences sorted longest first: at most `size` rows, and at most
+@dataclass
+class _Suffix:
+    """A sequence whose first `prefix_length` tokens are computed once for its group: the rest, and
+    the group's key/value cache of the prefix ([layers, 2, kv heads, prefix_length, head dim])."""
+
+    sequence: _Sequence
+    prefix_length: int
+    prefix_cache: Any
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.sequence.input_ids[self.prefix_length :]
+
+
+def _row_length(row: Any) -> int:
+    return len(row.input_ids)
+
+
+def token_budget_batches(
+    rows: list[Row], size: int, max_tokens: int, length: Callable[[Row], int] = _row_length
+) -> list[list[Row]]:
+    """Consecutive batches of rows sorted longest first: at most `size` rows, and at most
     `max_tokens` padded tokens (rows × the first row's length), at least one row each.
 
     A fixed row count pads a batch of long prompts (5-shot MMLU runs to 2,048 tokens) to its
     longest row and pays attention's quadratic cost on every padded row; bounding the padded
     tokens keeps long batches small and short ones full.
     """
-    batches: list[list[_Sequence]] = []
-    for seq in sequences:
+    batches: list[list[Row]] = []
+    for row in rows:
         current = batches[-1] if batches else None
-        if current and len(current) < size and (len(current) + 1) * len(current[0].input_ids) <= max_tokens:
-            current.append(seq)
+        if current and len(current) < size and (len(current) + 1) * length(current[0]) <= max_tokens:
+            current.append(row)
         else:
-            batches.append([seq])
+            batches.append([row])
     return batches
 
 
@@ -225,16 +246,18 @@ class HFModel:
     # -- forward -------------------------------------------------------------------------------
 
     def _scored_logprobs(self, batch: list[_Sequence]) -> list[list[float]]:
-        """For each sequence, the summed log-prob of each target (in the order of its targets)."""
+        """For each sequence, the summed log-prob of each target (in the order of its targets).
+
+        No attention mask: rows are right-padded, so under causal attention every real token sees
+        only real tokens before it, and a pad changes nothing that is scored. (lm-evaluation-harness
+        passes none either.) Without a mask, attention runs as plain causal attention, its fastest kernel.
+        """
         torch = self.torch
         width = max(len(s.input_ids) for s in batch)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
         rows, cols, owners = [], [], []
         for b, seq in enumerate(batch):
             ids[b, : len(seq.input_ids)] = torch.tensor(seq.input_ids)
-            mask[b, : len(seq.input_ids)] = 1
             for t, (_, first, tokens) in enumerate(seq.targets):
                 for j in range(len(tokens)):
                     rows.append(b)
@@ -245,16 +268,82 @@ class HFModel:
             decoder = getattr(self.model, "get_decoder", lambda: None)()
             head = self.model.get_output_embeddings()
             if decoder is not None and head is not None:
-                hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+                hidden = decoder(input_ids=ids.to(device)).last_hidden_state
                 logits = head(hidden[torch.tensor(rows), torch.tensor(cols)])
             else:
-                logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                logits = self.model(input_ids=ids.to(device)).logits
                 logits = logits[torch.tensor(rows), torch.tensor(cols)]
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         sums = [[0.0] * len(seq.targets) for seq in batch]
         for r, (b, t, token) in enumerate(owners):
             sums[b][t] += float(logprobs[r, token])
         return sums
+
+    def _prefix_caches(self, prefixes: list[list[int]]) -> list[Any]:
+        """Each prefix's key/value cache, [layers, 2, kv heads, its length, head dim], from one padded pass."""
+        torch = self.torch
+        width = max(len(p) for p in prefixes)
+        ids = torch.full((len(prefixes), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        for b, prefix in enumerate(prefixes):
+            ids[b, : len(prefix)] = torch.tensor(prefix)
+        with torch.inference_mode():
+            # Right padding needs no mask (see _scored_logprobs): the pads' keys are cut off below.
+            cache = self.model.get_decoder()(input_ids=ids.to(self.device), use_cache=True).cache
+            # Right padding: each row's pads come after its prefix, so they changed nothing before them.
+            stacked = torch.stack([torch.stack([layer.keys, layer.values]) for layer in cache.layers])
+        return [stacked[:, :, b, :, : len(p)] for b, p in enumerate(prefixes)]
+
+    def _suffix_logprobs(self, batch: list[_Suffix]) -> list[list[float]]:
+        """_scored_logprobs for rows whose prefix is already in a cache: only the rest goes through the model.
+
+        Each row's cache is copied into a padded batch cache (prefix pads masked out); its own tokens get
+        the positions that follow its prefix, so every attention score equals the whole sequence's.
+        """
+        torch = self.torch
+        caches = [row.prefix_cache for row in batch]
+        layers, _, heads, _, head_dim = caches[0].shape
+        past_width = max(row.prefix_length for row in batch)
+        width = max(len(row.input_ids) for row in batch)
+        past = caches[0].new_zeros((layers, 2, len(batch), heads, past_width, head_dim))
+        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), past_width + width), dtype=torch.long)
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        rows, cols, owners = [], [], []
+        for b, row in enumerate(batch):
+            n, own = row.prefix_length, row.input_ids
+            past[:, :, b, :, :n] = row.prefix_cache
+            ids[b, : len(own)] = torch.tensor(own)
+            mask[b, :n] = 1
+            mask[b, past_width : past_width + len(own)] = 1
+            positions[b] = torch.arange(n, n + width)
+            for t, (_, first, tokens) in enumerate(row.sequence.targets):
+                for j in range(len(tokens)):
+                    rows.append(b)
+                    cols.append(first - n + j)
+                    owners.append((b, t, tokens[j]))
+        from transformers import DynamicCache
+
+        cache = DynamicCache(ddp_cache_data=[(past[i, 0], past[i, 1]) for i in range(layers)], config=self.model.config)
+        device = self.device
+        with torch.inference_mode():
+            hidden = self.model.get_decoder()(
+                input_ids=ids.to(device),
+                # Only rows whose prefix is shorter than the longest have pads (between prefix and own tokens).
+                attention_mask=mask.to(device) if any(r.prefix_length < past_width for r in batch) else None,
+                position_ids=positions.to(device),
+                cache=cache,
+                use_cache=True,
+            ).last_hidden_state
+            logits = self.model.get_output_embeddings()(hidden[torch.tensor(rows), torch.tensor(cols)])
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        sums = [[0.0] * len(row.sequence.targets) for row in batch]
+        for r, (b, t, token) in enumerate(owners):
+            sums[b][t] += float(logprobs[r, token])
+        return sums
+
+    def _can_share_prefixes(self) -> bool:
+        decoder = getattr(self.model, "get_decoder", lambda: None)()
+        return bool(self.spec.share_prefixes and decoder is not None and self.model.get_output_embeddings() is not None)
 
     def loglikelihood(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
         out = [Completion(request_id=r.id) for r in requests]
@@ -268,13 +357,10 @@ class HFModel:
                 for k, _, tokens in seq.targets:
                     out[i].continuation_tokens[k] = len(tokens)
             out[i].prompt_tokens = len(seqs[0].input_ids) - (len(seqs[0].targets[0][2]) - 1)
-        # Longest first: a batch that does not fit in memory fails at once, not at the end.
-        sequences.sort(key=lambda s: -len(s.input_ids))
         done = 0
-        for batch in token_budget_batches(sequences, self.batch_size, self.max_batch_tokens):
-            began = time.perf_counter()
-            sums = self._fitting(self._scored_logprobs, batch)
-            elapsed = time.perf_counter() - began
+
+        def record(batch: list[_Sequence], sums: list[list[float]], elapsed: float) -> None:
+            nonlocal done
             for seq, seq_sums in zip(batch, sums, strict=True):
                 completion = out[seq.request_index]
                 for (k, _, _), value in zip(seq.targets, seq_sums, strict=True):
@@ -285,6 +371,38 @@ class HFModel:
             done += len(batch)
             if progress:
                 progress(done, len(sequences))
+
+        groups = []
+        if self._can_share_prefixes():
+            groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
+        grouped = {m for group in groups for m in group.members}
+        # Longest first: a batch that does not fit in memory fails at once, not at the end.
+        alone = sorted((s for i, s in enumerate(sequences) if i not in grouped), key=lambda s: -len(s.input_ids))
+        for batch in token_budget_batches(alone, self.batch_size, self.max_batch_tokens):
+            began = time.perf_counter()
+            sums = self._fitting(self._scored_logprobs, batch)
+            record(batch, sums, time.perf_counter() - began)
+        groups.sort(key=lambda g: -g.length)
+        lengths = {id(g): g.length for g in groups}
+        for wave in token_budget_batches(groups, self.batch_size, self.max_batch_tokens, lambda g: lengths[id(g)]):
+            began = time.perf_counter()
+            prefixes = [sequences[g.members[0]].input_ids[: g.length] for g in wave]
+            caches = self._fitting(self._prefix_caches, prefixes)
+            prefix_s = time.perf_counter() - began
+            members = sum(len(g.members) for g in wave)
+            suffixes = [
+                _Suffix(sequences[m], group.length, cache)
+                for group, cache in zip(wave, caches, strict=True)
+                for m in group.members
+            ]
+            suffixes.sort(key=lambda r: -len(r.input_ids))
+            for batch in token_budget_batches(suffixes, self.batch_size, self.max_batch_tokens):
+                began = time.perf_counter()
+                sums = self._fitting(self._suffix_logprobs, batch)
+                # The shared pass's time is shared by every member of the wave.
+                elapsed = time.perf_counter() - began + prefix_s * len(batch) / members
+                record([row.sequence for row in batch], sums, elapsed)
+            del caches, suffixes
         return out
 
     # -- generation ----------------------------------------------------------------------------

@@ -1,0 +1,186 @@
+"""`make bench-lmeval`: helmflow and lm-evaluation-harness on the same requests, timed in one session.
+
+    python -m helmflow.flows.bench_lmeval [--limit N] [--shape NAME ...] [--keep]
+
+For each shape, in turn: `helmflow run` of the shape's scenario into a fresh warehouse (so its
+inference cache serves nothing), then `lm_eval` on a task made from that run's requests (the same
+instances and byte-identical prompts and continuations), each timed as a whole command, start-up
+included. lm-eval runs in its own virtual environment under the helmflow cache, installed once
+with the same torch and transformers pins, on the embedded SmolLM2's safetensors copy, offline.
+
+Prints one table (docs/benchmarks.md explains its columns); progress goes to stderr. Exits 1 when
+a run fails or any prompt differs between the two tools. --limit (or HELMFLOW_BENCH_LMEVAL_LIMIT)
+caps every shape's instances, for a quick check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from helmflow.flows.bench import SUBJECTS
+from helmflow.flows.bench_lmeval_tasks import (
+    LM_EVAL_VERSION,
+    Agreement,
+    Shape,
+    compare,
+    lm_eval_venv,
+    read_run,
+    read_samples,
+    write_task,
+)
+
+MODEL = "smollm2-135m-instruct"
+LM_EVAL_BATCH_SIZE = 8
+SHAPES = (
+    Shape("mmlu_0shot", "mmlu", groups=tuple(SUBJECTS), num_train=0),
+    Shape("mmlu_5shot", "mmlu", groups=("abstract_algebra", "college_chemistry"), num_train=5),
+    Shape("arc_challenge", "arc_challenge", max_instances=300),
+    Shape("object_counting", "bigbench_object_counting", max_instances=100),
+)
+# Both tools read only local files: a request to the Hub is a bug here, not a slow start.
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    shape: str
+    instances: int
+    helmflow_s: float
+    lm_eval_s: float
+    agreement: Agreement
+    helmflow_batch: int
+
+
+def timed(command: list[str], log: Path, env: dict[str, str]) -> float:
+    """Wall seconds of a whole command; its output goes to `log`. Raises when it fails."""
+    began = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    seconds = time.perf_counter() - began
+    if code != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        raise RuntimeError(f"{Path(command[0]).name} exited {code} after {seconds:.0f} s ({log}):\n{tail}")
+    return seconds
+
+
+def helmflow_command() -> list[str]:
+    script = Path(sys.executable).parent / "helmflow"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "helmflow.flows.cli"]
+
+
+def bench_shape(
+    shape: Shape, work: Path, limit: int | None, venv: Path, model_dir: Path, env: dict[str, str]
+) -> Result:
+    """helmflow, then lm-eval on the requests helmflow made, each timed; then the comparison."""
+    folder = work / shape.name
+    spec = shape.write_spec(folder, limit)
+    db = folder / "helmflow.duckdb"  # fresh: nothing in its inference cache
+    helmflow = [*helmflow_command(), "--db", str(db), "run", str(spec), "--model", MODEL, "--seed", "0"]
+    helmflow_s = timed([*helmflow, "--source", "offline"], folder / "helmflow.log", env)
+    run = read_run(db, spec)
+    if run.cache_hits:
+        raise RuntimeError(f"{shape.name}: the fresh warehouse served {run.cache_hits} cached answers")
+    task = write_task(shape.name, run, folder / "task")
+    lm_eval = [
+        str(venv / "bin" / "lm_eval"),
+        *("--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32"),
+        *("--device", "cpu", "--batch_size", str(LM_EVAL_BATCH_SIZE)),
+        *("--tasks", task, "--include_path", str(folder / "task")),
+        *("--output_path", str(folder / "lm-eval"), "--log_samples"),
+    ]
+    lm_eval_s = timed(lm_eval, folder / "lm-eval.log", env)
+    agreement = compare(run, read_samples(folder / "lm-eval", task))
+    return Result(shape.name, len(run.requests), helmflow_s, lm_eval_s, agreement, run.batch_size)
+
+
+def _fraction(n: int | None, total: int) -> str:
+    return "-" if n is None else f"{n}/{total}"
+
+
+def table(results: list[Result]) -> list[str]:
+    header = (
+        f"{'shape':<16}{'instances':>10}{'helmflow_s':>12}{'helmflow_i/s':>14}{'lm_eval_s':>11}"
+        f"{'lm_eval_i/s':>13}{'ratio':>7}{'same_prompts':>14}{'max_abs_dlogp':>15}{'same_argmax':>13}"
+        f"{'same_text':>11}"
+    )
+    lines = [header]
+    for r in results:
+        a, n = r.agreement, r.instances
+        ours, theirs = n / r.helmflow_s, n / r.lm_eval_s
+        diff = "-" if a.max_abs_logprob_diff is None else f"{a.max_abs_logprob_diff:.2e}"
+        lines.append(
+            f"{r.shape:<16}{n:>10}{r.helmflow_s:>12.1f}{ours:>14.2f}{r.lm_eval_s:>11.1f}{theirs:>13.2f}"
+            f"{ours / theirs:>7.2f}{_fraction(a.same_prompts, n):>14}{diff:>15}"
+            f"{_fraction(a.same_argmax, n):>13}{_fraction(a.same_text, n):>11}"
+        )
+    return lines
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_limit = os.environ.get("HELMFLOW_BENCH_LMEVAL_LIMIT")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=int(default_limit) if default_limit else None,
+        help="at most N instances per shape (default: $HELMFLOW_BENCH_LMEVAL_LIMIT, else the full shapes)",
+    )
+    parser.add_argument("--shape", action="append", choices=[s.name for s in SHAPES], help="only these (repeatable)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (specs, warehouses, logs, samples)")
+    args = parser.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from helmflow.tasks.models.embedded import converted_dir
+
+    venv, install_s = lm_eval_venv()
+    model_dir, fingerprint = converted_dir()
+    work = Path(tempfile.mkdtemp(prefix="helmflow-bench-lmeval-"))
+    env = {**os.environ, **OFFLINE, "HF_DATASETS_CACHE": str(work / "hf-datasets")}
+    shapes = [s for s in SHAPES if not args.shape or s.name in args.shape]
+    results, failed = [], False
+    for k, shape in enumerate(shapes, 1):
+        print(f"[{k}/{len(shapes)}] {shape.name}", file=sys.stderr, flush=True)
+        try:
+            results.append(bench_shape(shape, work, args.limit, venv, model_dir, env))
+        except Exception as exc:  # the other shapes still run; the exit status says it failed
+            print(f"{shape.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed = True
+    installed = f"installed now in {install_s:.0f} s" if install_s is not None else "installed"
+    batches = "/".join(sorted({str(r.helmflow_batch) for r in results})) or "-"
+    print(
+        f"helmflow vs lm-evaluation-harness {LM_EVAL_VERSION} ({installed}): {MODEL} ({fingerprint}), "
+        f"cpu, float32, batch size helmflow {batches}, lm-eval {LM_EVAL_BATCH_SIZE}"
+    )
+    print("wall seconds of each whole command, start-up included; ratio = helmflow i/s / lm-eval i/s")
+    print("\n".join(table(results)))
+    differing = [r.shape for r in results if r.agreement.same_prompts != r.instances]
+    if differing:
+        print(f"prompts differ in: {', '.join(differing)}", file=sys.stderr)
+    if failed or differing or args.keep:
+        print(f"work folder kept: {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed or differing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The pieces of `make bench-lmeval` around its timing loop (flows/bench_lmeval.py).
+
+- lm-evaluation-harness in a virtual environment of its own under the helmflow cache, installed
+  with helmflow's pins (constraints.txt: the same torch and transformers), made once and reused
+  while its stamp matches;
+- each shape's scenario file: the shipped scenario, unperturbed, accuracy only, capped;
+- a finished run's requests, rebuilt with helmflow's own adapter (the warehouse keeps prompts,
+  not continuations) and checked against the prompts the run stored;
+- the lm-eval task that asks exactly those requests: a jsonl of them and a task YAML that reads it
+  from disk (`dataset_path: json`), nothing from the Hub;
+- lm-eval's logged samples, compared with the run's stored answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from helmflow.specs.library import apply_suite_entry, find_scenario
+from helmflow.specs.loader import load_spec
+from helmflow.specs.schema import ScenarioSpec
+from helmflow.tasks.adapt import build_requests
+from helmflow.tasks.data import load_instances
+from helmflow.tasks.models.embedded import cache_root
+from helmflow.tasks.records import Completion, Request
+from helmflow.warehouse.store import Warehouse
+
+LM_EVAL_VERSION = "0.4.13"
+REPO = Path(__file__).resolve().parents[1]
+CONSTRAINTS = REPO / "constraints.txt"
+
+
+# -- lm-evaluation-harness's own environment -------------------------------------------------------
+
+
+def _install_key(version: str) -> str:
+    """What the environment is made from: the requirement, the pins and the Python."""
+    pins = hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:16]
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    return f"lm_eval[hf]=={version}\nconstraints.txt sha256:{pins}\npython {python}\n"
+
+
+def lm_eval_venv(version: str = LM_EVAL_VERSION) -> tuple[Path, float | None]:
+    """lm-eval's virtual environment (made when missing or stale) and the seconds making it took,
+    None when it was there already. Never helmflow's own environment."""
+    root = cache_root() / f"lm-eval-{version}"
+    stamp = root / ".helmflow-installed"
+    key = _install_key(version)
+    if stamp.is_file() and stamp.read_text() == key and (root / "bin" / "lm_eval").is_file():
+        return root, None
+    began = time.perf_counter()
+    shutil.rmtree(root, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    log = root.parent / f"lm-eval-{version}-install.log"
+    print(f"installing lm_eval[hf]=={version} into {root} (once; pins from constraints.txt)", file=sys.stderr)
+    # The interpreter helmflow's venv was made from, so that both tools run the same Python.
+    base = getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
+    pip = [str(root / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+    with log.open("w") as out:
+        for command in ([base, "-m", "venv", str(root)], [*pip, "-c", str(CONSTRAINTS), f"lm_eval[hf]=={version}"]):
+            if subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                raise RuntimeError(f"installing lm-eval failed: {' '.join(command)} (see {log})")
+    stamp.write_text(key)
+    return root, time.perf_counter() - began
+
+
+# -- shapes ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One comparison: a shipped scenario with a suite entry's overrides."""
+
+    name: str
+    scenario: str
+    max_instances: int | None = None
+    groups: tuple[str, ...] = ()
+    num_train: int | None = None
+
+    def spec(self, limit: int | None) -> dict[str, Any]:
+        """The scenario as a spec file's data: unperturbed and accuracy only (lm-eval does no more)."""
+        caps = [n for n in (self.max_instances, limit) if n is not None]
+        spec = apply_suite_entry(
+            find_scenario(self.scenario),
+            groups=list(self.groups) or None,
+            num_train=self.num_train,
+            max_instances=min(caps) if caps else None,
+        )
+        data = spec.model_dump(mode="json", exclude_unset=True)
+        data.update(metrics=["accuracy"], perturbations={"robustness": [], "fairness": []})
+        ScenarioSpec.model_validate(data)  # still a valid spec
+        return data
+
+    def write_spec(self, folder: Path, limit: int | None) -> Path:
+        path = folder / "scenarios" / f"{self.name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.spec(limit), sort_keys=False, allow_unicode=True))
+        return path
+
+
+# -- the helmflow run ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HelmflowRun:
+    run_id: str
+    kind: str  # multiple_choice | generation
+    # The unperturbed requests rebuilt by the adapter, the stored answers and each instance's gold.
+    requests: list[Request]
+    answers: dict[str, Completion]
+    golds: dict[str, int | None]
+    references: dict[str, tuple[str, ...]]
+    # Requests whose rebuilt prompt differs from the stored one (or that the run did not store).
+    prompt_mismatches: list[str]
+    cache_hits: int
+    batch_size: int
+
+
+def read_run(db: Path, spec_path: Path) -> HelmflowRun:
+    """The one run of a fresh warehouse, its requests rebuilt from its spec file and seed."""
+    warehouse = Warehouse(db)
+    [run_id] = warehouse.runs(10).run_id.tolist()
+    row = warehouse.run_row(run_id, "seed", "cache_hits", "batch_size")
+    stored = warehouse.stored_run(run_id)
+    # The spec file the run was given, loaded as `helmflow run` loads it: the stored spec_json,
+    # re-validated, has lost which fields were written, and per-source field maps depend on that.
+    spec: ScenarioSpec = load_spec(spec_path, "scenario").spec  # type: ignore[assignment]
+    if spec.model_dump_json() != stored.spec_json:
+        raise ValueError(f"run {run_id} ran another spec than {spec_path}")
+    adapter = spec.adapter
+    pool = []
+    if adapter.num_train and adapter.fewshot_split:
+        pool, _ = load_instances(spec, adapter.fewshot_split, "offline", spec_path.parent)
+    # The run's own instances (its selection), no perturbations: only unperturbed requests compare.
+    requests = build_requests(adapter, stored.instances, pool, int(row["seed"]))
+    answers = {r.id: c for r, c in stored.answers if r.perturbation == ""}
+    prompts = {r.id: r.prompt for r, _ in stored.answers if r.perturbation == ""}
+    mismatches = [r.id for r in requests if prompts.get(r.id) != r.prompt]
+    mismatches += sorted(set(prompts) - {r.id for r in requests})
+    return HelmflowRun(
+        run_id=run_id,
+        kind=requests[0].kind,
+        requests=requests,
+        answers=answers,
+        golds={i.id: i.gold_index for i in stored.instances},
+        references={i.id: i.references for i in stored.instances},
+        prompt_mismatches=mismatches,
+        cache_hits=int(row["cache_hits"] or 0),
+        batch_size=int(row["batch_size"]),
+    )
+
+
+# -- the lm-eval task ------------------------------------------------------------------------------
+
+
+def write_task(name: str, run: HelmflowRun, folder: Path) -> str:
+    """A jsonl of the run's requests and an lm-eval task YAML that asks exactly them; the task's name.
+
+    lm-eval builds a multiple-choice request as (context, target_delimiter + choice): with the
+    prompt as the context, helmflow's continuations (which carry their leading space) as the
+    choices and an empty delimiter, it scores the very strings helmflow scored. Both move the
+    prompt's trailing whitespace into the continuation before tokenising. Exemplars are inside
+    the prompt already, so the task is zero-shot.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    task = f"helmflow_{name}"
+    data = folder / f"{task}.jsonl"
+    with data.open("w") as out:
+        for r in run.requests:
+            doc: dict[str, Any] = {"id": r.instance_id, "prompt": r.prompt}
+            if r.kind == "multiple_choice":
+                doc.update(choices=list(r.continuations), gold=run.golds[r.instance_id])
+            else:
+                doc.update(target=(run.references[r.instance_id] or ("",))[0])
+            out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    config: dict[str, Any] = {
+        "task": task,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+        "test_split": "test",
+        "doc_to_text": "prompt",  # a column name: the text as it is, no template rendering
+        "num_fewshot": 0,
+    }
+    if run.kind == "multiple_choice":
+        config.update(
+            output_type="multiple_choice",
+            doc_to_choice="choices",
+            doc_to_target="gold",
+            target_delimiter="",
+            metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        )
+    else:
+        first = run.requests[0]
+        config.update(
+            output_type="generate_until",
+            doc_to_target="target",
+            generation_kwargs={"until": list(first.stop), "max_gen_toks": first.max_tokens, "do_sample": False},
+            metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+        )
+    (folder / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return task
+
+
+def read_samples(folder: Path, task: str) -> dict[str, dict[str, Any]]:
+    """lm-eval's logged samples of a task (--log_samples), by helmflow instance id."""
+    samples = {}
+    for path in sorted(folder.rglob(f"samples_{task}_*.jsonl")):
+        for line in path.open():
+            sample = json.loads(line)
+            samples[sample["doc"]["id"]] = sample
+    return samples
+
+
+# -- the comparison --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agreement:
+    compared: int
+    same_prompts: int
+    max_abs_logprob_diff: float | None = None  # multiple choice
+    same_argmax: int | None = None  # multiple choice
+    same_text: int | None = None  # generation
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda k: values[k])
+
+
+def _same_request(request: Request, arguments: list[tuple[Any, ...]]) -> bool:
+    """Whether lm-eval asked what helmflow asked: the same context and continuations, or the same
+    context, stop sequences and token budget."""
+    if request.kind == "multiple_choice":
+        return arguments == [(request.prompt, c) for c in request.continuations]
+    [(context, kwargs)] = arguments
+    return (
+        context == request.prompt
+        and list(kwargs.get("until", [])) == list(request.stop)
+        and kwargs.get("max_gen_toks") == request.max_tokens
+    )
+
+
+def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
+    """Request by request: prompts, then log-likelihoods and argmax, or generated texts.
+
+    An instance lm-eval did not answer counts as a differing prompt."""
+    same_prompts, same_argmax, same_text, diffs = 0, 0, 0, []
+    for request in run.requests:
+        sample = samples.get(request.instance_id)
+        if sample is None:
+            continue
+        arguments = [tuple(a[f"arg_{j}"] for j in range(len(a))) for a in sample["arguments"].values()]
+        same_prompts += _same_request(request, arguments) and request.id not in run.prompt_mismatches
+        ours = run.answers[request.id]
+        if request.kind == "multiple_choice":
+            theirs = [float(r[0][0]) for r in sample["resps"]]
+            diffs += [abs(a - b) for a, b in zip(ours.logprobs, theirs, strict=True)]
+            same_argmax += _argmax(ours.logprobs) == _argmax(theirs)
+        else:
+            same_text += ours.text == sample["filtered_resps"][0]
+    generation = run.kind == "generation"
+    return Agreement(
+        compared=len(run.requests),
+        same_prompts=same_prompts,
+        max_abs_logprob_diff=None if generation else max(diffs, default=float("nan")),
+        same_argmax=None if generation else same_argmax,
+        same_text=same_text if generation else None,
+    )

@@ -1,0 +1,100 @@
+"""Shared prefixes: which sequences are grouped (by hand), and on the real model the log-probs equal
+the unshared computation's to 1e-4 for few-shot prompts, separate choices and a mix of both."""
+
+from __future__ import annotations
+
+import pytest
+
+from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.models.embedded import converted_dir
+from helmflow.tasks.models.shared_prefix import PrefixGroup, prefix_groups
+from helmflow.tasks.records import Request
+
+HEADER = list(range(100, 120))  # 20 shared tokens
+
+
+def test_a_shared_header_is_one_group_and_a_sequence_without_it_stays_alone() -> None:
+    sequences = [[*HEADER, 1, 2], [*HEADER, 1, 3], [*HEADER, 4], [7, 7, 7]]
+    # Sorted: [7,7,7] < HEADER…; the three HEADER rows share 20 tokens: saved (3 - 1) × 20 - 4 = 36.
+    # Their children ({1,2},{1,3} share 21: 21 - 4 = 17; {4} alone) save less, so the node is taken whole.
+    assert prefix_groups(sequences, [len(s) - 1 for s in sequences]) == [PrefixGroup(20, (0, 1, 2))]
+
+
+def test_subgroups_with_longer_prefixes_win_when_they_save_more() -> None:
+    a = [HEADER + [1] * 30 + [k] for k in range(3)]  # share 50 tokens
+    b = [HEADER + [2] * 30 + [k] for k in range(3)]  # share 50 tokens
+    sequences = a + b
+    # Whole: 5 × 20 - 4 = 96. Children: 2 × (2 × 50 - 4) = 192.
+    groups = prefix_groups(sequences, [len(s) - 1 for s in sequences])
+    assert sorted(groups, key=lambda g: g.members) == [PrefixGroup(50, (0, 1, 2)), PrefixGroup(50, (3, 4, 5))]
+
+
+def test_a_prefix_never_reaches_a_scored_position() -> None:
+    sequences = [[*HEADER, 1], [*HEADER, 2]]
+    # The first scored positions are 12 and 15: the shared 20 tokens are cut to 12.
+    assert prefix_groups(sequences, [12, 15]) == [PrefixGroup(12, (0, 1))]
+    # Below MIN_SHARED_TOKENS (8) nothing is shared.
+    assert prefix_groups(sequences, [5, 15]) == []
+
+
+def test_identical_sequences_and_short_prefixes() -> None:
+    assert prefix_groups([[1, 2, 3]] * 3, [2, 2, 2]) == []  # 2 < 8 tokens
+    assert prefix_groups([], []) == []
+    assert prefix_groups([HEADER], [19]) == []
+
+
+# -- the real model -------------------------------------------------------------------------------
+
+EXEMPLARS = "".join(
+    f"Question: what is {a} plus {b}?\nA. {a + b}\nB. {a + b + 1}\nC. {a * b}\nD. 0\nAnswer: A\n\n"
+    for a, b in [(2, 3), (4, 1), (7, 5), (6, 6), (9, 2)]
+)
+FEWSHOT = [
+    Request(
+        f"f{i}",
+        f"f{i}",
+        "multiple_choice",
+        "The following are questions about arithmetic.\n\n" + EXEMPLARS + f"Question: what is {i} plus {i}?\n"
+        f"A. {2 * i}\nB. {i}\nC. {i + 3}\nD. 1\nAnswer:",
+        (" A", " B", " C", " D"),
+    )
+    for i in range(10)
+]
+SEPARATE = [
+    Request(
+        f"s{i}",
+        f"s{i}",
+        "multiple_choice",
+        f"Question: Which of these would a person most likely use to measure {thing}?\nAnswer:",
+        (" a ruler made of wood", " a thermometer", " a kitchen scale for baking", " a stopwatch"),
+    )
+    for i, thing in enumerate(["the length of a table", "the temperature of water", "flour", "a race", "rain"])
+]
+
+
+@pytest.fixture(scope="module")
+def local_model():  # -> HFModel
+    from helmflow.tasks.models.hf import HFModel
+
+    spec = ModelSpec(name="local", backend="hf", path=str(converted_dir()[0]), batch_size=4)
+    return HFModel(spec, fingerprint="test")
+
+
+def logprobs(model, requests: list[Request], share: bool) -> list[list[float]]:  # model: HFModel
+    model.spec = model.spec.model_copy(update={"share_prefixes": share})
+    return [c.logprobs for c in model.loglikelihood(requests)]
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    "requests", [FEWSHOT, SEPARATE, FEWSHOT[:3] + SEPARATE + FEWSHOT[3:]], ids=["fewshot", "separate", "mixed"]
+)
+def test_shared_prefix_logprobs_equal_the_whole_computation(local_model, requests: list[Request]) -> None:
+    sequences = [s for i, r in enumerate(requests) for s in local_model._sequences(i, r)]
+    groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
+    assert groups, "these requests share prefixes"
+    shared, whole = logprobs(local_model, requests, True), logprobs(local_model, requests, False)
+    differences = [abs(a - b) for s, w in zip(shared, whole, strict=True) for a, b in zip(s, w, strict=True)]
+    assert max(differences) <= 1e-4, max(differences)
+    # Not trivially equal: every request has its own, different, log-probs.
+    assert len({tuple(round(v, 3) for v in w) for w in whole}) == len(requests)
