@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not servers and not slow"
 
 # The slower tier: every offline scenario of the library on the model, and the Dask/Ray cluster runners
-# (about 8 minutes more). .ci/run runs it after make test.
+# (about 10.5 minutes on 2 cores). .ci/run runs it after make test.
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m "slow and not servers"
 
@@ -40,7 +40,7 @@ test-parallel: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q -n 2 --dist loadgroup -m "not servers"
 
-# Every test that loads no model (the `model` marker marks those that do): under a minute.
+# Every test that loads no model (the `model` marker marks those that do): about 80 s on 2 cores.
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q -m "not model and not servers"
