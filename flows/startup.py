@@ -12,6 +12,7 @@ their sum.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 
@@ -27,17 +28,29 @@ class PrefectServerStart:
     def __init__(self) -> None:
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._started: object | None = None  # the server this thread started, if it started one
         self._thread = threading.Thread(target=self._start, name="prefect-server-start", daemon=True)
+        atexit.register(self._at_exit)
         self._thread.start()
 
     def _start(self) -> None:
         began = time.perf_counter()
         try:
             from prefect.client.orchestration import get_client
+            from prefect.server.api.server import SubprocessASGIServer
 
-            # With no PREFECT_API_URL, creating a client starts the temporary server (once per process);
-            # with one, this only builds a client and the server is the user's.
-            get_client(sync_client=True)
+            with self._lock:  # `_at_exit` either comes first and nothing starts, or waits for the start
+                if self._abandoned:
+                    return
+                running = SubprocessASGIServer._instances.get(None)
+                already = running is not None and running.running
+                # With no PREFECT_API_URL, creating a client starts the temporary server (once per
+                # process); with one, this only builds a client and the server is the user's.
+                get_client(sync_client=True)
+                started = SubprocessASGIServer._instances.get(None)
+                self._started = started if started is not None and not already else None
         except BaseException as exc:  # the flow reports it, when it starts the server itself
             self.error = exc
         self.seconds = time.perf_counter() - began
@@ -46,6 +59,22 @@ class PrefectServerStart:
         # Until the server answers: Prefect marks it running before it is healthy, and a flow that
         # started meanwhile would not wait for it.
         self._thread.join()
+        atexit.unregister(self._at_exit)
+
+    def _at_exit(self) -> None:
+        """The process ends before the start was waited for (bad data): keep the server from starting,
+        or stop the one this thread started.
+
+        Otherwise a command that fails on bad data exits while the thread is still importing Prefect;
+        the thread then starts the server as the interpreter shuts down, after the clean-up Prefect
+        registers at exit has run, and the server outlives the command. A process that goes on (a
+        test session) keeps the server for its next flow, and Prefect stops it at exit.
+        """
+        with self._lock:
+            self._abandoned = True
+            if self._started is not None:
+                self._started.stop()  # type: ignore[attr-defined]
+                self._started = None
 
 
 def get_ready(
@@ -60,7 +89,7 @@ def get_ready(
     """
     server = PrefectServerStart()
     began = time.perf_counter()
-    preflight(plans, seed, prefer)  # raises on bad data; the server thread is left to finish on its own
+    preflight(plans, seed, prefer)  # raises on bad data, before any flow runs
     checked = time.perf_counter()
     if load_model and models:
         preload_model(models[0])
