@@ -28,8 +28,8 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q -m "not servers and not slow"
 
-# The slower tier: every offline scenario of the library on the model, and the Dask/Ray cluster runners
-# (about 10.5 minutes on 2 cores). .ci/run runs it after make test.
+# The slower tier: every offline scenario of the library on the model, the Dask/Ray cluster runners and a
+# cron deployment under serve (about 11.5 minutes on 2 cores). .ci/run runs it after make test.
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m "slow and not servers"
 

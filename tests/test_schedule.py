@@ -52,6 +52,7 @@ def healthy(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow  # a minute: a Prefect `serve` process and a cron slot; make test-slow
 def test_cron_deployment_runs_under_serve_and_lands(tmp_path: Path) -> None:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
