@@ -383,8 +383,7 @@ class HFModel:
             sums = self._fitting(self._scored_logprobs, batch)
             record(batch, sums, time.perf_counter() - began)
         groups.sort(key=lambda g: -g.length)
-        lengths = {id(g): g.length for g in groups}
-        for wave in token_budget_batches(groups, self.batch_size, self.max_batch_tokens, lambda g: lengths[id(g)]):
+        for wave in token_budget_batches(groups, self.batch_size, self.max_batch_tokens, lambda g: g.length):
             began = time.perf_counter()
             prefixes = [sequences[g.members[0]].input_ids[: g.length] for g in wave]
             caches = self._fitting(self._prefix_caches, prefixes)
