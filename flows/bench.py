@@ -85,6 +85,9 @@ def main() -> int:
     print(f"forward_seconds       {forward:.1f}")
     print(f"prompt_tokens_per_s   {tokens / forward:.0f}")
     print(f"outside_forward_share {(wall - forward) / wall:.3f}")
+    # Shared prefixes: tokens the scoring needed (every sequence whole) against those the model computed.
+    print(f"prompt_tokens_requested {figures['tokens_requested']}")
+    print(f"prompt_tokens_computed  {figures['tokens_computed']:.0f}")
     print(f"peak_memory_mib       {peak_mib:.0f}")
     # Where the time outside forward passes goes, stage by stage (seconds from the start of the script).
     previous = 0.0
@@ -99,7 +102,7 @@ def main() -> int:
         print(f"{label:<38}{at - previous:.1f}")
         previous = at
     print(f"{'after_the_flow_seconds':<38}{wall - previous:.1f}")
-    # ready_seconds is the longest of these three, which ran side by side.
+    # Beside these, Prefect's server and Great Expectations' import ran in processes of their own.
     for name, seconds in side_by_side.items():
         print(f"{'  ' + name + '_seconds':<38}{seconds:.1f}")
     return 0 if outcome.status == "succeeded" else 1

@@ -12,6 +12,7 @@ import json
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from helmflow.flows import progress
+from helmflow.flows import progress, validation_process
 from helmflow.flows.inference import infer
 from helmflow.flows.plans import ScenarioPlan
 from helmflow.specs.loader import spec_hash
@@ -80,6 +81,22 @@ TASK_OPTIONS = {"cache_policy": NONE, "persist_result": False}
 
 def prepare(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
     """Load, select and validate a scenario's instances (and its few-shot pool); bad input raises here."""
+    loaded = _load(plan, seed, prefer)
+    return _checked(loaded, validation_process.run(validate_instances, loaded.frame))
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A scenario's selected instances and few-shot pool, and the frame their checks read."""
+
+    plan: ScenarioPlan
+    instances: list[Instance]
+    pool: list[Instance]
+    source: ResolvedSource
+    frame: pd.DataFrame
+
+
+def _load(plan: ScenarioPlan, seed: int, prefer: str) -> _Loaded:
     spec = plan.spec
     base = Path(plan.base_dir) if plan.base_dir else None
     instances, source = load_instances(spec, prefer=prefer, base_dir=base)  # type: ignore[arg-type]
@@ -95,11 +112,14 @@ def prepare(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
             "gold_index": pd.array([i.gold_index for i in instances], dtype="Int64"),
         }
     )
-    checks = validate_instances(frame)
+    return _Loaded(plan, instances, pool, source, frame)
+
+
+def _checked(loaded: _Loaded, checks: list[ValidationResult]) -> Prepared:
     if not all(c.success for c in checks):
         # Name the source rows of the failing instances: that is what a person has to fix.
-        raise ValidationFailed(checks, where={i.id: i.origin for i in instances})
-    return Prepared(plan, instances, pool, source, checks)
+        raise ValidationFailed(checks, where={i.id: i.origin for i in loaded.instances})
+    return Prepared(loaded.plan, loaded.instances, loaded.pool, loaded.source, checks)
 
 
 # What `preflight` prepared before the flow started, handed to the flow's first load of the same plan
@@ -111,10 +131,20 @@ def _key(plan: ScenarioPlan, seed: int, prefer: str) -> tuple[str, str | None, s
     return (plan.spec.model_dump_json(), plan.base_dir, plan.suite, seed, prefer)
 
 
-def preflight(plans: list[ScenarioPlan], seed: int, prefer: str) -> None:
-    """Every scenario's data, checked before Prefect starts and before any model loads."""
+def preflight(plans: list[ScenarioPlan], seed: int, prefer: str) -> Callable[[], None]:
+    """Load every scenario's data now (a missing file or a bad field raises here, before Prefect starts
+    or any model loads) and hand its checks to the validation worker; the function returned waits for
+    the checks, and raises on data that fails them."""
+    pending = []
     for plan in plans:
-        _preflighted[_key(plan, seed, prefer)] = prepare(plan, seed, prefer)
+        loaded = _load(plan, seed, prefer)
+        pending.append((_key(plan, seed, prefer), loaded, validation_process.submit(validate_instances, loaded.frame)))
+
+    def finish() -> None:
+        for key, loaded, checks in pending:
+            _preflighted[key] = _checked(loaded, checks.result())
+
+    return finish
 
 
 @task(name="load-instances", **TASK_OPTIONS)
@@ -195,7 +225,7 @@ def validate_predictions_stage(predictions: list[Prediction], expected: int) -> 
     ]
     columns = ["request_id", "produced", "confidence", "latency_s", "error"]
     logprobs = ["choice_logprobs", "output_logprobs", "choice_baseline_logprobs"]  # each must be finite
-    return validate_predictions(frame[columns + logprobs], expected)
+    return validation_process.run(validate_predictions, frame[columns + logprobs], expected)
 
 
 @task(name="score", **TASK_OPTIONS)
@@ -220,7 +250,8 @@ def validate_stats_stage(metrics: list[Metric]) -> list[ValidationResult]:
         unperturbed.get(m.metric) if m.perturbation == "worst_case" else None for m in metrics
     ]
     frame["is_delta"] = frame.metric.str.endswith("_delta")
-    return validate_stats(
+    return validation_process.run(
+        validate_stats,
         frame[
             [
                 "key",
@@ -233,7 +264,7 @@ def validate_stats_stage(metrics: list[Metric]) -> list[ValidationResult]:
                 "unperturbed_value",
                 "n",
             ]
-        ]
+        ],
     )
 
 

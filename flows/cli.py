@@ -7,11 +7,14 @@ commands that need them, so `helmflow runs` or `helmflow query` start in well un
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from helmflow.flows.cli_history import (
@@ -330,5 +333,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
+def console_main() -> NoReturn:
+    """The `helmflow` command: main(), the exit hooks (Prefect's log and event flushes, the temporary
+    server's stop), then the exit itself, without tearing the interpreter down module by module.
+
+    That teardown frees torch's, transformers', Great Expectations' and Prefect's thousands of objects one
+    by one: 1–3 s after a run, with nothing left to do (the run is in the warehouse, every connection is
+    closed, the hooks have run). Tests call main() and keep the normal exit.
+    """
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse's --help and usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    # What the interpreter does before its teardown: wait for non-daemon threads, run the exit hooks.
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (helmflow runs | head)
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -1,80 +1,25 @@
-"""What happens before the flow, side by side: Prefect's server starts while the data is checked and
-the model loads.
+"""What happens before the flow, side by side on two cores: Prefect's server starts and Great
+Expectations is imported, each in a process of its own, while this process loads the data and the model.
 
-The first flow run of a process starts Prefect's temporary API server (a uvicorn subprocess that
-imports Prefect's whole server: ~8–14 s on two cores), and until now the flow then loaded the model
-(~5–8 s with torch's import). Neither needs the other. `get_ready` starts the server from a
-thread, checks every scenario's data here meanwhile (bad data still stops the command before any
-flow runs, with the same message) and loads the first model, which the flow's load-model task then
-takes as it is (`benchmark.take_preloaded`). A run's fixed cost becomes the longer of the two, not
-their sum.
+The first flow run of a process needs Prefect's API. With none configured, Prefect starts a temporary
+server itself, but from inside the flow (so the data checks and the model load waited for it), and only
+after importing its whole server package into this process (4–5 s of Python that holds the GIL against
+everything else here). `get_ready` instead starts that same server as a subprocess first and points this
+process and its children at it (`flows/temporary_server.py`); starts the validation worker, whose first
+job is Great Expectations' import (`flows/validation_process.py`); loads every scenario's data and hands
+its checks to the worker; loads the first model; then waits for the checks (bad data still stops the
+command before any flow runs) and for the server. The flow's load tasks take what was loaded as it is.
 """
 
 from __future__ import annotations
 
-import atexit
-import threading
 import time
 
+from helmflow.flows import validation_process
 from helmflow.flows.benchmark import preflight, preload_model
 from helmflow.flows.plans import ScenarioPlan
+from helmflow.flows.temporary_server import start_prefect_api
 from helmflow.specs.schema import ModelSpec
-
-
-class PrefectServerStart:
-    """Prefect's temporary server, started from a thread. Its errors are kept, not raised: if it
-    could not start, the flow starts it again itself and fails with Prefect's own message."""
-
-    def __init__(self) -> None:
-        self.error: BaseException | None = None
-        self.seconds = 0.0
-        self._lock = threading.Lock()
-        self._abandoned = False
-        self._started: object | None = None  # the server this thread started, if it started one
-        self._thread = threading.Thread(target=self._start, name="prefect-server-start", daemon=True)
-        atexit.register(self._at_exit)
-        self._thread.start()
-
-    def _start(self) -> None:
-        began = time.perf_counter()
-        try:
-            from prefect.client.orchestration import get_client
-            from prefect.server.api.server import SubprocessASGIServer
-
-            with self._lock:  # `_at_exit` either comes first and nothing starts, or waits for the start
-                if self._abandoned:
-                    return
-                running = SubprocessASGIServer._instances.get(None)
-                already = running is not None and running.running
-                # With no PREFECT_API_URL, creating a client starts the temporary server (once per
-                # process); with one, this only builds a client and the server is the user's.
-                get_client(sync_client=True)
-                started = SubprocessASGIServer._instances.get(None)
-                self._started = started if started is not None and not already else None
-        except BaseException as exc:  # the flow reports it, when it starts the server itself
-            self.error = exc
-        self.seconds = time.perf_counter() - began
-
-    def wait(self) -> None:
-        # Until the server answers: Prefect marks it running before it is healthy, and a flow that
-        # started meanwhile would not wait for it.
-        self._thread.join()
-        atexit.unregister(self._at_exit)
-
-    def _at_exit(self) -> None:
-        """The process ends before the start was waited for (bad data): keep the server from starting,
-        or stop the one this thread started.
-
-        Otherwise a command that fails on bad data exits while the thread is still importing Prefect;
-        the thread then starts the server as the interpreter shuts down, after the clean-up Prefect
-        registers at exit has run, and the server outlives the command. A process that goes on (a
-        test session) keeps the server for its next flow, and Prefect stops it at exit.
-        """
-        with self._lock:
-            self._abandoned = True
-            if self._started is not None:
-                self._started.stop()  # type: ignore[attr-defined]
-                self._started = None
 
 
 def get_ready(
@@ -87,12 +32,23 @@ def get_ready(
     transformers' lazy imports (`datasets` reads `transformers.PreTrainedTokenizerBase` while the
     model's thread is still importing transformers).
     """
-    server = PrefectServerStart()
-    began = time.perf_counter()
-    preflight(plans, seed, prefer)  # raises on bad data, before any flow runs
-    checked = time.perf_counter()
+    server = start_prefect_api()  # None: the user's Prefect API (PREFECT_API_URL, a profile) is used
+    validation_process.start()  # Great Expectations' import, beside the data and model loads
+    started = time.perf_counter()
+    # Unreadable data raises here; data that fails its checks raises at finish_checks(), after the model
+    # load that ran beside them. Either way before any flow runs (the server stops at exit).
+    finish_checks = preflight(plans, seed, prefer)
+    data_loaded = time.perf_counter()
     if load_model and models:
         preload_model(models[0])
     loaded = time.perf_counter()
-    server.wait()
-    return {"data_and_checks": checked - began, "model_load": loaded - checked, "prefect_server_start": server.seconds}
+    finish_checks()
+    checked = time.perf_counter()
+    if server is not None:
+        server.wait_until_healthy()
+    return {
+        "data_load": data_loaded - started,
+        "model_load": loaded - data_loaded,
+        "checks_waited": checked - loaded,
+        "prefect_server_start": (server.healthy_after or 0.0) if server is not None else 0.0,
+    }

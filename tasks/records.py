@@ -70,6 +70,11 @@ class Completion:
     generated_tokens: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    # Prompt tokens the request's scoring needed, every sequence whole (what scoring without reuse
+    # computes), and the tokens the model did compute for it: its own, plus its share of a prefix
+    # computed once for its group (tasks/models/shared_prefix.py). Zero where a backend does not say.
+    prompt_tokens_requested: int = 0
+    prompt_tokens_computed: float = 0.0
     # Wall seconds of the batch(es) that served this request, shared equally over their members.
     latency_s: float = 0.0
     batch_size: int = 0

@@ -45,6 +45,11 @@ def _context() -> Any:
     return context.data_sources.add_pandas("helmflow")
 
 
+def warm() -> None:
+    """Import Great Expectations and make its context now, not at the first check."""
+    _context()
+
+
 def _run(stage: str, frame: pd.DataFrame, id_column: str, expectations: list[Any]) -> list[ValidationResult]:
     import great_expectations as gx
 

