@@ -225,7 +225,6 @@ def read_samples(folder: Path, task: str) -> dict[str, dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Agreement:
-    compared: int
     same_prompts: int
     max_abs_logprob_diff: float | None = None  # multiple choice
     same_argmax: int | None = None  # multiple choice
@@ -254,12 +253,13 @@ def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
 
     An instance lm-eval did not answer counts as a differing prompt."""
     same_prompts, same_argmax, same_text, diffs = 0, 0, 0, []
+    mismatches = set(run.prompt_mismatches)
     for request in run.requests:
         sample = samples.get(request.instance_id)
         if sample is None:
             continue
         arguments = [tuple(a[f"arg_{j}"] for j in range(len(a))) for a in sample["arguments"].values()]
-        same_prompts += _same_request(request, arguments) and request.id not in run.prompt_mismatches
+        same_prompts += _same_request(request, arguments) and request.id not in mismatches
         ours = run.answers[request.id]
         if request.kind == "multiple_choice":
             theirs = [float(r[0][0]) for r in sample["resps"]]
@@ -269,7 +269,6 @@ def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
             same_text += ours.text == sample["filtered_resps"][0]
     generation = run.kind == "generation"
     return Agreement(
-        compared=len(run.requests),
         same_prompts=same_prompts,
         max_abs_logprob_diff=None if generation else max(diffs, default=float("nan")),
         same_argmax=None if generation else same_argmax,

@@ -63,8 +63,7 @@ class TemporaryPrefectServer:
                 code = self.process.poll()
                 if code == _PORT_IN_USE:  # another process took the port first: take another one
                     self.port = _free_port()
-                    os.environ["PREFECT_API_URL"] = self.api_url
-                    _refresh_prefect_settings()
+                    _point_prefect_at(self.api_url)
                     self.process = self._launch()
                 elif code is not None:
                     raise PrefectServerError(f"Prefect's temporary server exited with code {code} while starting")
@@ -111,8 +110,7 @@ def start_prefect_api() -> TemporaryPrefectServer | None:
         "PREFECT__SERVER_FINAL": "1",
     }
     _server = TemporaryPrefectServer(environment, settings.server.ephemeral.startup_timeout_seconds)
-    os.environ["PREFECT_API_URL"] = _server.api_url
-    _refresh_prefect_settings()
+    _point_prefect_at(_server.api_url)
     return _server
 
 
@@ -121,10 +119,12 @@ def _prefect_started_its_own() -> bool:
     return own is not None and any(server.running for server in own.SubprocessASGIServer._instances.values())
 
 
-def _refresh_prefect_settings() -> None:
-    # Prefect reads the environment into a process-wide settings object at import; this re-reads it.
+def _point_prefect_at(api_url: str) -> None:
+    """This process and the processes it starts from now on use this API."""
     from prefect.context import refresh_global_settings_context
 
+    os.environ["PREFECT_API_URL"] = api_url
+    # Prefect reads the environment into a process-wide settings object at import; this re-reads it.
     refresh_global_settings_context()
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from helmflow.tasks.validate import warm  # Great Expectations itself is imported by warm(), in the worker
+
 Args = ParamSpec("Args")
 Out = TypeVar("Out")
 
@@ -27,7 +29,7 @@ def start() -> None:
     if _pool is None:
         # spawn, not fork: by now this process may hold threads (Prefect's) that a fork would copy mid-work.
         _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        _pool.submit(_warm)  # the worker's first job: the import
+        _pool.submit(warm)  # the worker's first job: the import
 
 
 def run(check: Callable[Args, Out], *args: Args.args, **kwargs: Args.kwargs) -> Out:
@@ -45,9 +47,3 @@ def submit(check: Callable[Args, Out], *args: Args.args, **kwargs: Args.kwargs) 
     except Exception as exc:
         done.set_exception(exc)
     return done
-
-
-def _warm() -> None:
-    from helmflow.tasks.validate import warm
-
-    warm()

@@ -36,7 +36,7 @@ CPU_BATCH_SIZE = 16  # batch_size auto on the CPU: the spec's default
 GPU_MEMORY_SHARE = 0.5
 TYPICAL_ROW_TOKENS = 512
 # A prefix group whose prefix and members' own tokens together are at most this long is packed into one
-# row (see _Packed); a longer one (MMLU 5-shot: ~500 tokens of exemplars shared by a whole subject) has
+# row (hf_prefix.PackedRow); a longer one (MMLU 5-shot: ~500 tokens of exemplars shared by a whole subject) has
 # its prefix's key/value cache computed once and copied to its members' rows.
 PACKED_ROW_TOKENS = 512
 

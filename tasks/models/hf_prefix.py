@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from helmflow.tasks.models.shared_prefix import PrefixGroup
@@ -61,7 +62,7 @@ class CachedSuffix:
     prefix_length: int
     prefix_cache: Any
 
-    @property
+    @cached_property
     def input_ids(self) -> list[int]:
         return self.sequence.input_ids[self.prefix_length :]
 
@@ -79,7 +80,7 @@ class PackedRow:
     members: list[Sequence]
     prefix_length: int
 
-    @property
+    @cached_property
     def input_ids(self) -> list[int]:
         first = self.members[0].input_ids[: self.prefix_length]
         return first + [t for m in self.members for t in m.input_ids[self.prefix_length :]]
@@ -92,23 +93,26 @@ def score_groups(model: HFModel, groups: list[PrefixGroup], sequences: list[Sequ
     def packed_length(group: PrefixGroup) -> int:
         return group.length + sum(len(sequences[m].input_ids) - group.length for m in group.members)
 
-    packed = [
-        PackedRow([sequences[m] for m in g.members], g.length)
-        for g in groups
-        if packed_length(g) <= model.packed_row_tokens
-    ]
-    cached = sorted((g for g in groups if packed_length(g) > model.packed_row_tokens), key=lambda g: -g.length)
+    packed: list[PackedRow] = []
+    cached: list[PrefixGroup] = []
+    for g in groups:
+        if packed_length(g) <= model.packed_row_tokens:
+            packed.append(PackedRow([sequences[m] for m in g.members], g.length))
+        else:
+            cached.append(g)
+    cached.sort(key=lambda g: -g.length)
     packed.sort(key=lambda r: -len(r.input_ids))
     for batch in token_budget_batches(packed, model.batch_size, model.max_batch_tokens):
         began = time.perf_counter()
         sums = model._fitting(lambda rows: packed_logprobs(model, rows), batch)
         elapsed = time.perf_counter() - began
+        batch_members = sum(len(r.members) for r in batch)
         for row, row_sums in zip(batch, sums, strict=True):
             offsets = [0]
             for member in row.members:
                 offsets.append(offsets[-1] + len(member.targets))
             member_sums = [row_sums[offsets[i] : offsets[i + 1]] for i in range(len(row.members))]
-            share = elapsed * len(row.members) / sum(len(r.members) for r in batch)
+            share = elapsed * len(row.members) / batch_members
             record(row.members, member_sums, share)
     for wave in token_budget_batches(cached, model.batch_size, model.max_batch_tokens, lambda g: g.length):
         began = time.perf_counter()
@@ -128,7 +132,8 @@ def score_groups(model: HFModel, groups: list[PrefixGroup], sequences: list[Sequ
             # The shared pass's time is shared by every member of the wave.
             elapsed = time.perf_counter() - began + prefix_s * len(batch) / members
             record([row.sequence for row in batch], sums, elapsed)
-        del caches, suffixes
+        # The rows hold views of the wave's whole cache: free it before the next wave's prefixes run.
+        del caches, suffixes, batch
 
 
 def prefix_caches(model: HFModel, prefixes: list[list[int]]) -> list[Any]:

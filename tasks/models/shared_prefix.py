@@ -51,11 +51,8 @@ def prefix_groups(
     """
     order = sorted(range(len(sequences)), key=sequences.__getitem__)
     lcp = [common_prefix_length(sequences[order[k]], sequences[order[k + 1]]) for k in range(len(order) - 1)]
-    groups: list[PrefixGroup] = []
     _, chosen = _best(order, lcp, limits, 0, len(order), min_tokens, 0)
-    for length, start, end in chosen:
-        groups.append(PrefixGroup(length, tuple(order[start:end])))
-    return groups
+    return [PrefixGroup(length, tuple(order[start:end])) for length, start, end in chosen]
 
 
 def _best(
