@@ -29,7 +29,7 @@ from helmflow.specs.library import apply_suite_entry, find_scenario
 from helmflow.specs.loader import load_spec
 from helmflow.specs.schema import ScenarioSpec
 from helmflow.tasks.adapt import build_requests
-from helmflow.tasks.data import load_instances
+from helmflow.tasks.data import fewshot_pool
 from helmflow.tasks.models.embedded import cache_root
 from helmflow.tasks.records import Completion, Request
 from helmflow.warehouse.store import Warehouse
@@ -137,9 +137,7 @@ def read_run(db: Path, spec_path: Path) -> HelmflowRun:
     if spec.model_dump_json() != stored.spec_json:
         raise ValueError(f"run {run_id} ran another spec than {spec_path}")
     adapter = spec.adapter
-    pool = []
-    if adapter.num_train and adapter.fewshot_split:
-        pool, _ = load_instances(spec, adapter.fewshot_split, "offline", spec_path.parent)
+    pool = fewshot_pool(spec, "offline", spec_path.parent)
     # The run's own instances (its selection), no perturbations: only unperturbed requests compare.
     requests = build_requests(adapter, stored.instances, pool, int(row["seed"]))
     answers = {r.id: c for r, c in stored.answers if r.perturbation == ""}

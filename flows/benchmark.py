@@ -27,7 +27,7 @@ from helmflow.flows.plans import ScenarioPlan
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.adapt import Request, build_requests
-from helmflow.tasks.data import ResolvedSource, load_instances, select
+from helmflow.tasks.data import ResolvedSource, fewshot_pool, load_instances, select
 from helmflow.tasks.instances import Instance, instances_fingerprint
 from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
 from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
@@ -101,9 +101,7 @@ def _load(plan: ScenarioPlan, seed: int, prefer: str) -> _Loaded:
     base = Path(plan.base_dir) if plan.base_dir else None
     instances, source = load_instances(spec, prefer=prefer, base_dir=base)  # type: ignore[arg-type]
     instances = select(instances, spec.groups, spec.max_instances, seed)
-    pool: list[Instance] = []
-    if spec.adapter.num_train and spec.adapter.fewshot_split:
-        pool, _ = load_instances(spec, spec.adapter.fewshot_split, prefer, base)  # type: ignore[arg-type]
+    pool = fewshot_pool(spec, prefer, base)  # type: ignore[arg-type]
     frame = pd.DataFrame(
         {
             "instance_id": [i.id for i in instances],

@@ -119,7 +119,7 @@ def cmd_specs_show(args: argparse.Namespace) -> int:
 
     from helmflow.specs.library import find
     from helmflow.tasks.adapt import build_requests
-    from helmflow.tasks.data import load_instances, select
+    from helmflow.tasks.data import fewshot_pool, load_instances, select
 
     loaded = find("scenario", args.name)
     spec = loaded.spec
@@ -128,9 +128,7 @@ def cmd_specs_show(args: argparse.Namespace) -> int:
     print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=110))
     instances, source = load_instances(spec, base_dir=loaded.path.parent)
     instances = select(instances, spec.groups, 2, seed=args.seed)
-    pool = []
-    if spec.adapter.num_train and spec.adapter.fewshot_split:
-        pool, _ = load_instances(spec, spec.adapter.fewshot_split, base_dir=loaded.path.parent)
+    pool = fewshot_pool(spec, base_dir=loaded.path.parent)
     for request in build_requests(spec.adapter, instances, pool, args.seed):
         print(f"# prompt for {request.instance_id} ({source.kind}: {source.description})")
         print(request.prompt)

@@ -24,6 +24,10 @@ class Display:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            # Redrawn by a thread that takes the GIL from the forward passes: four times a second on a
+            # terminal, never when stderr is a file or a pipe (nobody watches it move; rich still renders).
+            auto_refresh=console.is_terminal,
+            refresh_per_second=4,
         )
         self.task_id: int | None = None
 

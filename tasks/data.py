@@ -171,12 +171,12 @@ def _read_file(path: Path, fmt: str, kwargs: dict[str, Any]) -> list[dict[str, A
 
 
 def _read_offline(offline: OfflineSource, paths: list[Path]) -> Rows:
+    fmt = offline.format or paths[0].suffix.lstrip(".").replace("jsonl", "json")
+    if fmt == "bigbench":  # plain JSON: no need to import datasets (a second of start-up)
+        return [numbered for p in paths for numbered in _numbered(p, read_bigbench(p))]
     import datasets
 
     datasets.disable_progress_bars()
-    fmt = offline.format or paths[0].suffix.lstrip(".").replace("jsonl", "json")
-    if fmt == "bigbench":
-        return [numbered for p in paths for numbered in _numbered(p, read_bigbench(p))]
     kwargs: dict[str, Any] = {}
     if fmt in ("csv", "tsv"):
         # GLUE's TSVs have bare quotes: read without quoting, as the GLUE loaders do.
@@ -406,3 +406,11 @@ def load_instances(
     # Only when the spec maps choices: a spec without `fields.choices` is a spec problem, not a row's.
     needs_choices = spec.adapter.method.startswith("multiple_choice") and source.fields.choices is not None
     return to_instances(rows, source.fields, split, needs_choices), source
+
+
+def fewshot_pool(spec: ScenarioSpec, prefer: SourcePreference = "auto", base_dir: Path | None = None) -> list[Instance]:
+    """The instances few-shot exemplars are drawn from: the spec's fewshot_split, when it asks for exemplars."""
+    if not (spec.adapter.num_train and spec.adapter.fewshot_split):
+        return []
+    pool, _ = load_instances(spec, spec.adapter.fewshot_split, prefer, base_dir)
+    return pool

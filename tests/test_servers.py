@@ -229,7 +229,8 @@ MC = [
         f"m{i}",
         f"m{i}",
         "multiple_choice",
-        f"Question {i}: is {i} even?" + " Think." * i + "\nAnswer:",
+        # All of one length: the eight rows fit one batch (hf_prefix.MIN_FILL).
+        f"Question {i}: is {i} even?\nAnswer:",
         (" yes", " no"),
     )
     for i in range(8)
@@ -286,19 +287,19 @@ def test_generation_survives_a_plain_runtime_oom_and_one_row_that_never_fits(
     expected = [c.text for c in local_model.generate(requests)]
     real, sizes = local_model._generate_batch, []
 
-    def generate_that_runs_out_once(batch, torch):
+    def generate_that_runs_out_once(batch):
         sizes.append(len(batch))
         if len(sizes) == 1:
             raise RuntimeError("CUDA out of memory.")  # what older torch raises
-        return real(batch, torch)
+        return real(batch)
 
     monkeypatch.setattr(local_model, "_generate_batch", generate_that_runs_out_once)
     assert [c.text for c in local_model.generate(requests)] == expected and sizes == [4, 2, 2]
 
-    def never_fits(batch, torch):
+    def never_fits(batch):
         raise RuntimeError("CUDA out of memory.")
 
     monkeypatch.setattr(local_model, "_generate_batch", never_fits)
     with pytest.raises(ModelError, match="one row does not fit in cpu memory; lower max_length"):
         local_model.generate(requests[:1])
-    local_model.batch_size = 16  # as the spec says, for the next test
+    local_model.batch_size, local_model.generation_rows = 16, 128  # as the spec says, for the next test

@@ -8,6 +8,7 @@ import pytest
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.models.embedded import converted_dir
 from helmflow.tasks.models.hf import PACKED_ROW_TOKENS
+from helmflow.tasks.models.hf_prefix import shareable_length
 from helmflow.tasks.models.shared_prefix import PrefixGroup, prefix_groups
 from helmflow.tasks.records import Request
 
@@ -96,7 +97,7 @@ def test_shared_prefix_logprobs_equal_the_whole_computation(
     local_model, requests: list[Request], packed_row_tokens: int
 ) -> None:
     sequences = [s for i, r in enumerate(requests) for s in local_model._sequences(i, r)]
-    groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
+    groups = prefix_groups([s.input_ids for s in sequences], [shareable_length(s) for s in sequences])
     assert groups, "these requests share prefixes"
     if packed_row_tokens:
         lengths = [g.length + sum(len(sequences[m].input_ids) - g.length for m in g.members) for g in groups]
@@ -114,7 +115,7 @@ def test_the_tokens_saved_are_counted(local_model) -> None:
     """Requested: every sequence whole. Computed: each group's prefix once, shared by its members."""
     requests = FEWSHOT[:3] + SEPARATE
     sequences = [s for i, r in enumerate(requests) for s in local_model._sequences(i, r)]
-    groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
+    groups = prefix_groups([s.input_ids for s in sequences], [shareable_length(s) for s in sequences])
     requested = sum(len(s.input_ids) for s in sequences)
     saved = sum((len(g.members) - 1) * g.length for g in groups)
     for share, computed in ((True, requested - saved), (False, requested)):

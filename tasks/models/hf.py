@@ -5,6 +5,8 @@ tokenize(context + continuation) past tokenize(context); inputs longer than max_
 their left end. Requests are sorted by length and batched with right padding. When every
 continuation of a request is one token (MMLU's " A".." D"), one forward pass of the context
 scores them all. Only the positions that are scored go through the output projection.
+Generation is greedy, in groups of rows decoded together, each row leaving the batch when it
+stops (hf_generate.py).
 
 `device: auto` is CUDA when present, else the CPU; `dtype: auto` is bfloat16 on a GPU and float32
 on the CPU; `batch_size: auto` is sized from free GPU memory (16 on the CPU). A batch that runs out
@@ -24,7 +26,9 @@ from typing import Any, TypeVar
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
-from helmflow.tasks.models.hf_prefix import score_groups, token_budget_batches
+from helmflow.tasks.models.hf_generate import Generated, greedy_generate, own_loop_applies, transformers_generate
+from helmflow.tasks.models.hf_prefix import score_groups, shareable_length, token_budget_batches
+from helmflow.tasks.models.hf_targets import ScoredPositions
 from helmflow.tasks.models.shared_prefix import prefix_groups
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -39,6 +43,11 @@ TYPICAL_ROW_TOKENS = 512
 # row (hf_prefix.PackedRow); a longer one (MMLU 5-shot: ~500 tokens of exemplars shared by a whole subject) has
 # its prefix's key/value cache computed once and copied to its members' rows.
 PACKED_ROW_TOKENS = 512
+# Generation decodes groups of this many batches' rows together (their prompts prefilled a batch at a time),
+# and a group's key/value cache holds at most GENERATION_CACHE_BATCHES × max_batch_tokens tokens: a decode
+# step costs about the same for 16 rows as for 100 on the CPU, so the fewer groups, the fewer steps.
+GENERATION_GROUP_BATCHES = 8
+GENERATION_CACHE_BATCHES = 4
 
 Row = TypeVar("Row")
 Out = TypeVar("Out")
@@ -134,6 +143,7 @@ class HFModel:
         with torch.inference_mode():
             self.model(input_ids=torch.tensor([[self.tokenizer.pad_token_id] * 8], device=self.device))
         self.batch_size, self.max_batch_tokens = self._batch_limits()
+        self.generation_rows = GENERATION_GROUP_BATCHES * self.batch_size
         self._stop_criteria_cache: dict[tuple[str, ...], Any] = {}
         self.packed_row_tokens = PACKED_ROW_TOKENS
         if fingerprint is None:
@@ -162,12 +172,14 @@ class HFModel:
         tokens = gpu_token_budget(free, self.model.config, bytes_per_value)
         return min(1024, max(1, tokens // TYPICAL_ROW_TOKENS)), min(1_048_576, max(16, tokens))
 
-    def _fitting(self, run: Callable[[list[Row]], list[Out]], batch: list[Row]) -> list[Out]:
-        """run(batch) in pieces of at most batch_size rows; a piece that runs out of GPU memory is
-        halved and retried, and batch_size shrinks with it so later batches do not fail again."""
-        if len(batch) > self.batch_size:
-            pieces = [batch[i : i + self.batch_size] for i in range(0, len(batch), self.batch_size)]
-            return [out for piece in pieces for out in self._fitting(run, piece)]
+    def _fitting(self, run: Callable[[list[Row]], list[Out]], batch: list[Row], limit: str = "batch_size") -> list[Out]:
+        """run(batch) in pieces of at most `limit` rows (the attribute of that name: batch_size, or
+        generation_rows for generation's decode groups); a piece that runs out of GPU memory is
+        halved and retried, and the limit shrinks with it so later batches do not fail again."""
+        size = getattr(self, limit)
+        if len(batch) > size:
+            pieces = [batch[i : i + size] for i in range(0, len(batch), size)]
+            return [out for piece in pieces for out in self._fitting(run, piece, limit)]
         try:
             return run(batch)
         except Exception as exc:
@@ -180,8 +192,8 @@ class HFModel:
         # Out of the except block: the failed pass's tensors (held by the traceback) can be freed now.
         if self.device.startswith("cuda"):
             self.torch.cuda.empty_cache()
-        self.batch_size = max(1, len(batch) // 2)
-        return self._fitting(run, batch)
+        setattr(self, limit, max(1, len(batch) // 2))
+        return self._fitting(run, batch, limit)
 
     # -- tokenisation -------------------------------------------------------------------------
 
@@ -224,29 +236,16 @@ class HFModel:
         torch = self.torch
         width = max(len(s.input_ids) for s in batch)
         ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        rows, cols, owners = [], [], []
+        scored = ScoredPositions([len(seq.targets) for seq in batch])
         for b, seq in enumerate(batch):
             ids[b, : len(seq.input_ids)] = torch.tensor(seq.input_ids)
             for t, (_, first, tokens) in enumerate(seq.targets):
-                for j in range(len(tokens)):
-                    rows.append(b)
-                    cols.append(first + j)
-                    owners.append((b, t, tokens[j]))
-        device = self.device
+                scored.add(b, t, range(first, first + len(tokens)), tokens)
         with torch.inference_mode():
             decoder = getattr(self.model, "get_decoder", lambda: None)()
-            head = self.model.get_output_embeddings()
-            if decoder is not None and head is not None:
-                hidden = decoder(input_ids=ids.to(device)).last_hidden_state
-                logits = head(hidden[torch.tensor(rows), torch.tensor(cols)])
-            else:
-                logits = self.model(input_ids=ids.to(device)).logits
-                logits = logits[torch.tensor(rows), torch.tensor(cols)]
-            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-        sums = [[0.0] * len(seq.targets) for seq in batch]
-        for r, (b, t, token) in enumerate(owners):
-            sums[b][t] += float(logprobs[r, token])
-        return sums
+            if decoder is not None and self.model.get_output_embeddings() is not None:
+                return scored.sums(self, decoder(input_ids=ids.to(self.device)).last_hidden_state)
+            return scored.sums(self, self.model(input_ids=ids.to(self.device)).logits, are_logits=True)
 
     def _can_share_prefixes(self) -> bool:
         decoder = getattr(self.model, "get_decoder", lambda: None)()
@@ -281,7 +280,7 @@ class HFModel:
 
         groups = []
         if self._can_share_prefixes():
-            groups = prefix_groups([s.input_ids for s in sequences], [min(t[1] for t in s.targets) for s in sequences])
+            groups = prefix_groups([s.input_ids for s in sequences], [shareable_length(s) for s in sequences])
         grouped = {m for group in groups for m in group.members}
         # Tokens computed per sequence: its own, plus an equal share of its group's prefix computed once.
         computed = [float(len(s.input_ids)) for s in sequences]
@@ -303,85 +302,34 @@ class HFModel:
     # -- generation ----------------------------------------------------------------------------
 
     def generate(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
-        torch = self.torch
+        """Greedy continuations, decoded in groups of rows sorted by prompt length (hf_generate.py)."""
         out = [Completion(request_id=r.id) for r in requests]
-        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt))
-        size = self.batch_size
-        self.tokenizer.padding_side = "left"
-        for start in range(0, len(order), size):
-            members = order[start : start + size]
+        lengths = [len(self._encode(r.prompt)) + r.max_tokens for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: -lengths[i])
+        groups = token_budget_batches(
+            order, self.generation_rows, GENERATION_CACHE_BATCHES * self.max_batch_tokens, lambda i: lengths[i]
+        )
+        done = 0
+        for members in groups:
             batch = [requests[i] for i in members]
             began = time.perf_counter()
-            texts = self._fitting(lambda rows: self._generate_batch(rows, torch), batch)
+            texts = self._fitting(self._generate_batch, batch, "generation_rows")
             elapsed = time.perf_counter() - began
-            for i, (text, logprobs, n_prompt, produced) in zip(members, texts, strict=True):
+            for i, (text, logprobs, n_prompt, produced, computed) in zip(members, texts, strict=True):
                 out[i].text, out[i].logprobs, out[i].generated_tokens = text, logprobs, produced
                 out[i].prompt_tokens, out[i].output_tokens = n_prompt, len(logprobs)
-                out[i].prompt_tokens_requested, out[i].prompt_tokens_computed = n_prompt, float(n_prompt)
+                out[i].prompt_tokens_requested, out[i].prompt_tokens_computed = n_prompt, computed
                 out[i].latency_s = out[i].forward_s = elapsed / len(batch)
                 out[i].batch_size = len(batch)
+            done += len(batch)
             if progress:
-                progress(start + len(batch), len(order))
+                progress(done, len(order))
         return out
 
-    def _stop_criteria(self, stops: tuple[str, ...]) -> Any:
-        """A stopping criterion for these stop strings, built once: building one reads and embeds the
-        whole vocabulary (about 0.1 s per batch on the CPU, for every batch of a run otherwise)."""
-        from transformers import StoppingCriteriaList, StopStringCriteria
-
-        if stops not in self._stop_criteria_cache:
-            self._stop_criteria_cache[stops] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stops))])
-        return self._stop_criteria_cache[stops]
-
-    def _generate_batch(self, batch: list[Request], torch: Any) -> list[tuple[str, list[float], int, int]]:
-        encoded = self.tokenizer(
-            [r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(self.device)
-        max_tokens = max(r.max_tokens for r in batch)
-        # A row ends inside generate() at its stop sequence (or end-of-text), and the batch ends when every
-        # row has: greedy tokens before the stop are the same as running to max_tokens and cutting after.
-        stops = {tuple(s for s in r.stop if s) for r in batch}
-        early = {"stopping_criteria": self._stop_criteria(next(iter(stops)))} if len(stops) == 1 and any(stops) else {}
-        with torch.inference_mode():
-            result = self.model.generate(
-                **encoded,
-                max_new_tokens=max_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-                output_scores=True,
-                return_dict_in_generate=True,
-                **early,
-            )
-            scores = self.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
-        width = encoded["input_ids"].shape[1]
-        results = []
-        for b, request in enumerate(batch):
-            generated = result.sequences[b, width:].tolist()
-            token_logprobs = scores[b].tolist()
-            kept: list[int] = []
-            produced = 0
-            for token in generated[: request.max_tokens]:
-                produced += 1
-                if token == self.tokenizer.eos_token_id:
-                    break
-                kept.append(token)
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            cut = min((text.find(s) for s in request.stop if s and s in text), default=-1)
-            if cut >= 0:
-                text = text[:cut]
-                # Count only the tokens that produced the kept text.
-                n = next(
-                    (
-                        j
-                        for j in range(1, len(kept) + 1)
-                        if len(self.tokenizer.decode(kept[:j], skip_special_tokens=True)) >= cut
-                    ),
-                    len(kept),
-                )
-                kept = kept[:n]
-            n_prompt = int(encoded["attention_mask"][b].sum())
-            results.append((text, token_logprobs[: len(kept)], n_prompt, produced))
-        return results
+    def _generate_batch(self, batch: list[Request]) -> list[Generated]:
+        if own_loop_applies(self, batch):
+            return greedy_generate(self, batch)
+        return transformers_generate(self, batch)
 
 
 def fingerprint(spec: ModelSpec) -> str:

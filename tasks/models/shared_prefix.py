@@ -46,8 +46,8 @@ def prefix_groups(
 ) -> list[PrefixGroup]:
     """Groups of sequences that share a prefix worth computing once; sequences in no group share nothing.
 
-    `limits[i]` is the longest prefix sequence i may share: the position of its first scored token,
-    whose hidden state must be computed with the rest of the sequence.
+    `limits[i]` is the longest prefix sequence i may share (`hf_prefix.shareable_length`: up to and
+    including the position that predicts its first scored token).
     """
     order = sorted(range(len(sequences)), key=sequences.__getitem__)
     lcp = [common_prefix_length(sequences[order[k]], sequences[order[k + 1]]) for k in range(len(order) - 1)]
