@@ -77,6 +77,8 @@ def test_the_shared_prefix_is_computed_once_and_counted(local_model) -> None:
     assert sum(c.prompt_tokens_requested for c in out) == requested
     assert sum(c.prompt_tokens_computed for c in out) == pytest.approx(requested - (len(FEWSHOT) - 1) * shared)
     assert [c.text for c in out] == [t[0] for t in transformers_generate(local_model, FEWSHOT)]
+    # Prompts of 6 to 40 tokens are still one group: its decode steps are paid once.
+    assert {c.batch_size for c in local_model.generate(MIXED)} == {len(MIXED)}
 
 
 @pytest.mark.model

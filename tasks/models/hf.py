@@ -306,8 +306,9 @@ class HFModel:
         out = [Completion(request_id=r.id) for r in requests]
         lengths = [len(self._encode(r.prompt)) + r.max_tokens for r in requests]
         order = sorted(range(len(requests)), key=lambda i: -lengths[i])
+        # No fill bound: a group's pads cost cache memory, not compute (its prompts are prefilled a batch at a time).
         groups = token_budget_batches(
-            order, self.generation_rows, GENERATION_CACHE_BATCHES * self.max_batch_tokens, lambda i: lengths[i]
+            order, self.generation_rows, GENERATION_CACHE_BATCHES * self.max_batch_tokens, lambda i: lengths[i], 0.0
         )
         done = 0
         for members in groups:
