@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NONE
+from prefect.utilities.annotations import quote
 
 from helmflow.flows import progress, validation_process
 from helmflow.flows.inference import infer
@@ -99,7 +100,7 @@ class _Loaded:
 def _load(plan: ScenarioPlan, seed: int, prefer: str) -> _Loaded:
     spec = plan.spec
     base = Path(plan.base_dir) if plan.base_dir else None
-    instances, source = load_instances(spec, prefer=prefer, base_dir=base)  # type: ignore[arg-type]
+    instances, source = load_instances(spec, prefer=prefer, base_dir=base, groups=spec.groups)  # type: ignore[arg-type]
     instances = select(instances, spec.groups, spec.max_instances, seed)
     pool = fewshot_pool(spec, prefer, base)  # type: ignore[arg-type]
     frame = pd.DataFrame(
@@ -344,9 +345,11 @@ def complete_run(
     spec = prep.plan.spec
     label = f"{spec.name} × {model_name}"
     calls, hits = counts
-    checks = list(prep.checks) + validate_predictions_stage(predictions, len(predictions))
-    stats, metrics, classifier = score_stage(spec, prep.instances, predictions, info.num_parameters)
-    checks += validate_stats_stage(metrics)
+    # quote(): Prefect would otherwise walk every element of these lists looking for futures (about a second
+    # of a 514-instance run); the values are plain data made in this process.
+    checks = list(prep.checks) + validate_predictions_stage(quote(predictions), len(predictions))
+    stats, metrics, classifier = score_stage(spec, quote(prep.instances), quote(predictions), info.num_parameters)
+    checks += validate_stats_stage(quote(metrics))
     failed = [c for c in checks if not c.success]
     status = "validation_failed" if failed else "succeeded"
     tables = result_frames(prep.instances, predictions, stats, metrics, checks)
@@ -359,7 +362,7 @@ def complete_run(
         "model_calls": calls,
         "cache_hits": hits,
     }
-    write_stage(db, run_id, status, tables, updates)
+    write_stage(db, run_id, status, quote(tables), updates)
     progress.reporter.stage(label, f"{status} (run {run_id}; {calls} model calls, {hits} from the cache)")
     from helmflow.flows.artifacts import publish_run
 
@@ -392,7 +395,7 @@ def evaluate(
     run_id = open_run(prep, model.info, model_spec, seed, db, flow_run_id, resume_run_id)
     try:
         requests = requests_of(prep, seed)
-        predictions, calls, hits = infer_stage(model, requests, label, db, run_id, use_cache)
+        predictions, calls, hits = infer_stage(model, quote(requests), label, db, run_id, use_cache)
         return complete_run(prep, model.info, model_spec.name, run_id, predictions, (calls, hits), began, db)
     except Exception as exc:
         return fail(db, run_id, (spec.name, model_spec.name), exc)

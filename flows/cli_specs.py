@@ -126,7 +126,7 @@ def cmd_specs_show(args: argparse.Namespace) -> int:
     assert isinstance(spec, ScenarioSpec)
     print(f"# {loaded.path}")
     print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=110))
-    instances, source = load_instances(spec, base_dir=loaded.path.parent)
+    instances, source = load_instances(spec, base_dir=loaded.path.parent, groups=spec.groups)
     instances = select(instances, spec.groups, 2, seed=args.seed)
     pool = fewshot_pool(spec, base_dir=loaded.path.parent)
     for request in build_requests(spec.adapter, instances, pool, args.seed):

