@@ -67,9 +67,11 @@ bench-refresh: $(STAMP)
 
 # helmflow against lm-evaluation-harness on the same instances and byte-identical prompts, each timed as a
 # whole command (docs/benchmarks.md). lm-eval installs once into the helmflow cache, never into .venv.
-# HELMFLOW_BENCH_LMEVAL_LIMIT=N caps every shape at N instances, for a quick check.
+# HELMFLOW_BENCH_LMEVAL_LIMIT=N caps every shape at N instances, for a quick check. Each shape's pair runs
+# BENCH_LMEVAL_REPEAT times, alternating, and each tool's fastest run is compared (about 14 minutes a repeat).
+BENCH_LMEVAL_REPEAT ?= 2
 bench-lmeval: $(STAMP)
-	$(PY) -m helmflow.flows.bench_lmeval
+	$(PY) -m helmflow.flows.bench_lmeval --repeat $(BENCH_LMEVAL_REPEAT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -229,6 +229,21 @@ class Agreement:
     same_text: int | None = None  # generation
 
 
+def worst(a: Agreement, b: Agreement) -> Agreement:
+    """The weaker agreement of two repeats of a shape, field by field."""
+
+    def fewer(x: int | None, y: int | None) -> int | None:
+        return y if x is None else x if y is None else min(x, y)
+
+    diffs = [d for d in (a.max_abs_logprob_diff, b.max_abs_logprob_diff) if d is not None]
+    return Agreement(
+        min(a.same_prompts, b.same_prompts),
+        max(diffs) if diffs else None,
+        fewer(a.same_argmax, b.same_argmax),
+        fewer(a.same_text, b.same_text),
+    )
+
+
 def _argmax(values: list[float]) -> int:
     return max(range(len(values)), key=lambda k: values[k])
 
