@@ -353,7 +353,7 @@ def rows_in_groups(rows: Rows, fields: FieldMap, groups: list[str]) -> Rows:
     """The rows of the named groups, found before any row becomes an instance.
 
     MMLU's file has 57 subjects; turning all 14,042 rows into instances to keep the 514 of five subjects
-    took a second and a half. Rows of other groups are read only for their group, so a fault elsewhere
+    took over a second. Rows of other groups are read only for their group, so a fault elsewhere
     in them is not reported. A group the data does not have is an error naming the groups it has.
     """
     if not groups or not fields.group:

@@ -55,3 +55,14 @@ def test_the_gguf_digest_is_hashed_once_per_version_of_the_file(
     (tmp_path / "cache" / "models" / "sha256.json").write_text("{not json")
     assert embedded.known_sha256(weights) == "recomputed"  # an unreadable memo is rebuilt, not trusted
     assert len(hashed) == 3
+
+
+def test_a_cache_folder_that_cannot_be_written_still_gives_the_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("HELMFLOW_CACHE", str(not_a_folder))
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"weights")
+    assert embedded.known_sha256(weights) == hashlib.sha256(b"weights").hexdigest()

@@ -60,15 +60,20 @@ def known_sha256(path: Path) -> str:
         memo = json.loads(memo_file.read_text())
     except (OSError, ValueError):
         memo = {}
-    entry = memo.get(str(path)) if isinstance(memo, dict) else None
+    if not isinstance(memo, dict):
+        memo = {}
+    entry = memo.get(str(path))
     if isinstance(entry, dict) and entry.get("version") == version and isinstance(entry.get("sha256"), str):
         return entry["sha256"]
     sha = file_sha256(path)
-    memo = {**(memo if isinstance(memo, dict) else {}), str(path): {"version": version, "sha256": sha}}
-    memo_file.parent.mkdir(parents=True, exist_ok=True)
+    memo[str(path)] = {"version": version, "sha256": sha}
     staging = memo_file.with_name(f"{memo_file.name}.tmp{os.getpid()}")
-    staging.write_text(json.dumps(memo, indent=1))
-    staging.replace(memo_file)  # whole or not at all, should two processes write it at once
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        staging.write_text(json.dumps(memo, indent=1))
+        staging.replace(memo_file)  # whole or not at all, should two processes write it at once
+    except OSError:
+        pass  # a cache folder that cannot be written: the file is hashed again next time, nothing worse
     return sha
 
 
