@@ -124,3 +124,49 @@ def test_the_tokens_saved_are_counted(local_model) -> None:
         assert sum(c.prompt_tokens_requested for c in out) == requested
         assert sum(c.prompt_tokens_computed for c in out) == pytest.approx(computed)
     assert saved > requested / 3  # five exemplars and each question's context, computed once
+
+
+def test_only_models_whose_every_layer_sees_everything_share_prefixes() -> None:
+    from transformers import Gemma2Config, LlamaConfig, MistralConfig
+
+    from helmflow.tasks.models.hf_generate import full_attention
+
+    assert full_attention(LlamaConfig())
+    assert full_attention(MistralConfig(sliding_window=None))
+    assert not full_attention(MistralConfig(sliding_window=4096))
+    assert not full_attention(Gemma2Config())  # sliding and full layers alternate
+
+
+@pytest.fixture(scope="module")
+def sliding_model(tmp_path_factory: pytest.TempPathFactory):  # -> HFModel
+    """A tiny random Mistral whose layers see 16 tokens back, with the embedded model's tokenizer."""
+    import shutil
+
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from helmflow.tasks.models.hf import HFModel
+
+    folder = tmp_path_factory.mktemp("sliding")
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=16,
+    )  # fmt: skip
+    MistralForCausalLM(config).save_pretrained(folder)
+    for path in converted_dir()[0].iterdir():
+        if path.name.startswith("tokenizer") or path.suffix == ".jinja":
+            shutil.copy(path, folder / path.name)
+    return HFModel(ModelSpec(name="sliding", backend="hf", path=str(folder), batch_size=4), fingerprint="test")
+
+
+@pytest.mark.model
+def test_a_sliding_window_model_computes_every_sequence_whole(sliding_model, monkeypatch) -> None:
+    assert not sliding_model._can_share_prefixes()
+    sliding_model.packed_row_tokens = PACKED_ROW_TOKENS
+    whole = logprobs(sliding_model, FEWSHOT, False)
+    assert logprobs(sliding_model, FEWSHOT, True) == whole
+    # Why: the packed rows' own mask lets every token see the whole prefix, past the 16-token window.
+    monkeypatch.setattr(sliding_model, "_can_share_prefixes", lambda: True)
+    packed = logprobs(sliding_model, FEWSHOT, True)
+    assert max(abs(a - b) for p, w in zip(packed, whole, strict=True) for a, b in zip(p, w, strict=True)) > 1e-3

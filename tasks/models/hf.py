@@ -26,7 +26,13 @@ from typing import Any, TypeVar
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import GENERATION_GROUP_BATCHES, Backend, Completion, ModelError, ModelInfo
-from helmflow.tasks.models.hf_generate import Generated, greedy_generate, own_loop_applies, transformers_generate
+from helmflow.tasks.models.hf_generate import (
+    Generated,
+    full_attention,
+    greedy_generate,
+    own_loop_applies,
+    transformers_generate,
+)
 from helmflow.tasks.models.hf_prefix import score_groups, shareable_length, token_budget_batches
 from helmflow.tasks.models.hf_targets import ScoredPositions
 from helmflow.tasks.models.shared_prefix import prefix_groups
@@ -249,7 +255,8 @@ class HFModel:
 
     def _can_share_prefixes(self) -> bool:
         decoder = getattr(self.model, "get_decoder", lambda: None)()
-        return bool(self.spec.share_prefixes and decoder is not None and self.model.get_output_embeddings() is not None)
+        has_parts = decoder is not None and self.model.get_output_embeddings() is not None
+        return bool(self.spec.share_prefixes and has_parts and full_attention(self.model.config))
 
     def loglikelihood(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
         out = [Completion(request_id=r.id) for r in requests]

@@ -55,13 +55,20 @@ def own_loop_applies(model: HFModel, batch: list[Request]) -> bool:
     generation = model.model.generation_config
     plain = all(getattr(generation, name, off) in (off, None) for name, off in _PROCESSORS_OFF.items())
     # A sliding-window layer's cache keeps only its window: the prefill caches could not be laid side by side.
-    config = model.model.config
-    layer_types = getattr(config, "layer_types", None)
-    sliding = getattr(config, "sliding_window", None)
-    full = all(t == "full_attention" for t in layer_types) if layer_types else not sliding
+    full = full_attention(model.model.config)
     has_parts = getattr(model.model, "get_decoder", lambda: None)() is not None
     has_parts = has_parts and model.model.get_output_embeddings() is not None
     return plain and full and has_parts and all(r.prompt for r in batch)
+
+
+def full_attention(config: Any) -> bool:
+    """Whether every layer attends to every earlier token (no sliding window). Computing a shared prefix
+    once (prefill caches laid side by side, a packed row's own mask, a prefix's copied cache) is exact
+    only then: a sliding layer's cache keeps just its window, and a mask of our own would not have it."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return all(t == "full_attention" for t in layer_types)
+    return not getattr(config, "sliding_window", None)
 
 
 def end_of_text_ids(model: HFModel) -> set[int]:
