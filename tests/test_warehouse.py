@@ -34,8 +34,8 @@ def counts(db: Path) -> dict[str, int]:
 def test_new_warehouse_gets_the_latest_schema(db: Path) -> None:
     with connect(db) as con:
         assert (
-            con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 7
-        )  # 007: prefix reuse
+            con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 8
+        )  # 008: cached errors
         tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
     assert {"runs", "instances", "predictions", "instance_stats", "metrics", "validations"} <= tables
 
@@ -53,6 +53,7 @@ def test_a_version_1_warehouse_is_backed_up_and_upgraded(tmp_path: Path) -> None
             (5,),
             (6,),
             (7,),
+            (8,),
         ]
         assert con.execute("select run_id, status, toxicity_classifier, num_parameters from runs").fetchall() == [
             ("v1run", "succeeded", None, None)
@@ -147,3 +148,20 @@ def test_a_locked_warehouse_waits_then_names_the_file(db: Path) -> None:
     assert time.monotonic() - began > 0.5
     holder.wait()
     assert os.path.exists(db)
+
+
+def test_a_cached_answer_keeps_its_error(db: Path) -> None:
+    """A chat answer without an option letter is scored as no answer; from the cache it must be too."""
+    from helmflow.tasks.metrics import to_prediction
+    from helmflow.tasks.records import Completion, Request
+
+    missed = Completion("r1", logprobs=[0.0, 0.0], continuation_tokens=[1, 1], text="A good question.")
+    missed.error = "no option letter in the chat answer 'A good question.'"
+    answered = Completion("r2", logprobs=[-9.0, 0.0], continuation_tokens=[1, 1], text="B")
+    warehouse = Warehouse(db)
+    warehouse.cache_answers("fp", {"k1": ("multiple_choice", missed), "k2": ("multiple_choice", answered)}, "run1")
+    cached = warehouse.cached_answers("fp", ["k1", "k2"])
+    assert (cached["k1"].error, cached["k2"].error) == (missed.error, None)
+    request = Request("r1", "i1", "multiple_choice", "Q?\nA. x\nB. y\nAnswer:", (" A", " B"))
+    assert to_prediction(request, cached["k1"]).predicted_index is None  # not option A
+    assert to_prediction(request, cached["k2"]).predicted_index == 1

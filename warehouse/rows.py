@@ -178,6 +178,7 @@ CACHE_COLUMNS = (
     "prompt_tokens_computed",
     "latency_s",
     "batch_size",
+    "error",
 )
 
 
@@ -194,6 +195,7 @@ def completion_of_cache_row(row: Row) -> Completion:
         prompt_tokens_computed=row["prompt_tokens_computed"] or 0.0,
         latency_s=row["latency_s"],
         batch_size=row["batch_size"],
+        error=row["error"],
     )
 
 
@@ -210,4 +212,5 @@ def cache_row_of(completion: Completion, kind: str) -> Row:
         "prompt_tokens_computed": completion.prompt_tokens_computed,
         "latency_s": completion.latency_s,
         "batch_size": completion.batch_size,
+        "error": completion.error,
     }
