@@ -50,12 +50,15 @@ class ModelIdentity:
     dtype: str
     max_length: int | None
     batch_size: int
+    # The tokens an hf model puts before every prompt (its BOS token, per the spec's add_bos_token).
+    prompt_prefix: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, model: ModelBackend) -> ModelIdentity:
         info = model.info
         max_length = getattr(getattr(model, "spec", None), "max_length", None)
-        return cls(info.fingerprint, info.dtype, max_length, info.batch_size)
+        prefix = tuple(getattr(model, "prompt_prefix", ()))
+        return cls(info.fingerprint, info.dtype, max_length, info.batch_size, prefix)
 
 
 def request_key(request: Request, model: ModelBackend | ModelIdentity) -> str:
@@ -70,6 +73,8 @@ def request_key(request: Request, model: ModelBackend | ModelIdentity) -> str:
         "dtype": identity.dtype,
         "max_length": identity.max_length,
     }
+    if identity.prompt_prefix:  # only then: the keys of answers computed without one stay as they were
+        decisive["prompt_prefix"] = list(identity.prompt_prefix)
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 

@@ -271,6 +271,10 @@ class ModelSpec(Strict):
     # cache. Log-probs equal the unshared computation's to float rounding (tests/test_shared_prefix.py).
     share_prefixes: bool = True
     max_length: int = Field(2048, ge=16, le=1_048_576)
+    # hf/embedded: whether every prompt starts with the tokenizer's beginning-of-sequence token. null: the
+    # tokenizer's own default, as lm-evaluation-harness and HELM tokenise (Llama 3 and Gemma tokenizers
+    # add it, SmolLM2's adds none); a prompt whose text already starts with it gets no second one.
+    add_bos_token: bool | None = None
 
     @model_validator(mode="before")
     @classmethod

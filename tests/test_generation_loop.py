@@ -13,6 +13,7 @@ from helmflow.tasks.models.hf_generate import (
     _shared_length,
     greedy_generate,
     own_loop_applies,
+    prompt_ids,
     transformers_generate,
 )
 from helmflow.tasks.models.shared_prefix import common_prefix_length
@@ -92,3 +93,67 @@ def test_a_logits_processor_in_the_generation_config_goes_through_generate(local
         config.repetition_penalty = 1.0
     empty = Request("e", "e", "generation", "", max_tokens=2)
     assert not own_loop_applies(local_model, [*FEWSHOT, empty])  # an empty prompt has no last token
+
+
+@pytest.mark.model
+def test_the_tokenizer_decides_whether_prompts_start_with_bos_unless_the_spec_says() -> None:
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    from helmflow.tasks.models.base import ModelError
+    from helmflow.tasks.models.hf import prompt_prefix
+
+    plain = AutoTokenizer.from_pretrained(str(converted_dir()[0]))  # SmolLM2's adds no BOS by itself
+    adds = AutoTokenizer.from_pretrained(str(converted_dir()[0]), add_bos_token=True)  # as Llama 3's, Gemma's
+    assert (plain.bos_token, plain.bos_token_id) == ("<|im_start|>", 1)
+    assert [prompt_prefix(plain, None, "m"), prompt_prefix(adds, None, "m")] == [[], [1]]
+    assert [prompt_prefix(plain, True, "m"), prompt_prefix(adds, False, "m")] == [[1], []]
+    with pytest.raises(ModelError, match="model 'm': add_bos_token is true, but its tokenizer has no BOS token"):
+        prompt_prefix(SimpleNamespace(bos_token_id=None), True, "m")
+
+
+@pytest.mark.model
+def test_a_bos_prefix_reaches_every_path_and_the_cache_key(local_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+    import json
+
+    from helmflow.flows.inference import request_key
+
+    question = Request("q", "q", "multiple_choice", f"{HEADER}Q: 7 plus 1?\nA:", (" 8", " 9"))
+    text = local_model.tokenizer(HEADER, add_special_tokens=False).input_ids
+    without = local_model.loglikelihood([question])[0]
+    key_without = request_key(FEWSHOT[0], local_model)
+    monkeypatch.setattr(local_model, "prompt_prefix", [1])
+    assert local_model._encode(HEADER) == [1, *text]
+    assert local_model._encode("<|im_start|>" + HEADER) == [1, *text]  # one BOS, not two
+    ours, theirs = greedy_generate(local_model, FEWSHOT), transformers_generate(local_model, FEWSHOT)
+    assert [o[0] for o in ours] == [t[0] for t in theirs]
+    assert [o[2] for o in ours] == [t[2] for t in theirs] == [len(local_model._encode(r.prompt)) for r in FEWSHOT]
+    with_bos = local_model.loglikelihood([question])[0]
+    assert with_bos.continuation_tokens == without.continuation_tokens
+    assert with_bos.prompt_tokens == without.prompt_tokens + 1
+    assert with_bos.logprobs != pytest.approx(without.logprobs, abs=1e-3)  # the model reads the BOS
+    # Answers computed with a prefix are cached apart; without one, keys are those of earlier helmflows.
+    assert request_key(FEWSHOT[0], local_model) != key_without
+    r = FEWSHOT[0]
+    earlier = {
+        "kind": r.kind, "prompt": r.prompt, "continuations": [], "max_tokens": r.max_tokens, "stop": list(r.stop),
+        "decoding": "greedy", "dtype": "float32", "max_length": 2048,
+    }  # fmt: skip
+    assert key_without == hashlib.sha256(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.model
+def test_a_long_generation_prompt_loses_its_beginning_not_the_room_to_answer(
+    local_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_model, "spec", local_model.spec.model_copy(update={"max_length": 16}))
+    request = FEWSHOT[0]  # max_tokens 6: the prompt keeps its last 10 tokens
+    whole = local_model._encode(request.prompt)
+    assert len(whole) > 30
+    assert prompt_ids(local_model, request) == whole[-10:]
+    [completion] = local_model.generate([request])
+    assert completion.prompt_tokens == 10
+    [ours], [theirs] = greedy_generate(local_model, [request]), transformers_generate(local_model, [request])
+    assert ours[0] == theirs[0] == completion.text

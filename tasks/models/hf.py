@@ -2,7 +2,9 @@
 
 Log-likelihoods follow lm-evaluation-harness: the continuation's tokens are those of
 tokenize(context + continuation) past tokenize(context); inputs longer than max_length lose
-their left end. Requests are sorted by length and batched with right padding. When every
+their left end (a generation prompt keeps max_tokens of room). A prompt starts with the BOS token
+when the tokenizer puts one before a text by default, as lm-eval and HELM tokenise (the spec's
+`add_bos_token` overrides it). Requests are sorted by length and batched with right padding. When every
 continuation of a request is one token (MMLU's " A".." D"), one forward pass of the context
 scores them all. Only the positions that are scored go through the output projection.
 Generation is greedy, in groups of rows decoded together, each row leaving the batch when it
@@ -31,6 +33,7 @@ from helmflow.tasks.models.hf_generate import (
     full_attention,
     greedy_generate,
     own_loop_applies,
+    prompt_ids,
     transformers_generate,
 )
 from helmflow.tasks.models.hf_prefix import score_groups, shareable_length, token_budget_batches
@@ -145,6 +148,7 @@ class HFModel:
         self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.prompt_prefix = prompt_prefix(self.tokenizer, spec.add_bos_token, spec.name)
         # The first forward pass pays one-off set-up costs; keep them out of measured latencies.
         with torch.inference_mode():
             self.model(input_ids=torch.tensor([[self.tokenizer.pad_token_id] * 8], device=self.device))
@@ -204,7 +208,13 @@ class HFModel:
     # -- tokenisation -------------------------------------------------------------------------
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+        """A prompt's tokens: the prompt prefix (a BOS token, see `prompt_prefix`), then the text's.
+        A text that starts with the BOS token already gets no second one (lm-evaluation-harness's rule)."""
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids
+        bos = self.tokenizer.bos_token
+        if not self.prompt_prefix or (bos and text.startswith(bos)):
+            return ids
+        return [*self.prompt_prefix, *ids]
 
     def _sequences(self, index: int, request: Request) -> list[_Sequence]:
         # As lm-evaluation-harness does: trailing spaces of the prompt belong to the continuation,
@@ -311,7 +321,8 @@ class HFModel:
     def generate(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
         """Greedy continuations, decoded in groups of rows sorted by prompt length (hf_generate.py)."""
         out = [Completion(request_id=r.id) for r in requests]
-        lengths = [len(self._encode(r.prompt)) + r.max_tokens for r in requests]
+        prompts = [prompt_ids(self, r) for r in requests]
+        lengths = [len(ids) + r.max_tokens for ids, r in zip(prompts, requests, strict=True)]
         order = sorted(range(len(requests)), key=lambda i: -lengths[i])
         # No fill bound: a group's pads cost cache memory, not compute (its prompts are prefilled a batch at a time).
         groups = token_budget_batches(
@@ -319,7 +330,7 @@ class HFModel:
         )
         done = 0
         for members in groups:
-            batch = [requests[i] for i in members]
+            batch = [(requests[i], prompts[i]) for i in members]
             began = time.perf_counter()
             texts = self._fitting(self._generate_batch, batch, "generation_rows")
             elapsed = time.perf_counter() - began
@@ -334,10 +345,27 @@ class HFModel:
                 progress(done, len(order))
         return out
 
-    def _generate_batch(self, batch: list[Request]) -> list[Generated]:
-        if own_loop_applies(self, batch):
-            return greedy_generate(self, batch)
-        return transformers_generate(self, batch)
+    def _generate_batch(self, batch: list[tuple[Request, list[int]]]) -> list[Generated]:
+        requests, prompts = [r for r, _ in batch], [ids for _, ids in batch]
+        if own_loop_applies(self, requests):
+            return greedy_generate(self, requests, prompts)
+        return transformers_generate(self, requests, prompts)
+
+
+def prompt_prefix(tokenizer: Any, add_bos_token: bool | None, name: str) -> list[int]:
+    """The tokens every prompt starts with before its text. None: those the tokenizer itself puts before
+    a text (its beginning-of-sequence token, if its config says so), as lm-evaluation-harness and HELM
+    tokenise; True: the BOS token; False: none."""
+    if add_bos_token is False:
+        return []
+    if add_bos_token:
+        if tokenizer.bos_token_id is None:
+            raise ModelError(f"model '{name}': add_bos_token is true, but its tokenizer has no BOS token")
+        return [tokenizer.bos_token_id]
+    text = tokenizer("a", add_special_tokens=False).input_ids
+    default = tokenizer("a").input_ids
+    starts = [i for i in range(len(default) - len(text) + 1) if default[i : i + len(text)] == text]
+    return default[: starts[0]] if starts else []
 
 
 def fingerprint(spec: ModelSpec) -> str:

@@ -120,13 +120,21 @@ class _Row:
         return any(s in text for s in stops)
 
 
-def greedy_generate(model: HFModel, batch: list[Request]) -> list[Generated]:
-    """Greedy continuations of every request, decoded together as one group (see the module's docstring)."""
+def prompt_ids(model: HFModel, request: Request) -> list[int]:
+    """A generation prompt's tokens, left-truncated so that the prompt and max_tokens fit in max_length
+    (lm-evaluation-harness's rule: a long prompt loses its beginning, never the room to answer)."""
+    return model._encode(request.prompt)[-max(1, model.spec.max_length - request.max_tokens) :]
+
+
+def greedy_generate(model: HFModel, batch: list[Request], prompts: list[list[int]] | None = None) -> list[Generated]:
+    """Greedy continuations of every request, decoded together as one group (see the module's docstring).
+    `prompts`: the requests' tokens when the caller has them already (`prompt_ids`)."""
     torch = model.torch
     from transformers import DynamicCache
 
     end_ids = end_of_text_ids(model)
-    rows = [_Row(r, model._encode(r.prompt)) for r in batch]
+    prompts = prompts or [prompt_ids(model, r) for r in batch]
+    rows = [_Row(r, ids) for r, ids in zip(batch, prompts, strict=True)]
     order = sorted(rows, key=lambda r: -len(r.prompt_ids))
     shared = _shared_length(rows)
     width = len(order[0].prompt_ids)
@@ -237,13 +245,20 @@ def stop_criteria(model: HFModel, stops: tuple[str, ...]) -> Any:
     return cache[stops]
 
 
-def transformers_generate(model: HFModel, batch: list[Request]) -> list[Generated]:
+def transformers_generate(
+    model: HFModel, batch: list[Request], prompts: list[list[int]] | None = None
+) -> list[Generated]:
     """The same through transformers' `generate` (left padding; rows that stop early wait for the batch)."""
     torch = model.torch
-    model.tokenizer.padding_side = "left"
-    encoded = model.tokenizer(
-        [r.prompt for r in batch], return_tensors="pt", padding=True, add_special_tokens=False
-    ).to(model.device)
+    prompts = prompts or [prompt_ids(model, r) for r in batch]
+    width = max(len(ids) for ids in prompts)
+    input_ids = torch.full((len(batch), width), model.tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for b, ids in enumerate(prompts):
+        if ids:
+            input_ids[b, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[b, width - len(ids) :] = 1
+    encoded = {"input_ids": input_ids.to(model.device), "attention_mask": attention_mask.to(model.device)}
     # A row ends inside generate() at its stop sequence (or end-of-text), and the batch ends when every
     # row has: greedy tokens before the stop are the same as running to max_tokens and cutting after.
     stops = {tuple(s for s in r.stop if s) for r in batch}
@@ -259,13 +274,12 @@ def transformers_generate(model: HFModel, batch: list[Request]) -> list[Generate
             **early,
         )
         scores = model.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
-    width = encoded["input_ids"].shape[1]
     results = []
     for b, request in enumerate(batch):
         generated = result.sequences[b, width:].tolist()
         # Tokens up to end-of-text count as produced; the pads after it do not.
         produced = next((j + 1 for j, t in enumerate(generated) if t == model.tokenizer.eos_token_id), len(generated))
         text, n = kept_text(model, request, generated)
-        n_prompt = int(encoded["attention_mask"][b].sum())
+        n_prompt = len(prompts[b])
         results.append((text, scores[b].tolist()[:n], n_prompt, min(produced, request.max_tokens), float(n_prompt)))
     return results
