@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from helmflow.tasks.models.hf import _Sequence, token_budget_batches
+from helmflow.tasks.models.hf import token_budget_batches
+from helmflow.tasks.models.hf_tokens import Sequence
 
 
-def lengths(batches: list[list[_Sequence]]) -> list[list[int]]:
+def lengths(batches: list[list[Sequence]]) -> list[list[int]]:
     return [[len(s.input_ids) for s in batch] for batch in batches]
 
 
-def rows(*sizes: int) -> list[_Sequence]:
-    return [_Sequence(i, [0] * n) for i, n in enumerate(sizes)]
+def rows(*sizes: int) -> list[Sequence]:
+    return [Sequence(i, [0] * n) for i, n in enumerate(sizes)]
 
 
 def test_long_rows_share_a_batch_only_within_the_token_budget() -> None:

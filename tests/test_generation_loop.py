@@ -13,9 +13,9 @@ from helmflow.tasks.models.hf_generate import (
     _shared_length,
     greedy_generate,
     own_loop_applies,
-    prompt_ids,
     transformers_generate,
 )
+from helmflow.tasks.models.hf_tokens import generation_prompt
 from helmflow.tasks.models.shared_prefix import common_prefix_length
 from helmflow.tasks.records import Request
 
@@ -102,7 +102,7 @@ def test_the_tokenizer_decides_whether_prompts_start_with_bos_unless_the_spec_sa
     from transformers import AutoTokenizer
 
     from helmflow.tasks.models.base import ModelError
-    from helmflow.tasks.models.hf import prompt_prefix
+    from helmflow.tasks.models.hf_tokens import prompt_prefix
 
     plain = AutoTokenizer.from_pretrained(str(converted_dir()[0]))  # SmolLM2's adds no BOS by itself
     adds = AutoTokenizer.from_pretrained(str(converted_dir()[0]), add_bos_token=True)  # as Llama 3's, Gemma's
@@ -152,7 +152,7 @@ def test_a_long_generation_prompt_loses_its_beginning_not_the_room_to_answer(
     request = FEWSHOT[0]  # max_tokens 6: the prompt keeps its last 10 tokens
     whole = local_model._encode(request.prompt)
     assert len(whole) > 30
-    assert prompt_ids(local_model, request) == whole[-10:]
+    assert generation_prompt(local_model, request) == whole[-10:]
     [completion] = local_model.generate([request])
     assert completion.prompt_tokens == 10
     [ours], [theirs] = greedy_generate(local_model, [request]), transformers_generate(local_model, [request])

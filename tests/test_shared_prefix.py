@@ -127,7 +127,7 @@ def test_the_tokens_saved_are_counted(local_model) -> None:
 
 
 def test_only_models_whose_every_layer_sees_everything_share_prefixes() -> None:
-    from transformers import Gemma2Config, LlamaConfig, MistralConfig
+    from transformers import Gemma2Config, Gemma3Config, LlamaConfig, MistralConfig
 
     from helmflow.tasks.models.hf_generate import full_attention
 
@@ -135,29 +135,17 @@ def test_only_models_whose_every_layer_sees_everything_share_prefixes() -> None:
     assert full_attention(MistralConfig(sliding_window=None))
     assert not full_attention(MistralConfig(sliding_window=4096))
     assert not full_attention(Gemma2Config())  # sliding and full layers alternate
+    assert not full_attention(Gemma3Config())  # the same, in its text model's config
 
 
 @pytest.fixture(scope="module")
 def sliding_model(tmp_path_factory: pytest.TempPathFactory):  # -> HFModel
-    """A tiny random Mistral whose layers see 16 tokens back, with the embedded model's tokenizer."""
-    import shutil
-
-    import torch
+    """A tiny random Mistral whose layers see 16 tokens back."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from helmflow.tasks.models.hf import HFModel
+    from tests.tiny_models import tiny_model
 
-    folder = tmp_path_factory.mktemp("sliding")
-    torch.manual_seed(0)
-    config = MistralConfig(
-        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, sliding_window=16,
-    )  # fmt: skip
-    MistralForCausalLM(config).save_pretrained(folder)
-    for path in converted_dir()[0].iterdir():
-        if path.name.startswith("tokenizer") or path.suffix == ".jinja":
-            shutil.copy(path, folder / path.name)
-    return HFModel(ModelSpec(name="sliding", backend="hf", path=str(folder), batch_size=4), fingerprint="test")
+    return tiny_model(tmp_path_factory.mktemp("sliding"), MistralConfig, MistralForCausalLM, sliding_window=16)
 
 
 @pytest.mark.model

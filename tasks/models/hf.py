@@ -1,10 +1,8 @@
 """The `hf` backend: any causal LM that transformers loads (a hub id or a local directory).
 
-Log-likelihoods follow lm-evaluation-harness: the continuation's tokens are those of
-tokenize(context + continuation) past tokenize(context); inputs longer than max_length lose
-their left end (a generation prompt keeps max_tokens of room). A prompt starts with the BOS token
-when the tokenizer puts one before a text by default, as lm-eval and HELM tokenise (the spec's
-`add_bos_token` overrides it). Requests are sorted by length and batched with right padding. When every
+Requests become token ids by lm-evaluation-harness's rules (hf_tokens.py: the tokenizer's BOS token,
+trailing spaces moved into the continuation, the context's own tokens then the continuation's, left
+truncation at max_length). Requests are sorted by length and batched with right padding. When every
 continuation of a request is one token (MMLU's " A".." D"), one forward pass of the context
 scores them all. Only the positions that are scored go through the output projection.
 Generation is greedy, in groups of rows decoded together, each row leaving the batch when it
@@ -21,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,11 +30,11 @@ from helmflow.tasks.models.hf_generate import (
     full_attention,
     greedy_generate,
     own_loop_applies,
-    prompt_ids,
     transformers_generate,
 )
 from helmflow.tasks.models.hf_prefix import score_groups, shareable_length, token_budget_batches
 from helmflow.tasks.models.hf_targets import ScoredPositions
+from helmflow.tasks.models.hf_tokens import Sequence, choice_sequences, encode, generation_prompt, prompt_prefix
 from helmflow.tasks.models.shared_prefix import prefix_groups
 
 Progress = Callable[[int, int], None]  # (done, total)
@@ -93,16 +90,6 @@ def gpu_token_budget(free_bytes: int, config: Any, bytes_per_value: int) -> int:
     return int(GPU_MEMORY_SHARE * free_bytes / per_token)
 
 
-@dataclass
-class _Sequence:
-    """One forward-pass row: input ids and, per scored continuation, its target tokens."""
-
-    request_index: int
-    input_ids: list[int]
-    # (continuation index, first scored position, target token ids)
-    targets: list[tuple[int, int, list[int]]] = field(default_factory=list)
-
-
 def local_fingerprint(directory: Path) -> str:
     """Content hash of a model folder: config and tokenizer in full, weights by size and both ends."""
     digest = hashlib.sha256()
@@ -151,7 +138,8 @@ class HFModel:
         self.prompt_prefix = prompt_prefix(self.tokenizer, spec.add_bos_token, spec.name)
         # The first forward pass pays one-off set-up costs; keep them out of measured latencies.
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([[self.tokenizer.pad_token_id] * 8], device=self.device))
+            probe = torch.tensor([[self.tokenizer.pad_token_id] * 8], device=self.device)
+            self.parts = decoder_and_head(self.model, probe, self.model(input_ids=probe).logits)
         self.batch_size, self.max_batch_tokens = self._batch_limits()
         self.generation_rows = GENERATION_GROUP_BATCHES * self.batch_size
         self._stop_criteria_cache: dict[tuple[str, ...], Any] = {}
@@ -208,41 +196,14 @@ class HFModel:
     # -- tokenisation -------------------------------------------------------------------------
 
     def _encode(self, text: str) -> list[int]:
-        """A prompt's tokens: the prompt prefix (a BOS token, see `prompt_prefix`), then the text's.
-        A text that starts with the BOS token already gets no second one (lm-evaluation-harness's rule)."""
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids
-        bos = self.tokenizer.bos_token
-        if not self.prompt_prefix or (bos and text.startswith(bos)):
-            return ids
-        return [*self.prompt_prefix, *ids]
+        return encode(self, text)
 
-    def _sequences(self, index: int, request: Request) -> list[_Sequence]:
-        # As lm-evaluation-harness does: trailing spaces of the prompt belong to the continuation,
-        # so "A: " + "yes" is scored as "A:" + " yes" (one natural token, not a lone space).
-        prompt = request.prompt.rstrip()
-        moved = request.prompt[len(prompt) :]
-        context = self._encode(prompt)
-        splits = []
-        for cont in request.continuations:
-            whole = self._encode(prompt + moved + cont)
-            # Tokens may merge across the boundary; the continuation is what follows the context's length.
-            splits.append((whole[: len(context)], whole[len(context) :]))
-        limit = self.spec.max_length
-        if all(len(c) == 1 and ctx == context for ctx, c in splits) and context:
-            ctx = context[-limit:]
-            seq = _Sequence(index, ctx)
-            seq.targets = [(k, len(ctx) - 1, c) for k, (_, c) in enumerate(splits)]
-            return [seq]
-        sequences = []
-        for k, (ctx, cont) in enumerate(splits):
-            ids = (ctx + cont)[-(limit + 1) :]
-            first = len(ids) - len(cont) - 1
-            sequences.append(_Sequence(index, ids[:-1], [(k, first, cont)]))
-        return sequences
+    def _sequences(self, index: int, request: Request) -> list[Sequence]:
+        return choice_sequences(self, index, request)
 
     # -- forward -------------------------------------------------------------------------------
 
-    def _scored_logprobs(self, batch: list[_Sequence]) -> list[list[float]]:
+    def _scored_logprobs(self, batch: list[Sequence]) -> list[list[float]]:
         """For each sequence, the summed log-prob of each target (in the order of its targets).
 
         No attention mask: rows are right-padded, so under causal attention every real token sees
@@ -258,19 +219,16 @@ class HFModel:
             for t, (_, first, tokens) in enumerate(seq.targets):
                 scored.add(b, t, range(first, first + len(tokens)), tokens)
         with torch.inference_mode():
-            decoder = getattr(self.model, "get_decoder", lambda: None)()
-            if decoder is not None and self.model.get_output_embeddings() is not None:
-                return scored.sums(self, decoder(input_ids=ids.to(self.device)).last_hidden_state)
+            if self.parts is not None:
+                return scored.sums(self, self.parts[0](input_ids=ids.to(self.device)).last_hidden_state)
             return scored.sums(self, self.model(input_ids=ids.to(self.device)).logits, are_logits=True)
 
     def _can_share_prefixes(self) -> bool:
-        decoder = getattr(self.model, "get_decoder", lambda: None)()
-        has_parts = decoder is not None and self.model.get_output_embeddings() is not None
-        return bool(self.spec.share_prefixes and has_parts and full_attention(self.model.config))
+        return bool(self.spec.share_prefixes and self.parts is not None and full_attention(self.model.config))
 
     def loglikelihood(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
         out = [Completion(request_id=r.id) for r in requests]
-        sequences: list[_Sequence] = []
+        sequences: list[Sequence] = []
         for i, request in enumerate(requests):
             seqs = self._sequences(i, request)
             sequences.extend(seqs)
@@ -282,7 +240,7 @@ class HFModel:
             out[i].prompt_tokens = len(seqs[0].input_ids) - (len(seqs[0].targets[0][2]) - 1)
         done = 0
 
-        def record(batch: list[_Sequence], sums: list[list[float]], elapsed: float) -> None:
+        def record(batch: list[Sequence], sums: list[list[float]], elapsed: float) -> None:
             nonlocal done
             for seq, seq_sums in zip(batch, sums, strict=True):
                 completion = out[seq.request_index]
@@ -321,7 +279,7 @@ class HFModel:
     def generate(self, requests: list[Request], progress: Progress | None = None) -> list[Completion]:
         """Greedy continuations, decoded in groups of rows sorted by prompt length (hf_generate.py)."""
         out = [Completion(request_id=r.id) for r in requests]
-        prompts = [prompt_ids(self, r) for r in requests]
+        prompts = [generation_prompt(self, r) for r in requests]
         lengths = [len(ids) + r.max_tokens for ids, r in zip(prompts, requests, strict=True)]
         order = sorted(range(len(requests)), key=lambda i: -lengths[i])
         # No fill bound: a group's pads cost cache memory, not compute (its prompts are prefilled a batch at a time).
@@ -352,20 +310,33 @@ class HFModel:
         return transformers_generate(self, requests, prompts)
 
 
-def prompt_prefix(tokenizer: Any, add_bos_token: bool | None, name: str) -> list[int]:
-    """The tokens every prompt starts with before its text. None: those the tokenizer itself puts before
-    a text (its beginning-of-sequence token, if its config says so), as lm-evaluation-harness and HELM
-    tokenise; True: the BOS token; False: none."""
-    if add_bos_token is False:
-        return []
-    if add_bos_token:
-        if tokenizer.bos_token_id is None:
-            raise ModelError(f"model '{name}': add_bos_token is true, but its tokenizer has no BOS token")
-        return [tokenizer.bos_token_id]
-    text = tokenizer("a", add_special_tokens=False).input_ids
-    default = tokenizer("a").input_ids
-    starts = [i for i in range(len(default) - len(text) + 1) if default[i : i + len(text)] == text]
-    return default[: starts[0]] if starts else []
+# Config fields of models whose forward does more to the logits than the output head (Gemma 2 caps
+# them, Granite divides them, Cohere multiplies them), with the value that means "nothing more".
+_LOGIT_STEPS = {"final_logit_softcapping": None, "logits_scaling": 1.0, "logit_scale": 1.0}
+
+
+def decoder_and_head(model: Any, probe: Any, logits: Any) -> tuple[Any, Any] | None:
+    """The model's decoder and output head, when helmflow may call them apart (to send only the scored
+    positions through the head, to compute shared prefixes once, in its own decode loop): the model's
+    logits must be the head applied to the decoder's last hidden states and nothing more, and the decoder
+    must place tokens by the position ids it is given (ALiBi models such as MPT and Bloom do not). Else
+    None, and every path runs the model whole. `logits`: the model's own on `probe`, compared with the
+    parts' for what the config does not say."""
+    import inspect
+
+    decoder = getattr(model, "get_decoder", lambda: None)()
+    head = model.get_output_embeddings()
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if decoder is None or head is None or getattr(config, "alibi", False):
+        return None
+    if any(getattr(config, name, off) not in (off, None) for name, off in _LOGIT_STEPS.items()):
+        return None
+    if "position_ids" not in inspect.signature(decoder.forward).parameters:
+        return None
+    apart = head(decoder(input_ids=probe).last_hidden_state)
+    if apart.shape != logits.shape or not bool((apart.float() - logits.float()).abs().max() <= 1e-4):
+        return None
+    return decoder, head
 
 
 def fingerprint(spec: ModelSpec) -> str:

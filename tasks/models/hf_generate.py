@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.hf_prefix import token_budget_batches
+from helmflow.tasks.models.hf_tokens import generation_prompt
 from helmflow.tasks.models.shared_prefix import common_prefix_length
 
 if TYPE_CHECKING:
@@ -56,15 +57,15 @@ def own_loop_applies(model: HFModel, batch: list[Request]) -> bool:
     plain = all(getattr(generation, name, off) in (off, None) for name, off in _PROCESSORS_OFF.items())
     # A sliding-window layer's cache keeps only its window: the prefill caches could not be laid side by side.
     full = full_attention(model.model.config)
-    has_parts = getattr(model.model, "get_decoder", lambda: None)() is not None
-    has_parts = has_parts and model.model.get_output_embeddings() is not None
-    return plain and full and has_parts and all(r.prompt for r in batch)
+    return plain and full and model.parts is not None and all(r.prompt for r in batch)
 
 
 def full_attention(config: Any) -> bool:
     """Whether every layer attends to every earlier token (no sliding window). Computing a shared prefix
     once (prefill caches laid side by side, a packed row's own mask, a prefix's copied cache) is exact
     only then: a sliding layer's cache keeps just its window, and a mask of our own would not have it."""
+    if hasattr(config, "get_text_config"):  # a multimodal model's (Gemma 3's) layers are its text model's
+        config = config.get_text_config()
     layer_types = getattr(config, "layer_types", None)
     if layer_types:
         return all(t == "full_attention" for t in layer_types)
@@ -84,9 +85,10 @@ def kept_text(model: HFModel, request: Request, produced: list[int]) -> tuple[st
     """The text of the produced tokens up to end-of-text and the first stop sequence, and how many
     tokens made it (a stop sequence may end inside a token: that token counts)."""
     tokenizer = model.tokenizer
+    end_ids = end_of_text_ids(model)
     kept: list[int] = []
     for token in produced[: request.max_tokens]:
-        if token == tokenizer.eos_token_id:
+        if token in end_ids:
             break
         kept.append(token)
     text = tokenizer.decode(kept, skip_special_tokens=True)
@@ -120,20 +122,14 @@ class _Row:
         return any(s in text for s in stops)
 
 
-def prompt_ids(model: HFModel, request: Request) -> list[int]:
-    """A generation prompt's tokens, left-truncated so that the prompt and max_tokens fit in max_length
-    (lm-evaluation-harness's rule: a long prompt loses its beginning, never the room to answer)."""
-    return model._encode(request.prompt)[-max(1, model.spec.max_length - request.max_tokens) :]
-
-
 def greedy_generate(model: HFModel, batch: list[Request], prompts: list[list[int]] | None = None) -> list[Generated]:
     """Greedy continuations of every request, decoded together as one group (see the module's docstring).
-    `prompts`: the requests' tokens when the caller has them already (`prompt_ids`)."""
+    `prompts`: the requests' tokens when the caller has them already (`hf_tokens.generation_prompt`)."""
     torch = model.torch
     from transformers import DynamicCache
 
     end_ids = end_of_text_ids(model)
-    prompts = prompts or [prompt_ids(model, r) for r in batch]
+    prompts = prompts or [generation_prompt(model, r) for r in batch]
     rows = [_Row(r, ids) for r, ids in zip(batch, prompts, strict=True)]
     order = sorted(rows, key=lambda r: -len(r.prompt_ids))
     shared = _shared_length(rows)
@@ -250,7 +246,7 @@ def transformers_generate(
 ) -> list[Generated]:
     """The same through transformers' `generate` (left padding; rows that stop early wait for the batch)."""
     torch = model.torch
-    prompts = prompts or [prompt_ids(model, r) for r in batch]
+    prompts = prompts or [generation_prompt(model, r) for r in batch]
     width = max(len(ids) for ids in prompts)
     input_ids = torch.full((len(batch), width), model.tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -275,10 +271,11 @@ def transformers_generate(
         )
         scores = model.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
     results = []
+    end_ids = end_of_text_ids(model)
     for b, request in enumerate(batch):
         generated = result.sequences[b, width:].tolist()
         # Tokens up to end-of-text count as produced; the pads after it do not.
-        produced = next((j + 1 for j, t in enumerate(generated) if t == model.tokenizer.eos_token_id), len(generated))
+        produced = next((j + 1 for j, t in enumerate(generated) if t in end_ids), len(generated))
         text, n = kept_text(model, request, generated)
         n_prompt = len(prompts[b])
         results.append((text, scores[b].tolist()[:n], n_prompt, min(produced, request.max_tokens), float(n_prompt)))

@@ -23,7 +23,7 @@ from helmflow.tasks.models.shared_prefix import PrefixGroup
 
 if TYPE_CHECKING:
     from helmflow.tasks.models.hf import HFModel
-    from helmflow.tasks.models.hf import _Sequence as Sequence
+    from helmflow.tasks.models.hf_tokens import Sequence
 
 Row = TypeVar("Row")
 # A row joins a batch only if it is at least this share of the batch's longest row (see token_budget_batches).
