@@ -34,14 +34,21 @@ def _predictions(
     ]
 
 
+# Runs whose instances and answers are all stored; a failed or running run has no result rows to score.
+SCORABLE = ("succeeded", "validation_failed")
+
+
 def rescore(db: str | Path | None, run_id: str) -> int:
     """Score a run again and store the result as its next metrics version; returns that version."""
     warehouse = Warehouse(db)
     run = warehouse.stored_run(run_id)
-    version = warehouse.next_metrics_version(run_id)
+    if run.status not in SCORABLE:
+        raise LookupError(
+            f"run {run_id} is {run.status}: only a finished run's stored answers can be re-scored "
+            "(resume a failed run with helmflow run --resume)"
+        )
     spec = ScenarioSpec.model_validate_json(run.spec_json)
     predictions = _predictions(run.answers, spec, {i.id: i for i in run.instances})
     classifier = toxicity_classifier(spec.toxicity_classifier) if "toxicity" in spec.metrics else None
     stats, metrics = score(spec, run.instances, predictions, run.num_parameters, classifier)
-    warehouse.add_metrics_version(run_id, version, stats, metrics)
-    return version
+    return warehouse.add_metrics_version(run_id, stats, metrics)

@@ -165,3 +165,39 @@ def test_a_cached_answer_keeps_its_error(db: Path) -> None:
     request = Request("r1", "i1", "multiple_choice", "Q?\nA. x\nB. y\nAnswer:", (" A", " B"))
     assert to_prediction(request, cached["k1"]).predicted_index is None  # not option A
     assert to_prediction(request, cached["k2"]).predicted_index == 1
+
+
+def test_letter_misses_cached_before_version_8_are_dropped(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They were cached without their error, so the cache would have scored them as option A."""
+    from helmflow.warehouse import db as schema
+
+    every = schema.migrations()
+    monkeypatch.setattr(schema, "migrations", lambda: [m for m in every if m[0] <= 7])
+    with connect(db) as con:
+        for fingerprint, key, logprobs in [
+            ("http://h/v1#m@v1+chat(system:x)+mc-by-letter", "miss", [-100.0, -100.0]),
+            ("http://h/v1#m@v1+chat(system:x)+mc-by-letter", "named", [-100.0, 0.0]),
+            ("smollm2", "probabilities", [-100.0, -100.0]),  # a log-prob model's answer is never a miss
+        ]:
+            con.execute(
+                "insert into inference_cache (model_fingerprint, request_key, kind, logprobs, created_at) "
+                "values (?, ?, 'multiple_choice', ?, now())",
+                [fingerprint, key, logprobs],
+            )
+    monkeypatch.setattr(schema, "migrations", lambda: every)
+    with connect(db) as con:
+        assert con.execute("select request_key from inference_cache order by 1").fetchall() == [
+            ("named",),
+            ("probabilities",),
+        ]
+
+
+def test_only_a_finished_run_is_rescored(db: Path) -> None:
+    from helmflow.flows.rescore import rescore
+
+    warehouse = Warehouse(db)
+    warehouse.start_run(RUN)
+    warehouse.fail_run("r1", "the model server went away")
+    with pytest.raises(LookupError, match=r"run r1 is failed: only a finished run's stored answers can be re-scored"):
+        rescore(db, "r1")
+    assert counts(db)["metrics"] == 0

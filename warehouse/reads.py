@@ -38,6 +38,7 @@ class StoredRun:
     num_parameters: int | None
     instances: list[Instance]
     answers: list[tuple[Request, Completion]]
+    status: str  # as `helmflow runs` shows it: a run whose process died is failed
 
 
 def _dicts(cursor: duckdb.DuckDBPyConnection) -> list[Row]:
@@ -117,14 +118,18 @@ class Reads(Connected):
 
     def stored_run(self, run_id: str) -> StoredRun:
         with self.connect(read_only=True) as con:
-            runs = con.execute("select spec_json, num_parameters from runs where run_id = ?", [run_id]).fetchall()
+            runs = con.execute(
+                "select spec_json, num_parameters, status from runs where run_id = ?", [run_id]
+            ).fetchall()
             if not runs:
                 raise LookupError(f"no run '{run_id}' in the warehouse")
+            spec_json, num_parameters, status = runs[0]
+            if status == "running" and run_id in interrupted_run_ids(con):  # its process died
+                status = "failed"
             instances = _dicts(con.execute("select * from instances where run_id = ? order by rowid", [run_id]))
             predictions = _dicts(con.execute("select * from predictions where run_id = ? order by rowid", [run_id]))
-        spec_json, num_parameters = runs[0]
         answers = [stored_answer_of(r) for r in predictions]
-        return StoredRun(run_id, spec_json, num_parameters, [instance_of(r) for r in instances], answers)
+        return StoredRun(run_id, spec_json, num_parameters, [instance_of(r) for r in instances], answers, status)
 
     # -- results -------------------------------------------------------------------------------------
 

@@ -110,18 +110,16 @@ class RunLifecycle(Connected):
                 [error[:4000], now(), run_id],
             )
 
-    def next_metrics_version(self, run_id: str) -> int:
-        with self.connect(read_only=True) as con:
+    def add_metrics_version(self, run_id: str, stats: list[Stat], metrics: list[Metric]) -> int:
+        """A re-scoring's stats and metrics, stored as the run's next metrics version beside the earlier
+        ones, in one transaction (the version is chosen inside it: two re-scorings never share one)."""
+        with self.connect() as con, _transaction(con):
             [(version,)] = con.execute(
                 "select coalesce(max(metrics_version), 0) + 1 from metrics where run_id = ?", [run_id]
             ).fetchall()
-        return int(version)
-
-    def add_metrics_version(self, run_id: str, version: int, stats: list[Stat], metrics: list[Metric]) -> None:
-        """A re-scoring's stats and metrics, stored beside the earlier versions in one transaction."""
-        tables = {"instance_stats": stats_frame(stats, version), "metrics": metrics_frame(metrics, version)}
-        with self.connect() as con, _transaction(con):
+            tables = {"instance_stats": stats_frame(stats, version), "metrics": metrics_frame(metrics, version)}
             _insert(con, run_id, tables)
+        return int(version)
 
     def effective_status(self, con: duckdb.DuckDBPyConnection, run_id: str, status: str) -> str:
         """A run whose process died is failed, even before the next writer records that."""
