@@ -155,6 +155,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
             + (f" ({rows})" if rows else "")
             + f", {report.runs_present} already here, {report.cache_added} inference cache entries added"
         )
+        if report.runs_replaced:
+            print(f"  replaced, failed here and resumed there since: {', '.join(report.runs_replaced)}")
+        if report.rescorings_added:
+            print(f"  {report.rescorings_added} metrics version(s) added, re-scored there")
         if report.runs_skipped:
             print(f"  left for a later merge, still running there: {', '.join(report.runs_skipped)}")
     print(f"into {target.path}")

@@ -20,23 +20,33 @@ TABLES = ("runs", *RESULT_TABLES, "inference_cache")
 FIXTURE = Path(__file__).parent / "fixtures" / "warehouse_v1.duckdb.gz"
 
 
-def record_run(db: Path, run_id: str, model: str, scenario: str, answers: list[int], status: str = "succeeded") -> None:
-    """A run as the flow writes it: its row, then every result table in one transaction, and cached answers."""
+def record_run(
+    db: Path,
+    run_id: str,
+    model: str,
+    scenario: str,
+    answers: list[int],
+    status: str = "succeeded",
+    resumed: bool = False,
+) -> None:
+    """A run as the flow writes it: its row, then every result table in one transaction, and cached answers.
+    `resumed`: the run is there, failed, and finishes now (what `helmflow run --resume` writes)."""
     warehouse = Warehouse(db)
-    warehouse.start_run(
-        {
-            "run_id": run_id,
-            "scenario": scenario,
-            "spec_hash": f"spec-{scenario}",
-            "spec_json": "{}",
-            "model": model,
-            "model_fingerprint": f"fp-{model}",
-            "model_json": "{}",
-            "seed": 0,
-            "adapter_json": "{}",
-            "num_instances": len(answers),
-        }
-    )
+    if not resumed:
+        warehouse.start_run(
+            {
+                "run_id": run_id,
+                "scenario": scenario,
+                "spec_hash": f"spec-{scenario}",
+                "spec_json": "{}",
+                "model": model,
+                "model_fingerprint": f"fp-{model}",
+                "model_json": "{}",
+                "seed": 0,
+                "adapter_json": "{}",
+                "num_instances": len(answers),
+            }
+        )
     instances = [Instance(f"i{k}", f"question {k}", "test", ("yes", "no"), 0) for k in range(len(answers))]
     predictions = []
     for instance, answer in zip(instances, answers, strict=True):
@@ -52,9 +62,13 @@ def record_run(db: Path, run_id: str, model: str, scenario: str, answers: list[i
         Metric("calibration", "ece_10_bin", abs(0.8 - accuracy), len(answers), lower_is_better=True, headline=True),
     ]
     checks = [ValidationResult("predictions", "expect_column_values_to_not_be_null", "{}", True, len(answers), 0, [])]
-    if status == "running":  # still going on its machine: cached answers, no results yet
+    if status in ("running", "failed"):  # still going on its machine, or stopped: cached answers, no results
         warehouse.cache_answers(f"fp-{model}", {f"{run_id}-k0": ("multiple_choice", predictions[0].completion)}, run_id)
+        if status == "failed":
+            warehouse.fail_run(run_id, "killed")
         return
+    if resumed:
+        warehouse.restart_run(run_id, f"fp-{model}", None)
     tables = result_frames(instances, predictions, stats, metrics, checks)
     warehouse.finish_run(run_id, status, tables, {"wall_seconds": 1.0, "model_calls": len(answers)})
     cache = {f"{scenario}-{model}-k{k}": ("multiple_choice", p.completion) for k, p in enumerate(predictions)}
@@ -211,3 +225,65 @@ def test_bad_sources_are_named(tmp_path: Path) -> None:
     duckdb.connect(str(plain)).close()
     with pytest.raises(WarehouseError, match=r"plain\.duckdb: not a helmflow warehouse"):
         Warehouse(target).merge([plain])
+
+
+def test_a_run_resumed_at_a_site_replaces_its_failed_copy(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    site = machine(tmp_path, "site", "a-")
+    record_run(site, "a-s3", "model-a", "s3", [0, 1], status="failed")  # the night's run was killed
+    central = tmp_path / "central.duckdb"
+    assert Warehouse(central).merge([site])[0].runs_added == ["a-s1", "a-s2", "a-s3"]  # failed: finished too
+    before_resume = tmp_path / "site-before-resume.duckdb"
+    shutil.copy(site, before_resume)
+
+    record_run(site, "a-s3", "model-a", "s3", [0, 1], resumed=True)  # the next refresh resumed it
+    assert main(["--db", str(central), "merge", str(site)]) == 0
+    assert "  replaced, failed here and resumed there since: a-s3" in capsys.readouterr().out
+    assert contents(central) == contents(site)
+    [again] = Warehouse(central).merge([site])
+    assert again.runs_replaced == [] and again.runs_present == 3 and set(again.rows_added.values()) == {0}
+    # The failed copy, from an older file of the site, is older than the run here: it changes nothing.
+    [stale] = Warehouse(central).merge([before_resume])
+    assert stale.runs_replaced == [] and stale.runs_present == 3 and contents(central) == contents(site)
+
+
+def test_rescorings_travel_and_only_versions_both_sides_have_must_agree(tmp_path: Path) -> None:
+    site = machine(tmp_path, "site", "a-")
+    central = tmp_path / "central.duckdb"
+    Warehouse(central).merge([site])
+    stats, metrics = [Stat("i0", "accuracy", "exact_match", 1.0)], [Metric("accuracy", "exact_match", 0.75, 4)]
+    assert Warehouse(site).add_metrics_version("a-s1", stats, metrics) == 2  # re-scored at the site
+
+    [report] = Warehouse(central).merge([site])
+    assert (
+        report.rescorings_added == 1 and report.rows_added["metrics"] == 1 and report.rows_added["instance_stats"] == 1
+    )
+    assert contents(central) == contents(site)
+    assert Warehouse(central).add_metrics_version("a-s2", stats, metrics) == 2  # and one at the centre
+    assert Warehouse(central).merge([site])[0].rescorings_added == 0  # the site lacks it: nothing to refuse
+
+    # Both re-scored a-s1 again, differently: one version, two contents.
+    Warehouse(site).add_metrics_version("a-s1", stats, metrics)
+    Warehouse(central).add_metrics_version("a-s1", stats, [Metric("accuracy", "exact_match", 0.5, 4)])
+    with pytest.raises(WarehouseError, match=r"run id\(s\) a-s1 exist here with different content"):
+        Warehouse(central).merge([site])
+
+
+def test_an_older_source_brings_what_only_its_write_ahead_log_holds(tmp_path: Path) -> None:
+    """A site's writer that was killed before closing its file leaves its last commits in the .wal."""
+    import duckdb
+
+    site = machine(tmp_path, "site", "a-")
+    raw = duckdb.connect(str(site))
+    # Back to schema version 7 (before 008 added the cache's error column): a source from an older helmflow.
+    raw.execute("alter table inference_cache drop column error")
+    raw.execute("delete from schema_version where version = 8")
+    raw.execute("checkpoint")
+    raw.execute("pragma disable_checkpoint_on_shutdown")  # as a process that died before its checkpoint
+    raw.execute("update runs set error = 'kept in the log' where run_id = 'a-s1'")
+    raw.close()
+    assert site.with_name("site.duckdb.wal").exists()
+    central = tmp_path / "central.duckdb"
+    [report] = Warehouse(central).merge([site])
+    assert report.migrated_from == 7 and report.runs_added == ["a-s1", "a-s2"]
+    with connect(central, read_only=True) as con:
+        assert con.execute("select error from runs where run_id = 'a-s1'").fetchall() == [("kept in the log",)]

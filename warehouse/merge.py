@@ -3,11 +3,16 @@
 A run is copied whole — its row and every row of the result tables, in the order they were
 written — when this warehouse lacks its run id. A run id both sides have must have the same
 content everywhere, else the merge is refused and names it: two different runs under one id
-cannot both be history. Runs still `running` on the other side are left for a later merge (a
-finished run is never changed afterwards, a running one is). Inference cache entries this
-warehouse lacks are copied too, so a run can be resumed or refreshed here from another
-machine's answers. All sources land in one transaction: a refused merge changes nothing, and a
-repeated one adds nothing.
+cannot both be history. Runs still `running` on the other side are left for a later merge. Two
+things change a run after it ended, and merge follows both:
+- a failed run is resumed (`helmflow run --resume`, or the next refresh): of a run both sides have,
+  a failed copy gives way to the other side's when that one ended later (it is replaced here, or
+  the source's is left alone);
+- `helmflow rescore` adds a metrics version: versions only the source has are added here, and
+  only the versions both sides have must be the same.
+Inference cache entries this warehouse lacks are copied too, so a run can be resumed or refreshed
+here from another machine's answers. All sources land in one transaction: a refused merge changes
+nothing, and a repeated one adds nothing.
 
 Sources are never written. One at this helmflow's schema version is attached read-only; an
 older one is copied to a temporary folder and the copy brought up to date by the migrations; a
@@ -40,6 +45,8 @@ class MergeReport:
     runs_added: list[str] = field(default_factory=list)
     runs_present: int = 0  # the same run already here
     runs_skipped: list[str] = field(default_factory=list)  # still running there
+    runs_replaced: list[str] = field(default_factory=list)  # failed here, resumed there since
+    rescorings_added: int = 0  # metrics versions (a run's re-scorings) only the source had
     rows_added: dict[str, int] = field(default_factory=dict)  # by result table
     cache_added: int = 0
     migrated_from: int | None = None  # the source's schema version, when older than this helmflow's
@@ -67,7 +74,13 @@ def readable(source: Path, target: Path) -> Iterator[tuple[Path, int]]:
         return
     with tempfile.TemporaryDirectory(prefix="helmflow-merge-") as folder:
         copy = Path(folder) / source.name
-        shutil.copy2(source, copy)
+        # Copied while a read-only connection keeps writers out, with its write-ahead log: what a writer
+        # that did not close committed lives only there until a checkpoint.
+        with connect(source, read_only=True):
+            shutil.copy2(source, copy)
+            wal = source.with_name(f"{source.name}.wal")
+            if wal.exists():
+                shutil.copy2(wal, copy.with_name(f"{copy.name}.wal"))
         with connect(copy):  # a writable connection brings the copy up to date
             pass
         yield copy, version
@@ -79,48 +92,90 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return ", ".join(f'"{n}"' for n in names)
 
 
-def conflicts(con: duckdb.DuckDBPyConnection, src: str) -> list[str]:
-    """Run ids on both sides (finished on the source) whose rows differ in any table, multiplicity included."""
-    common = (
-        f"(select s.run_id from {src}.runs s join main.runs m using (run_id) where s.status != 'running')"
-    )
+RESCORED_TABLES = ("instance_stats", "metrics")  # the tables a re-scoring adds a metrics version to
+# A run's metrics version, as one value: "run id#version".
+VERSION = "run_id || '#' || metrics_version::varchar"
+
+
+def superseded(con: duckdb.DuckDBPyConnection, src: str) -> tuple[list[str], list[str]]:
+    """Runs both sides have where one side's copy is a failed run the other side resumed since: (those
+    whose copy here is replaced by the source's, those whose source copy is older than the one here)."""
+    replaced = con.execute(
+        f"select s.run_id from {src}.runs s join main.runs m using (run_id) "
+        "where m.status = 'failed' and s.status != 'running' and s.finished_at > m.finished_at order by 1"
+    ).fetchall()
+    older = con.execute(
+        f"select s.run_id from {src}.runs s join main.runs m using (run_id) "
+        "where s.status = 'failed' and (m.status = 'running' or m.finished_at > s.finished_at) order by 1"
+    ).fetchall()
+    return [r for (r,) in replaced], [r for (r,) in older]
+
+
+def conflicts(con: duckdb.DuckDBPyConnection, src: str, compared: list[str]) -> list[str]:
+    """Of the compared run ids, those whose rows differ in any table, multiplicity included (in the
+    re-scored tables, only the metrics versions both sides have)."""
+    shared = f"(select {VERSION} from main.metrics intersect select {VERSION} from {src}.metrics)"
     differing: set[str] = set()
     for table in RUN_TABLES:
         cols = _columns(con, table)
-        ours = f"select {cols} from main.{table} where run_id in {common}"
-        theirs = f"select {cols} from {src}.{table} where run_id in {common}"
+        where = "where run_id in (select unnest(?))"
+        if table in RESCORED_TABLES:
+            where += f" and {VERSION} in {shared}"
+        ours, theirs = f"select {cols} from main.{table} {where}", f"select {cols} from {src}.{table} {where}"
         rows = con.execute(
-            f"select distinct run_id from (({theirs} except all {ours}) union all ({ours} except all {theirs}))"
+            f"select distinct run_id from (({theirs} except all {ours}) union all ({ours} except all {theirs}))",
+            [compared] * 4,
         ).fetchall()
         differing.update(r for (r,) in rows)
     return sorted(differing)
 
 
 def merge_one(con: duckdb.DuckDBPyConnection, src: str, report: MergeReport) -> None:
-    """Copy one attached source's new finished runs and missing cache entries (inside the caller's transaction)."""
-    refused = conflicts(con, src)
+    """Copy one attached source's new finished runs, the runs it resumed, the metrics versions it added,
+    and its missing cache entries (inside the caller's transaction)."""
+    rows = con.execute(
+        f"select run_id, status, run_id in (select run_id from main.runs) from {src}.runs order by started_at"
+    ).fetchall()
+    replaced, older = superseded(con, src)
+    here = [r for r, status, present in rows if present and status != "running"]
+    compared = [r for r in here if r not in replaced and r not in older]
+    refused = conflicts(con, src, compared)
     if refused:
         raise WarehouseError(
             f"{report.source}: run id(s) {', '.join(refused)} exist here with different content; "
             "nothing was merged"
         )
-    rows = con.execute(
-        f"select run_id, status, run_id in (select run_id from main.runs) from {src}.runs order by started_at"
-    ).fetchall()
     report.runs_skipped = [r for r, status, _ in rows if status == "running"]
-    report.runs_present = sum(1 for _, status, here in rows if here and status != "running")
-    report.runs_added = [r for r, status, here in rows if not here and status != "running"]
-    new = report.runs_added or [""]
+    report.runs_present = len(here) - len(replaced)
+    report.runs_added = [r for r, status, present in rows if not present and status != "running"]
+    report.runs_replaced = replaced
+    copied = [*report.runs_added, *replaced] or [""]
+    for table in RUN_TABLES:
+        con.execute(f"delete from main.{table} where run_id in (select unnest(?))", [replaced or [""]])
     for table in RUN_TABLES:
         cols = _columns(con, table)
         # rowid order: the order a run's rows were written, which re-scoring reads them back in.
         [(count,)] = con.execute(
             f"insert into main.{table} ({cols}) select {cols} from {src}.{table} "
             "where run_id in (select unnest(?)) order by rowid",
-            [new],
+            [copied],
         ).fetchall()
         if table != "runs":
             report.rows_added[table] = int(count)
+    [(report.rescorings_added,)] = con.execute(
+        f"select count(distinct {VERSION}) from {src}.metrics where run_id in (select unnest(?)) "
+        f"and {VERSION} not in (select {VERSION} from main.metrics)",
+        [compared or [""]],
+    ).fetchall()
+    for table in RESCORED_TABLES:  # instance_stats first: main.metrics still lacks the new versions
+        cols = _columns(con, table)
+        [(count,)] = con.execute(
+            f"insert into main.{table} ({cols}) select {cols} from {src}.{table} "
+            f"where run_id in (select unnest(?)) and {VERSION} not in (select {VERSION} from main.metrics) "
+            "order by rowid",
+            [compared or [""]],
+        ).fetchall()
+        report.rows_added[table] += int(count)
     cols = _columns(con, "inference_cache")
     [(before,)] = con.execute("select count(*) from main.inference_cache").fetchall()
     con.execute(f"insert or ignore into main.inference_cache ({cols}) select {cols} from {src}.inference_cache")
