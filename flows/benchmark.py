@@ -294,7 +294,19 @@ def open_run(
     spec = prep.plan.spec
     warehouse = Warehouse(db)
     if resume_run_id:
-        warehouse.restart_run(resume_run_id, info.fingerprint, flow_run_id)
+        warehouse.restart_run(
+            resume_run_id,
+            info.fingerprint,
+            flow_run_id,
+            instances_fingerprint(prep.instances),
+            {
+                "package_versions": package_versions(),
+                "metrics_code_version": METRICS_CODE_VERSION,
+                "device": info.device,
+                "batch_size": info.batch_size,
+                "num_threads": info.num_threads,
+            },
+        )
         return resume_run_id
     run_id = uuid.uuid4().hex[:12]
     warehouse.start_run(

@@ -60,6 +60,17 @@ def staleness(current: dict[str, object], latest: dict[str, object] | None, max_
     return reasons
 
 
+# What a crashed run must share with the refresh for it to be resumed rather than run anew.
+RESUMABLE = ("spec_hash", "model_fingerprint", "dataset_fingerprint")
+
+
+def resumable_run(crashed: dict | None, current: dict, seed: int) -> str | None:
+    """The crashed run to finish instead of starting anew: one that was asking the same questions."""
+    if crashed and all(crashed[k] == current[k] for k in RESUMABLE) and crashed["seed"] == seed:
+        return str(crashed["run_id"])
+    return None
+
+
 def latest_runs(db: str | None, model: str, scenario: str) -> tuple[dict | None, dict | None]:
     """The latest succeeded run, and a crashed run newer than it (to resume), of a model × scenario."""
     rows = Warehouse(db).runs_of(model, scenario)
@@ -113,13 +124,8 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
                     report.fresh.append(f"{label} (run {latest['run_id']})")  # type: ignore[index]
                     progress.reporter.stage(label, "fresh")
                     continue
-                resume_id = None
-                if (
-                    crashed
-                    and crashed["spec_hash"] == current["spec_hash"]
-                    and crashed["model_fingerprint"] == current_model
-                ):
-                    resume_id = crashed["run_id"]
+                resume_id = resumable_run(crashed, current, suite.seed)
+                if resume_id:
                     reasons.append(f"resuming crashed run {resume_id}")
                 report.reasons[label] = reasons
                 progress.reporter.stage(label, "stale: " + "; ".join(reasons))

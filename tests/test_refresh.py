@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from helmflow.flows.inference import infer
-from helmflow.flows.refresh import RegressionFound, refresh, staleness
+from helmflow.flows.refresh import RegressionFound, refresh, resumable_run, staleness
 from helmflow.specs.library import find_model
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models import load_model
@@ -45,6 +45,16 @@ def test_staleness_reasons() -> None:
     assert staleness(current, changed, None) == ["model_fingerprint changed", "metrics_code_version changed"]
     old = {**current, "started_at": now - pd.Timedelta(hours=2).to_pytimedelta()}
     assert staleness(current, old, 3600)[0].startswith("older than max_age")
+
+
+def test_a_crashed_run_is_resumed_only_when_it_asked_the_same_questions() -> None:
+    current = {"spec_hash": "s", "model_fingerprint": "m", "dataset_fingerprint": "d", "metrics_code_version": "v"}
+    crashed = {**current, "run_id": "r1", "seed": 3, "metrics_code_version": "v0"}  # older metric code: fine
+    assert resumable_run(crashed, current, 3) == "r1"
+    assert resumable_run(None, current, 3) is None
+    assert resumable_run(crashed, current, 4) is None  # another seed: other exemplars and perturbations
+    assert resumable_run({**crashed, "dataset_fingerprint": "d0"}, current, 3) is None  # the data changed
+    assert resumable_run({**crashed, "spec_hash": "s0"}, current, 3) is None
 
 
 def test_cache_hits_only_the_same_model_and_decoding(tmp_path: Path) -> None:

@@ -201,3 +201,19 @@ def test_only_a_finished_run_is_rescored(db: Path) -> None:
     with pytest.raises(LookupError, match=r"run r1 is failed: only a finished run's stored answers can be re-scored"):
         rescore(db, "r1")
     assert counts(db)["metrics"] == 0
+
+
+def test_a_resumed_run_keeps_its_data_and_records_the_code_that_finishes_it(db: Path) -> None:
+    warehouse = Warehouse(db)
+    warehouse.start_run({**RUN, "model_fingerprint": "fp", "dataset_fingerprint": "d1", "package_versions": "old"})
+    warehouse.fail_run("r1", "killed")
+    with pytest.raises(LookupError, match=r"run r1 was made on data with fingerprint d1; its data now has d2"):
+        warehouse.restart_run("r1", "fp", None, "d2")
+    with pytest.raises(LookupError, match=r"run r1 was made with model fp, not fp2: start a new run"):
+        warehouse.restart_run("r1", "fp2", None, "d1")
+    warehouse.restart_run("r1", "fp", "flow-2", "d1", {"package_versions": "new", "metrics_code_version": "9"})
+    with connect(db, read_only=True) as con:
+        assert con.execute(
+            "select status, error, finished_at, flow_run_id, package_versions, metrics_code_version, "
+            "dataset_fingerprint from runs"
+        ).fetchall() == [("running", None, None, "flow-2", "new", "9", "d1")]

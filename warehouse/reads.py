@@ -77,7 +77,9 @@ class Reads(Connected):
 
     def runs_of(self, model: str, scenario: str) -> list[Row]:
         """Every run of a model × scenario, newest first (interrupted ones recorded as failed first)."""
-        fields = "run_id, status, started_at, spec_hash, model_fingerprint, dataset_fingerprint, metrics_code_version"
+        fields = (
+            "run_id, status, started_at, spec_hash, model_fingerprint, dataset_fingerprint, metrics_code_version, seed"
+        )
         with self.connect() as con:
             reap_interrupted(con)
             return _dicts(

@@ -85,11 +85,22 @@ class RunLifecycle(Connected):
             assignments = ", ".join(f"{k} = ?" for k in fields)
             con.execute(f"update runs set {assignments} where run_id = ?", [*fields.values(), run_id])
 
-    def restart_run(self, run_id: str, model_fingerprint: str, flow_run_id: str | None) -> None:
-        """Mark a failed run running again (a resume), in this process."""
+    def restart_run(
+        self,
+        run_id: str,
+        model_fingerprint: str,
+        flow_run_id: str | None,
+        dataset_fingerprint: str | None = None,
+        updates: dict[str, Any] | None = None,
+    ) -> None:
+        """Mark a failed run running again (a resume), in this process. Its model and, when given, its data
+        must be the ones it started with; `updates`: what the resuming process records instead (the code
+        that scores it: package and metrics versions; where it runs)."""
         with self.connect() as con:
             reap_interrupted(con)
-            rows = con.execute("select status, model_fingerprint from runs where run_id = ?", [run_id]).fetchall()
+            rows = con.execute(
+                "select status, model_fingerprint, dataset_fingerprint from runs where run_id = ?", [run_id]
+            ).fetchall()
             row = rows[0] if rows else None
             if row is None or row[0] != "failed":
                 raise LookupError(f"run {run_id} cannot be resumed (status {row[0] if row else 'unknown'})")
@@ -97,11 +108,22 @@ class RunLifecycle(Connected):
                 raise LookupError(
                     f"run {run_id} was made with model {row[1]}, not {model_fingerprint}: start a new run"
                 )
-            con.execute(
-                "update runs set status = 'running', error = null, finished_at = null, pid = ?, host = ?, "
-                "flow_run_id = ? where run_id = ?",
-                [os.getpid(), socket.gethostname(), flow_run_id, run_id],
-            )
+            if dataset_fingerprint is not None and row[2] != dataset_fingerprint:
+                raise LookupError(
+                    f"run {run_id} was made on data with fingerprint {row[2]}; its data now has "
+                    f"{dataset_fingerprint}: start a new run"
+                )
+            fields = {
+                **(updates or {}),
+                "status": "running",
+                "error": None,
+                "finished_at": None,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "flow_run_id": flow_run_id,
+            }
+            assignments = ", ".join(f"{k} = ?" for k in fields)
+            con.execute(f"update runs set {assignments} where run_id = ?", [*fields.values(), run_id])
 
     def fail_run(self, run_id: str, error: str) -> None:
         with self.connect() as con:
