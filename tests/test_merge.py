@@ -287,3 +287,33 @@ def test_an_older_source_brings_what_only_its_write_ahead_log_holds(tmp_path: Pa
     assert report.migrated_from == 7 and report.runs_added == ["a-s1", "a-s2"]
     with connect(central, read_only=True) as con:
         assert con.execute("select error from runs where run_id = 'a-s1'").fetchall() == [("kept in the log",)]
+
+
+def test_a_source_being_written_is_attached_once_its_writer_is_done(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    import duckdb
+
+    from helmflow.warehouse.merge import attach
+
+    site = machine(tmp_path, "site", "a-")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import duckdb, time
+            con = duckdb.connect({str(site)!r})
+            print("locked", flush=True)
+            time.sleep(1.5)
+        """)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    began = time.monotonic()
+    con = duckdb.connect(str(tmp_path / "central.duckdb"))
+    attach(con, site, "src", str(site))  # waits for the writer instead of failing at once
+    assert time.monotonic() - began > 0.5
+    assert con.execute("select count(*) from src.runs").fetchall() == [(2,)]
+    holder.wait()

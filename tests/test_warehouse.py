@@ -217,3 +217,17 @@ def test_a_resumed_run_keeps_its_data_and_records_the_code_that_finishes_it(db: 
             "select status, error, finished_at, flow_run_id, package_versions, metrics_code_version, "
             "dataset_fingerprint from runs"
         ).fetchall() == [("running", None, None, "flow-2", "new", "9", "d1")]
+
+
+def test_a_rescored_runs_predictions_carry_its_newest_stats(tmp_path: Path) -> None:
+    """What the lm-eval comparison reads: each prediction with its accuracy in the run's newest metrics version."""
+    from helmflow.tasks.records import Stat
+    from tests.test_merge import record_run
+
+    db = tmp_path / "w.duckdb"
+    record_run(db, "r", "m", "s", [0, 1])  # i0 right, i1 wrong
+    warehouse = Warehouse(db)
+    assert sorted((p["instance_id"], p["acc"]) for p in warehouse.scored_predictions("r")) == [("i0", 1.0), ("i1", 0.0)]
+    flipped = [Stat("i0", "accuracy", "exact_match", 0.0), Stat("i1", "accuracy", "exact_match", 1.0)]
+    warehouse.add_metrics_version("r", flipped, [])
+    assert sorted((p["instance_id"], p["acc"]) for p in warehouse.scored_predictions("r")) == [("i0", 0.0), ("i1", 1.0)]

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
+
+T = TypeVar("T")
 
 # Under the directory helmflow runs from (like a dbt project), never inside the installed package.
 DEFAULT_DB = Path("warehouse") / "helmflow.duckdb"
@@ -80,12 +83,18 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     return latest
 
 
-def _open(path: Path, read_only: bool, timeout: float, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+def lock_timeout() -> float:
+    return float(os.environ.get("HELMFLOW_DB_LOCK_TIMEOUT", "300"))
+
+
+def waiting_for_the_lock(path: Path, timeout: float, action: Callable[[], T]) -> T:
+    """action() — opening or attaching the file — retried while another process holds its lock, up to
+    `timeout` seconds; then an error that names the file."""
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config or {})
+            return action()
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise WarehouseError(f"{path}: cannot open the warehouse: {exc}") from exc
@@ -98,6 +107,12 @@ def _open(path: Path, read_only: bool, timeout: float, config: dict | None = Non
             delay = min(delay * 2, 1.0)
 
 
+def _open(path: Path, read_only: bool, timeout: float, config: dict | None = None) -> duckdb.DuckDBPyConnection:
+    return waiting_for_the_lock(
+        path, timeout, lambda: duckdb.connect(str(path), read_only=read_only, config=config or {})
+    )
+
+
 @contextmanager
 def connect(
     path: str | Path | None = None, read_only: bool = False, timeout: float | None = None, config: dict | None = None
@@ -108,7 +123,7 @@ def connect(
     """
     path = db_path(path)
     if timeout is None:
-        timeout = float(os.environ.get("HELMFLOW_DB_LOCK_TIMEOUT", "300"))
+        timeout = lock_timeout()
     if read_only and not path.exists():
         raise WarehouseError(f"{path}: no warehouse here yet; `helmflow run` creates it")
     if not read_only:

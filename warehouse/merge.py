@@ -31,7 +31,15 @@ from pathlib import Path
 
 import duckdb
 
-from helmflow.warehouse.db import Connected, WarehouseError, connect, latest_version, schema_version
+from helmflow.warehouse.db import (
+    Connected,
+    WarehouseError,
+    connect,
+    latest_version,
+    lock_timeout,
+    schema_version,
+    waiting_for_the_lock,
+)
 from helmflow.warehouse.runs import RESULT_TABLES, _transaction
 
 RUN_TABLES = ("runs", *RESULT_TABLES)
@@ -187,6 +195,16 @@ def _quoted(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
+def attach(con: duckdb.DuckDBPyConnection, path: Path, name: str, source: str) -> None:
+    """Attach a source read-only, waiting like any connection while another process writes it."""
+    try:
+        waiting_for_the_lock(
+            Path(source), lock_timeout(), lambda: con.execute(f"attach '{_quoted(path)}' as {name} (read_only)")
+        )
+    except duckdb.Error as exc:
+        raise WarehouseError(f"{source}: cannot read it: {exc}") from exc
+
+
 class Merge(Connected):
     """Mixin of Warehouse."""
 
@@ -203,10 +221,7 @@ class Merge(Connected):
                 attached = []
                 try:
                     for number, path in enumerate(paths):
-                        try:
-                            con.execute(f"attach '{_quoted(path)}' as merge_src{number} (read_only)")
-                        except duckdb.Error as exc:
-                            raise WarehouseError(f"{reports[number].source}: cannot read it: {exc}") from exc
+                        attach(con, path, f"merge_src{number}", reports[number].source)
                         attached.append(f"merge_src{number}")
                     with _transaction(con):
                         for src, report in zip(attached, reports, strict=True):

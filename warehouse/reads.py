@@ -233,7 +233,8 @@ class Reads(Connected):
                     "max(case when s.metric = 'exact_match_char_norm' then s.value end) as acc_norm "
                     "from predictions p join instances i using (run_id, instance_id) "
                     "left join instance_stats s using (run_id, instance_id, perturbation) "
-                    "where run_id = ? and p.perturbation = '' group by all",
+                    "where run_id = ? and p.perturbation = '' and (s.metrics_version is null or s.metrics_version = "
+                    "(select max(metrics_version) from instance_stats v where v.run_id = p.run_id)) group by all",
                     [run_id],
                 )
             )
