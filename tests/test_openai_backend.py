@@ -26,6 +26,8 @@ class Server:
         self.failures, self.status, self.delay, self.seen = 0, 503, 0.0, []
         self.generation: Callable[[str], str] = lambda prompt: " blue"
         self.chat_answer, self.models, self.key, self.retry_after = " B. Paris", None, None, None
+        self.echo: Callable[[str], dict] = echoed  # how the prompt comes back with its tokens' log-probs
+        self.error_padding = ""  # text the 401 message puts before the key it quotes
         self.ports, self.arrivals, self.in_flight, self.peak = set(), [], 0, 0
         self.lock = threading.Lock()
         outer = self
@@ -78,7 +80,8 @@ class Server:
             def answer(self, body: dict) -> None:
                 sent = self.headers.get("Authorization", "")
                 if outer.key and sent != f"Bearer {outer.key}":
-                    self.reply(401, {"error": f"Incorrect API key provided: {sent.removeprefix('Bearer ')}"})
+                    quoted = f"{outer.error_padding}Incorrect API key provided: {sent.removeprefix('Bearer ')}"
+                    self.reply(401, {"error": quoted})
                     return
                 time.sleep(outer.delay(body) if callable(outer.delay) else outer.delay)
                 with outer.lock:
@@ -91,10 +94,10 @@ class Server:
                     message = {"role": "assistant", "content": outer.chat_answer}
                     self.reply(200, {"choices": [{"index": 0, "message": message}], "usage": {"completion_tokens": 2}})
                 elif isinstance(body["prompt"], list):
-                    choices = [{**echoed(p), "index": i} for i, p in enumerate(body["prompt"])]
+                    choices = [{**outer.echo(p), "index": i} for i, p in enumerate(body["prompt"])]
                     self.reply(200, {"choices": choices[::-1]})
                 elif body.get("echo"):
-                    self.reply(200, {"choices": [echoed(body["prompt"])]})
+                    self.reply(200, {"choices": [outer.echo(body["prompt"])]})
                 else:
                     choice = {"text": outer.generation(body["prompt"]), "logprobs": {"token_logprobs": [-0.5]}}
                     self.reply(200, {"choices": [choice], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
@@ -111,6 +114,18 @@ def echoed(prompt: str) -> dict:
         offsets.append(position)
         position += len(word) + 1
     return {"text": prompt, "logprobs": {"token_logprobs": [-len(w) / 10 for w in words], "text_offset": offsets}}
+
+
+def echoed_bpe(prompt: str, bos: str = "") -> dict:
+    """The echo answer of a BPE server: a token is a word with the whitespace before it (" yes"), and with
+    `bos` the server echoes that token first and counts its text in the offsets (as vLLM does)."""
+    import re
+
+    found = list(re.finditer(r"\s?\S+", prompt))
+    tokens = [bos] * bool(bos) + [m.group() for m in found]
+    offsets = [0] * bool(bos) + [len(bos) + m.start() for m in found]
+    logprobs = [None] * bool(bos) + [-len(m.group().strip()) / 10 for m in found]
+    return {"text": prompt, "logprobs": {"tokens": tokens, "token_logprobs": logprobs, "text_offset": offsets}}
 
 
 @pytest.fixture
@@ -307,3 +322,50 @@ def test_one_failure_among_concurrent_requests_fails_the_call_with_the_url(serve
     server.failures, server.status = 1, 400
     with pytest.raises(ModelError, match=f"{server.url}/completions: HTTP 400"):
         model(server, concurrency=4).generate(GEN_REQUESTS[:12])
+
+
+def test_a_prompts_trailing_space_belongs_to_the_continuation(server: Server) -> None:
+    """BIG-bench prompts end in "A: ": the server's token " yes" starts at that space, and is scored."""
+    server.echo = echoed_bpe
+    request = Request("r", "r", "multiple_choice", "Is it?\nA: ", ("yes", "no way"))
+    [out] = model(server).loglikelihood([request])
+    assert out.logprobs == pytest.approx([-0.3, -0.2 - 0.3]) and out.continuation_tokens == [1, 2]
+    assert out.prompt_tokens == 3  # "Is", " it?", "\nA:"
+
+
+@pytest.mark.parametrize("bos", ["<s>", "<|begin_of_text|>"])
+def test_offsets_that_count_an_echoed_bos_token_are_read_past_it(server: Server, bos: str) -> None:
+    request = Request("r", "r", "multiple_choice", "The sky is", (" blue", " deep purple"))
+    server.echo = echoed_bpe
+    [plain] = model(server).loglikelihood([request])
+    server.echo = lambda prompt: echoed_bpe(prompt, bos)
+    [shifted] = model(server).loglikelihood([request])
+    assert shifted.logprobs == plain.logprobs == pytest.approx([-0.4, -0.4 - 0.6])
+    assert shifted.prompt_tokens == plain.prompt_tokens + 1  # the BOS token is the prompt's too
+
+
+def test_a_key_quoted_far_into_an_error_body_is_hidden_whole(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.key, server.error_padding = "sk-right-0000000000", "x" * 230  # the key lands where a cut would fall
+    monkeypatch.setenv("HELMFLOW_TEST_KEY", "sk-proj-Q7x9Lm2Pq8Rt5Vw3Yz6Bc1Df4Gh7Jk0")
+    with pytest.raises(ModelError, match="HTTP 401") as failure:
+        model(server, api_key_env="HELMFLOW_TEST_KEY").generate(GEN_REQUESTS[:1])
+    assert "Q7x9" not in str(failure.value)
+
+
+def test_chat_letters_are_whole_words(server: Server) -> None:
+    backend = model(server, chat=True)
+    options = tuple(f" {letter}" for letter in "ABCDEFGHIJ")
+    question = Request("m", "m", "multiple_choice", "Q?\nAnswer:", options)
+    for answer, chosen in [("(C)", 2), ("**B**", 1), ("D) Paris", 3), ("B, since", 1), ("I'm not sure", None),
+                           ("E.g., B", None), ("A/B", None), ("D-Day", None), ("A good one", None)]:  # fmt: skip
+        server.chat_answer = answer
+        [out] = backend.loglikelihood([question])
+        assert (out.logprobs.index(0.0) if 0.0 in out.logprobs else None) == chosen, answer
+
+
+def test_a_call_after_a_failed_concurrent_one_retries_again(server: Server) -> None:
+    backend = model(server, concurrency=4, retries=2)
+    backend.client.abandon.set()  # as a concurrent call that failed leaves it
+    server.failures = 1
+    [out] = backend.generate(GEN_REQUESTS[:1])  # one request: the serial path, which retries the 503
+    assert out.text == " blue"

@@ -42,13 +42,25 @@ __all__ = ["LETTER_MISS", "ModelServerError", "OpenAIModel", "fingerprint"]
 
 # The log-prob given to the options a chat model did not name (finite: validation rejects -inf).
 LETTER_MISS = -100.0
-# A leading option letter: "B", " B.", "(B)", "**B**", "B) Paris", "B\n..." — not the article in "A good one".
-LETTER = re.compile(r"\s*[(*\[]*([A-Z])(?=$|[^\sA-Za-z]|[ \t]*\n)")
+# A leading option letter: "B", " B.", "(B)", "**B**", "B) Paris", "B\n..." — not the article in "A good one",
+# nor the first letter of "I'm", "E.g.,", "A/B" or "D-Day": closing punctuation must end the word.
+LETTER = re.compile(r"\s*[(*\[]*([A-Z])(?:[.):*\],]+(?=\s|$)|(?=[ \t]*(?:\n|$)))")
 # Tokens a chat model may spend on the letter and its punctuation.
 LETTER_TOKENS = 5
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _bos_shift(tokens: Any, offsets: list[Any], prompt: str) -> int:
+    """How far the echoed offsets are shifted by a BOS token the server put before the prompt and counted
+    in them (vLLM echoes "<s>" or "<|begin_of_text|>" at offset 0, and the prompt's first token after it):
+    a first token that looks special ("<...>"), is not the prompt's start, and which the next offset follows."""
+    if not isinstance(tokens, list) or len(tokens) < 2 or len(offsets) < 2 or offsets[0] != 0:
+        return 0
+    first = tokens[0]
+    special = isinstance(first, str) and first.startswith("<") and first.endswith(">") and len(first) > 2
+    return len(first) if special and not prompt.startswith(first) and offsets[1] == len(first) else 0
 
 
 def fingerprint(spec: ModelSpec, served: dict[str, Any] | None = None) -> str:
@@ -104,13 +116,13 @@ class OpenAIModel:
         failure is raised once the requests in flight have ended; the ones not started never start."""
         results: list[Any] = [None] * len(items)
         workers = min(self.spec.concurrency, len(items))
+        self.client.abandon.clear()  # a failed call before this one left it set; this call retries afresh
         if workers <= 1:
             for done, item in enumerate(items, start=1):
                 results[done - 1] = work(item)
                 if progress:
                     progress(done, len(items))
             return results
-        self.client.abandon.clear()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="helmflow-openai") as pool:
             futures = {pool.submit(work, item): i for i, item in enumerate(items)}
             pending, done = set(futures), 0
@@ -157,17 +169,21 @@ class OpenAIModel:
                 f"{self.url} answered request '{request.id}' with {len(tokens)} log-probs "
                 f"but {len(offsets)} token offsets for {what}"
             )
+        shift = _bos_shift(logprobs.get("tokens"), offsets, request.prompt)
+        # As lm-evaluation-harness scores it: the prompt's trailing whitespace belongs to the continuation,
+        # so " yes" after "A: " is the continuation's token even though it starts at the prompt's space.
+        boundary = shift + len(request.prompt.rstrip())
         # The first prompt token's log-prob is null on most servers (nothing precedes it): only the
         # continuation's tokens must have one. Tokens past the echoed text were generated (echo_max_tokens).
-        end = len(request.prompt) + len(continuation)
-        scored = [lp for lp, offset in zip(tokens, offsets, strict=True) if len(request.prompt) <= offset < end]
+        end = shift + len(request.prompt) + len(continuation)
+        scored = [lp for lp, offset in zip(tokens, offsets, strict=True) if boundary <= offset < end]
         if not scored:
             # An empty sum would score the continuation as certain (log-prob 0).
             raise ModelError(
                 f"{self.url} answered request '{request.id}' without a token of {what} "
                 "(none starts at or after the prompt's end)"
             )
-        prompt_tokens = sum(1 for offset in offsets if offset < len(request.prompt))
+        prompt_tokens = sum(1 for offset in offsets if offset < boundary)
         return self._checked(scored, request, what, self.url), prompt_tokens
 
     # -- log-likelihoods ------------------------------------------------------------------------

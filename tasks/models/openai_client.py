@@ -141,7 +141,9 @@ class Client:
         if response.status_code in TRANSIENT_STATUS:
             raise _TryAgain(f"HTTP {response.status_code}", _retry_after(response))
         if response.status_code >= 400:
-            raise ModelError(f"{url}: HTTP {response.status_code}: {self.redact(repr(response.content[:300]))}")
+            # The key is hidden before the body is cut: a cut through the key would leave most of it.
+            body = self.redact(response.content.decode("utf-8", errors="replace"))
+            raise ModelError(f"{url}: HTTP {response.status_code}: {body[:BODY_PREVIEW]!r}")
         return response.content
 
     def _raise_unreachable(self, reason: BaseException) -> None:
