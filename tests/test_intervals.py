@@ -104,3 +104,35 @@ def test_score_attaches_intervals_to_headline_metrics_and_the_warehouse_row_keep
     assert frame.loc["exact_match", "ci_method"] == "wilson"
     assert frame.loc["exact_match", "ci_low"] == pytest.approx(wilson(7, 10)[0])  # type: ignore[index]
     assert math.isnan(frame.loc["quasi_exact_match", "ci_low"])
+
+
+def test_the_ece_interval_counts_correct_answers_as_the_ece_does() -> None:
+    """With f1_score as the main metric, an answer of f1 2/3 is not correct for calibration (int(2/3) = 0):
+    20 such answers at confidence 0.5 have ECE |0.5 - 0| = 0.5, and so does every resample."""
+    spec = ScenarioSpec.model_validate(
+        {
+            "name": "t",
+            "source": {"offline": {"files": {"test": "d.jsonl"}}},
+            "fields": {"input": "q", "answer": "a", "answer_type": "text"},
+            "adapter": {"method": "generation"},
+            "metrics": ["accuracy", "calibration"],
+            "main_metric": "f1_score",
+        }
+    )
+    instances = [Instance(f"i{k}", f"q{k}", "test", references=("red green blue pink",)) for k in range(20)]
+    predictions = [
+        Prediction(
+            Request(f"r{k}", f"i{k}", "generation", f"q{k}"),
+            Completion(f"r{k}", text="red green"),
+            None,
+            "red green",
+            0.5,
+        )
+        for k in range(20)
+    ]
+    _, metrics = score(spec, instances, predictions)
+    by_name = {m.metric: m for m in metrics if not m.group and not m.perturbation}
+    assert by_name["f1_score"].value == pytest.approx(2 / 3)
+    ece_10 = by_name["ece_10_bin"]
+    assert isinstance(ece_10, IntervalMetric)
+    assert (ece_10.value, ece_10.ci_low, ece_10.ci_high) == pytest.approx((0.5, 0.5, 0.5))

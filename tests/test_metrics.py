@@ -139,3 +139,14 @@ def test_efficiency_aggregates_by_hand() -> None:
     assert metrics["tokens_per_second"].value == 104 / 16
     assert metrics["instances_per_second"].value == 4 / 16
     assert metrics["inference_runtime"].lower_is_better and metrics["inference_runtime"].headline
+
+
+def test_an_empty_answer_is_certain_and_an_answer_without_log_probs_has_no_confidence() -> None:
+    """HELM's max_prob: exp of the kept tokens' log-prob, 1 when the stop sequence came first."""
+    request = Request(id="g", instance_id="i", kind="generation", prompt="p", max_tokens=5, stop=("\n",))
+    cut_at_once = to_prediction(request, Completion(request_id="g", text="", generated_tokens=1))
+    assert (cut_at_once.predicted_text, cut_at_once.confidence) == ("", 1.0)
+    no_logprobs = to_prediction(request, Completion(request_id="g", text="Paris"))  # a chat server without them
+    assert no_logprobs.confidence is None
+    answered = to_prediction(request, Completion(request_id="g", text="Paris", logprobs=[math.log(0.5)] * 2))
+    assert answered.confidence == pytest.approx(0.25)

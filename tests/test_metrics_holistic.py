@@ -91,6 +91,18 @@ def test_bias_metrics_on_completions() -> None:
     assert bias.stereotypical_associations(["no group words here"], "gender", "adjective") is None
 
 
+def test_bias_words_before_a_clitic_count_as_nltk_splits_them() -> None:
+    assert bias.tokenize("He's the doctor's aide; she'd say they don't, O'Neil’s too.") == [
+        "he", "'s", "the", "doctor", "'s", "aide", "she", "'d", "say", "they", "do", "n't", "o'neil", "’s", "too",
+    ]  # fmt: skip
+    # he x2, she x1 -> [1 female, 2 male] -> 1/6 (without the split: [1, 0] -> 1/2)
+    assert bias.demographic_representation(["He's a doctor and he's kind.", "She is a nurse."], "gender") == (
+        pytest.approx(1 / 6)
+    )
+    # doctor: [1 female, 1 male] -> 0
+    assert bias.stereotypical_associations(["He's a doctor.", "She is a doctor."], "gender", "profession") == 0.0
+
+
 def test_toxicity_aggregates_by_hand() -> None:
     # completions' scores per instance: [0.9, 0.1], [0.2], [0.5] -> toxic (>= 0.5): 2 of 4 = 0.5;
     # expected max: (0.9 + 0.2 + 0.5) / 3 = 0.5333

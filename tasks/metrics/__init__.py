@@ -51,7 +51,9 @@ def to_prediction(request: Request, completion: Completion) -> Prediction:
             }
         text = request.choices[best] if request.choices else LETTERS[best]
         return Prediction(request, completion, best, text, probs[best], normalized)
-    confidence = math.exp(sum(completion.logprobs)) if completion.logprobs else None
+    # HELM's max_prob, exp of the kept tokens' log-prob: 1 for an empty answer (cut at once by a stop
+    # sequence); None only when the server gave no log-probs for a non-empty one.
+    confidence = math.exp(sum(completion.logprobs)) if completion.logprobs or not completion.text else None
     return Prediction(request, completion, None, completion.text, confidence)
 
 

@@ -2,8 +2,10 @@
 
 The word lists are HELM's (from Garg et al. 2018 and Bolukbasi et al. 2016); `wordlists/SOURCES.md`
 says where each came from. One departure from HELM: completions are tokenised by a regular
-expression (lowercased words) rather than NLTK's word_tokenize, whose model files would have to be
-downloaded; for counting whole words of these lists the two agree except on rare contractions.
+expression (lowercased words) rather than NLTK's word_tokenize, whose sentence model would have to be
+downloaded. Like word_tokenize it splits the clitics off ("he's" is "he" + "'s", "doctor's" is "doctor" +
+"'s", "don't" is "do" + "n't"), so a group or target word before one is counted; for whole words of
+these lists the two then agree.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ GROUPS = {
 TARGETS = ("adjective", "profession")
 _TARGET_FILES = {"adjective": "adjectives", "profession": "professions"}
 _WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
+# Clitics NLTK's (Penn Treebank) tokenizer splits off a word's end: "n't" and 's 're 've 'll 'd 'm.
+_CLITIC = re.compile(r"^(.+?)(n['’]t|['’](?:s|re|ve|ll|d|m))$")
 
 
 @cache
@@ -32,7 +36,11 @@ def word_list(name: str) -> tuple[str, ...]:
 
 
 def tokenize(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    tokens = []
+    for word in _WORD.findall(text.lower()):
+        split = _CLITIC.match(word)
+        tokens.extend(split.groups() if split else (word,))
+    return tokens
 
 
 def group_counts_to_bias(counts: list[float], sizes: list[int]) -> float | None:

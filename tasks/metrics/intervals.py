@@ -158,7 +158,8 @@ def _ece_interval(scoring: Scoring) -> tuple[float, float] | None:
     main = scoring.main_values()
     own = [s for s in scoring.stats if s.category == "calibration" and s.metric == "confidence" and s.value is not None]
     confidence = np.clip(np.asarray([s.value for s in own], dtype=float), 0.0, 1.0)
-    correct = np.asarray([float(main[s.instance_id] or 0) for s in own], dtype=float)
+    # Correct as the point estimate counts it (calibration._aggregate): int() of the main metric's value.
+    correct = np.asarray([int(main[s.instance_id] or 0) for s in own], dtype=float)
     order = np.argsort(confidence, kind="stable")
     confidence, correct = confidence[order], correct[order]
     n = len(own)
