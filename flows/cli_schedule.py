@@ -12,7 +12,7 @@ def cmd_refresh(args: argparse.Namespace) -> int:
     """One refresh now, in this process (what a scheduled run does)."""
     from helmflow.flows import progress
     from helmflow.flows.display import Display
-    from helmflow.flows.refresh import RegressionFound, refresh
+    from helmflow.flows.refresh import RefreshFailed, RegressionFound, refresh
 
     display = Display()
     progress.set_reporter(display)
@@ -21,6 +21,9 @@ def cmd_refresh(args: argparse.Namespace) -> int:
             report = refresh(args.suites, args.model, args.db)
     except RegressionFound as exc:
         print(f"regression(s):\n{exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except RefreshFailed as exc:
+        print(str(exc), file=sys.stderr)
         return EXIT_FAILED
     print(f"ran {len(report.ran)} run(s): {', '.join(report.ran) or '-'}; fresh: {len(report.fresh)}")
     return EXIT_OK

@@ -3,9 +3,10 @@
 For each (model, scenario) of the suites, the latest succeeded run is fresh unless its spec hash,
 model fingerprint, dataset fingerprint or metric code version differs from now, or it is older
 than the suite's `max_age`. Stale pairs run (their unchanged requests come from the inference
-cache); a pair whose latest run crashed with the same spec and model is resumed instead. After
-the runs, regression detection looks at what this refresh produced; a regression fails the
-flow run with its message and calls the suite's notification command or webhook.
+cache); a pair whose latest run crashed asking the same questions (spec, model, data, seed) is
+resumed instead. After the runs, regression detection looks at what this refresh produced; a
+regression, or a run that did not succeed, fails the flow run with its message (and the command's
+exit code) and calls the suite's notification command or webhook.
 """
 
 from __future__ import annotations
@@ -36,12 +37,17 @@ class RegressionFound(RuntimeError):
     """A refresh found a significant drop; the message lists them."""
 
 
+class RefreshFailed(RuntimeError):
+    """Runs of a refresh failed (or failed their checks); the message lists them, and any regressions."""
+
+
 @dataclass
 class RefreshReport:
     ran: list[str] = field(default_factory=list)  # run ids
     fresh: list[str] = field(default_factory=list)  # "model × scenario (run id)"
     reasons: dict[str, list[str]] = field(default_factory=dict)  # "model × scenario" -> why it ran
     regressions: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "model × scenario: status (run id): error"
 
 
 def staleness(current: dict[str, object], latest: dict[str, object] | None, max_age: float | None) -> list[str]:
@@ -106,6 +112,7 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
         suite = find("suite", suite_name).spec
         assert isinstance(suite, SuiteSpec)
         prepared = [load_stage(plan, suite.seed, "auto") for plan in suite_plans(suite)]
+        failed: list[str] = []  # this suite's runs that did not succeed
         for model_name in models or suite.models:
             model_spec = find_model(model_name)
             current_model = fingerprint_of(model_spec)
@@ -132,6 +139,10 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
                 model = model or model_stage(model_spec)
                 outcome = evaluate(prep, model, model_spec, suite.seed, db, flow_run.id, resume_run_id=resume_id)
                 report.ran.append(outcome.run_id)
+                if outcome.status != "succeeded":
+                    failure = f"{label}: {outcome.status} (run {outcome.run_id})"
+                    failed.append(failure + (f": {outcome.error}" if outcome.error else ""))
+        report.failed += failed
         found = [r for r in regressions(Warehouse(db)) if r.after_run in report.ran]
         if found:
             lines = [
@@ -142,9 +153,17 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
             report.regressions += lines
             message = f"helmflow refresh of suite {suite.name}: {len(found)} regression(s)\n" + "\n".join(lines)
             notify(suite.notify, message, found)
+        if failed:  # a run that failed at 3 a.m. is news too
+            notify(
+                suite.notify,
+                f"helmflow refresh of suite {suite.name}: {len(failed)} run(s) failed\n" + "\n".join(failed),
+                [],
+            )
     from helmflow.flows.artifacts import publish_refresh
 
     publish_refresh(report, db)
+    if report.failed:  # the flow run fails: Prefect and the command's exit code say so
+        raise RefreshFailed("\n".join(["failed run(s):", *report.failed, *report.regressions]))
     if report.regressions:
         raise RegressionFound("\n".join(report.regressions))
     return report

@@ -1,13 +1,14 @@
 """Refresh decides stale or fresh, the inference cache never serves a stale answer, regressions alert."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from helmflow.flows.inference import infer
-from helmflow.flows.refresh import RegressionFound, refresh, resumable_run, staleness
+from helmflow.flows.refresh import RefreshFailed, RegressionFound, refresh, resumable_run, staleness
 from helmflow.specs.library import find_model
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models import load_model
@@ -136,3 +137,27 @@ def test_a_regression_fails_the_refresh_and_notifies(library: Path) -> None:
     with pytest.raises(RegressionFound, match=r"smollm2-135m-instruct on mmlu: exact_match 1\.0000 ->"):
         refresh(["alert"], None, db)  # the latest run's spec hash is 'older': stale, so it runs (from the cache)
     assert message_file.read_text().startswith("helmflow refresh of suite alert: 1 regression(s)")
+
+
+def test_a_run_that_fails_fails_the_refresh_and_notifies(
+    library: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from helmflow.flows import refresh as refreshing
+    from helmflow.flows.benchmark import RunOutcome
+    from helmflow.flows.cli import main
+
+    db = str(library / "f.duckdb")
+    message_file = library / "message.txt"
+    write(
+        library / "suites" / "night.yaml",
+        SUITE.format(name="night", extra=f'notify: {{command: "cat > {message_file}"}}', n=4),
+    )
+    # The fault: the model server went away mid-run (evaluate marks such a run failed and returns).
+    failed = RunOutcome("r1", "mmlu", "smollm2-135m-instruct", "failed", "ModelServerError: no answer after 4 tries")
+    monkeypatch.setattr(refreshing, "evaluate", lambda *args, **kwargs: failed)
+    line = "smollm2-135m-instruct × mmlu: failed (run r1): ModelServerError: no answer after 4 tries"
+    with pytest.raises(RefreshFailed, match=re.escape(line)):
+        refresh(["night"], None, db)
+    assert message_file.read_text() == f"helmflow refresh of suite night: 1 run(s) failed\n{line}"
+    assert main(["--db", db, "refresh", "night"]) == 1
+    assert f"failed run(s):\n{line}" in capsys.readouterr().err
