@@ -19,6 +19,19 @@ from contextlib import closing
 
 # Prefect's own exit code for "the port was taken between choosing it and binding it".
 _PORT_IN_USE = 3
+# The server's first lines: on Linux it asks for SIGTERM when its parent ends, however that ends (SIGKILL,
+# or SIGTERM, whose Prefect handler skips the exit hooks that stop it otherwise), and leaves at once if
+# the parent is gone already; then it is `python -m uvicorn`. argv[1] is the parent's pid.
+_BOOT = """
+import os, runpy, signal, sys
+if sys.platform.startswith("linux"):
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)
+sys.argv = ["uvicorn", *sys.argv[2:]]
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
 _server: TemporaryPrefectServer | None = None  # one per process, as Prefect's own
 
 
@@ -44,7 +57,7 @@ class TemporaryPrefectServer:
         import prefect
 
         command = [
-            sys.executable, "-m", "uvicorn",
+            sys.executable, "-c", _BOOT, str(os.getpid()),
             "--app-dir", str(prefect.__module_path__.parent),
             "--factory", "prefect.server.api.server:create_app",
             "--host", "127.0.0.1", "--port", str(self.port),

@@ -92,3 +92,28 @@ def test_the_validation_worker_returns_what_checking_here_returns() -> None:
         ("expect_column_value_lengths_to_be_between", ["c"]),
         ("expect_column_pair_values_a_to_be_greater_than_b", ["b"]),
     ]
+
+
+def test_the_temporary_server_ends_with_a_process_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL runs no exit hook: the server asked Linux for SIGTERM when its parent ends."""
+    import time
+
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from helmflow.flows.temporary_server import start_prefect_api
+        server = start_prefect_api()
+        server.wait_until_healthy()
+        print(server.process.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_environment(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    server = int(done.stdout.split()[-1])
+    deadline = time.monotonic() + 20
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(server)
