@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import numbers
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,18 @@ def read_bigbench(path: Path) -> list[dict[str, Any]]:
     append_choices_to_input) + example_output_prefix, leading newlines dropped; `choices` are the
     target_scores keys and `gold` the best-scored one; `targets` the generative targets.
     """
-    task = json.loads(path.read_text(encoding="utf-8"))
-    examples = task.get("examples") or []
-    if not examples:
+    try:
+        task = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+        raise DataError(f"{path}: not a BIG-bench task.json: {exc}") from None
+    examples = task.get("examples") if isinstance(task, dict) else None
+    if not examples or not isinstance(examples, list):
         raise DataError(f"{path}: no examples (a task with subtasks keeps them in each subtask's task.json)")
+    for number, example in enumerate(examples, start=1):
+        if not isinstance(example, dict) or not isinstance(example.get("input"), str):
+            raise DataError(f"{path}: example {number} has no 'input' text")
+        if not isinstance(example.get("target_scores") or {}, dict):
+            raise DataError(f"{path}: example {number}: 'target_scores' should map each choice to its score")
     prefix = task.get("task_prefix", "")
     input_prefix = task.get("example_input_prefix", "\nQ: ")
     output_prefix = task.get("example_output_prefix", "\nA: ")
@@ -287,10 +296,17 @@ def _gold_index(raw: Any, fields: FieldMap, choices: tuple[str, ...], origin: st
     """The gold option's index. Out-of-range indices pass through: validation reports them."""
     kind = fields.answer_type
     if kind == "index":
-        try:
-            return int(raw)
-        except (TypeError, ValueError):
-            raise DataError(f"{origin}: fields.answer = {raw!r} is not an option index") from None
+        # A whole number only: 0.9 is not option 0, and inf or "x" is no option at all.
+        number = int(raw) if isinstance(raw, numbers.Integral) and not isinstance(raw, bool) else None
+        if number is None and isinstance(raw, float | str):
+            try:
+                value = float(raw)
+                number = int(value) if value.is_integer() else None
+            except ValueError:
+                number = None
+        if number is None:
+            raise DataError(f"{origin}: fields.answer = {raw!r} is not an option index (a whole number)")
+        return number
     if kind == "letter":
         letter = str(raw).strip().upper()
         if len(letter) != 1 or letter not in LETTERS:

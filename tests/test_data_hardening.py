@@ -143,6 +143,27 @@ def test_a_bigbench_example_without_target_scores_has_no_options(tmp_path: Path)
     assert str(err.value) == f"{path} row 2: fields.choices: no options"
 
 
+def test_a_bigbench_file_that_is_not_a_task_names_the_file_and_the_example(tmp_path: Path) -> None:
+    spec = scenario({"default": "task.json"}, fields={"input": "prompt", "choices": "choices"}, format="bigbench")
+    path = write(tmp_path / "task.json", '{"examples": [')
+    with pytest.raises(DataError, match=r"task\.json: not a BIG-bench task\.json: Expecting value: line 1 column 15"):
+        load_instances(spec, "default", base_dir=tmp_path)
+    write(path, json.dumps({"examples": [{"input": "a", "target_scores": {"yes": 1}}, {"target": "b"}]}))
+    with pytest.raises(DataError) as err:
+        load_instances(spec, "default", base_dir=tmp_path)
+    assert str(err.value) == f"{path}: example 2 has no 'input' text"
+
+
+@pytest.mark.parametrize("gold", [0.9, "inf", "one", 1e400])
+def test_an_index_answer_must_be_a_whole_number(tmp_path: Path, gold: object) -> None:
+    path = write(tmp_path / "d.csv", f"q,a,b,gold\n2+2?,3,4,1\n1+1?,2,3,{gold}\n")
+    spec = scenario({"test": "d.csv"}, fields={"input": "q", "choices": ["a", "b"], "answer": "gold"})
+    message = load_error(spec, tmp_path)
+    assert message.startswith(f"{path} row 2: fields.answer = ") and message.endswith(
+        "is not an option index (a whole number)"
+    )
+
+
 def test_generation_rows_need_no_options(tmp_path: Path) -> None:
     jsonl(tmp_path / "d.jsonl", [{"q": "x", "opts": []}])
     spec = scenario(fields={"input": "q", "choices": "opts"}, method="generation")
