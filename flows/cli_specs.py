@@ -8,7 +8,7 @@ from pathlib import Path
 
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_OK
 from helmflow.specs.loader import SpecError
-from helmflow.specs.schema import ScenarioSpec
+from helmflow.specs.schema import ScenarioSpec, SuiteSpec
 
 # How many rows of each split `specs validate` maps through the spec's fields: enough to catch a
 # misspelt column or a template that fails on real rows, few enough to stay quick.
@@ -26,6 +26,8 @@ def cmd_specs_validate(args: argparse.Namespace) -> int:
             loaded = load_spec(path)
             spec = loaded.spec
             notes = check_scenario_data(spec, loaded.path.parent) if isinstance(spec, ScenarioSpec) else []
+            if isinstance(spec, SuiteSpec):
+                notes = check_suite(spec, loaded.path)
             print(f"ok  {path} ({loaded.kind} '{loaded.spec.name}'{''.join('; ' + n for n in notes)})")
         except SpecError as exc:
             print(str(exc), file=sys.stderr)
@@ -34,6 +36,23 @@ def cmd_specs_validate(args: argparse.Namespace) -> int:
             print(f"{path}: {exc}", file=sys.stderr)
             status = EXIT_BAD_INPUT
     return status
+
+
+def check_suite(suite: SuiteSpec, path: Path) -> list[str]:
+    """What running the suite would resolve first: each entry's scenario with its overrides, each model."""
+    from helmflow.flows.plans import suite_plans
+    from helmflow.specs.library import find_model
+
+    try:
+        plans = suite_plans(suite)
+        for name in suite.models:
+            try:
+                find_model(name)
+            except SpecError as exc:
+                raise SpecError(f"suite '{suite.name}', models: {exc}") from None
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    return [f"{len(plans)} scenario(s) and {len(suite.models)} model(s) resolved"]
 
 
 def check_scenario_data(spec: ScenarioSpec, spec_dir: Path) -> list[str]:

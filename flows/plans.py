@@ -48,8 +48,11 @@ def check_plan(spec: ScenarioSpec, where: object) -> None:
 def suite_plans(suite: SuiteSpec) -> list[ScenarioPlan]:
     plans = []
     for entry in suite.scenarios:
-        found = find("scenario", entry.scenario)
-        spec = apply_suite_entry(found.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
+        try:
+            found = find("scenario", entry.scenario)
+            spec = apply_suite_entry(found.spec, **entry.model_dump(exclude={"scenario"}))  # type: ignore[arg-type]
+        except SpecError as exc:
+            raise SpecError(f"suite '{suite.name}', entry '{entry.scenario}': {exc}") from None
         check_plan(spec, found.path)
         plans.append(ScenarioPlan(spec, str(found.path.parent), suite.name))
     return plans

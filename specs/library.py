@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from helmflow.specs.loader import LoadedSpec, SpecError, load_spec
 from helmflow.specs.schema import ModelSpec, ScenarioSpec, SuiteSpec
 
@@ -81,7 +83,12 @@ def apply_suite_entry(scenario: ScenarioSpec, **overrides: object) -> ScenarioSp
             data[key] = overrides[key]
     if overrides.get("num_train") is not None:
         data["adapter"] = {**data.get("adapter", {}), "num_train": overrides["num_train"]}
-    return ScenarioSpec.model_validate(data)
+    try:
+        return ScenarioSpec.model_validate(data)
+    except ValidationError as exc:  # an override the scenario cannot take (num_train without a few-shot split)
+        given = ", ".join(f"{k}: {v}" for k, v in overrides.items() if v is not None)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+        raise SpecError(f"scenario '{scenario.name}' with the overrides {{{given}}}: {problems}") from None
 
 
 __all__ = ["ModelSpec", "ScenarioSpec", "SpecError", "SuiteSpec", "find", "find_model", "find_scenario"]

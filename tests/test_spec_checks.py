@@ -155,3 +155,23 @@ def test_a_hostile_template_on_a_column_is_stopped_by_validate(tmp_path: Path, c
     status, _, err = validate(spec, capsys)
     assert status == 2
     assert err.startswith(f"{spec}: {data} row 1: fields.input: template stopped: repeating a value 1,000,000,000")
+
+
+def test_a_suite_is_validated_as_running_it_would_resolve_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = write(
+        tmp_path / "good.yaml", "name: good\nmodels: [smollm2-135m-instruct]\nscenarios:\n  - scenario: sst2\n"
+    )
+    assert validate(good, capsys) == (0, f"ok  {good} (suite 'good'; 1 scenario(s) and 1 model(s) resolved)\n", "")
+    override = write(tmp_path / "o.yaml", "name: o\nscenarios:\n  - scenario: arc_easy\n    num_train: 3\n")
+    assert validate(override, capsys) == (
+        2,
+        "",
+        f"{override}: suite 'o', entry 'arc_easy': scenario 'arc_easy' with the overrides {{num_train: 3}}: "
+        "adapter: Value error, num_train > 0 needs fewshot_split (the split exemplars come from)\n",
+    )
+    ghost = write(tmp_path / "g.yaml", "name: g\nmodels: [nope]\nscenarios:\n  - scenario: sst2\n")
+    status, out, err = validate(ghost, capsys)
+    assert (status, out) == (2, "") and err.startswith(f"{ghost}: suite 'g', models: unknown model 'nope'")
+    # helmflow run says the same before anything starts
+    assert main(["run", str(override)]) == 2
+    assert "entry 'arc_easy': scenario 'arc_easy' with the overrides {num_train: 3}" in capsys.readouterr().err
