@@ -359,13 +359,25 @@ def complete_run(
     calls, hits = counts
     # quote(): Prefect would otherwise walk every element of these lists looking for futures (about a second
     # of a 514-instance run); the values are plain data made in this process.
-    checks = list(prep.checks) + validate_predictions_stage(quote(predictions), len(predictions))
-    stats, metrics, classifier = score_stage(spec, quote(prep.instances), quote(predictions), info.num_parameters)
-    checks += validate_stats_stage(quote(metrics))
+    # What the adapter promises, counted from the instances, not from the predictions: one answer per
+    # instance and per instance and perturbation.
+    expected = len(prep.instances) * (1 + len(perturbations_of(spec)))
+    checks = list(prep.checks) + validate_predictions_stage(quote(predictions), expected)
+    unscored = None
+    try:
+        stats, metrics, classifier = score_stage(spec, quote(prep.instances), quote(predictions), info.num_parameters)
+    except Exception as exc:
+        if all(c.success for c in checks):
+            raise
+        # Predictions that failed their checks (a NaN log-prob) may not be scorable: the run still lands
+        # as validation_failed, with its predictions and the checks that name the bad rows.
+        stats, metrics, classifier = [], [], None
+        unscored = f"not scored ({type(exc).__name__}: {exc})"
+    checks += validate_stats_stage(quote(metrics)) if metrics else []
     failed = [c for c in checks if not c.success]
     status = "validation_failed" if failed else "succeeded"
     tables = result_frames(prep.instances, predictions, stats, metrics, checks)
-    error = "; ".join(c.describe() for c in failed) or None
+    error = "; ".join([*(c.describe() for c in failed), *([unscored] if unscored else [])]) or None
     updates = {
         "error": error,
         "wall_seconds": time.perf_counter() - began,

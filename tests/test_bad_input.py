@@ -195,3 +195,37 @@ def test_a_multiple_choice_spec_that_maps_no_options(
         "error: <dir>/bad.yaml: adapter.method multiple_choice_joint scores options, but fields.choices is not set "
         "(map the options' column, or use method: generation)"
     )
+
+
+@pytest.mark.model
+def test_nan_log_probs_land_as_validation_failed_with_the_rows_named(
+    tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Calibration cannot be fitted on NaN confidences: the run still lands, validation_failed, its checks
+    naming the requests, instead of failing with scikit-learn's message and no validation rows."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.tiny_models import save_tiny
+
+    folder = save_tiny(tmp_path / "broken", LlamaConfig, LlamaForCausalLM, nan=True)
+    model = write(tmp_path / "broken.yaml", f"name: broken\nbackend: hf\npath: {folder}\n")
+    rows = [{"q": f"{n} + {n}?", "opts": [str(2 * n), str(n)], "gold": n % 2} for n in range(4)]
+    write(tmp_path / "scenarios" / "d.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    spec = write(
+        tmp_path / "scenarios" / "local.yaml",
+        SCENARIO.format(file="d.jsonl") + "metrics: [accuracy, calibration]\n",
+    )
+    code, err = run(warehouse, capsys, str(spec), "--model", str(model))
+    assert code == 1, err
+    with connect(warehouse, read_only=True) as con:
+        [(status, error)] = con.execute("select status, error from runs where run_id != 'old'").fetchall()
+        assert con.execute("select count(*) from predictions where run_id != 'old'").fetchall() == [(4,)]
+        failing = con.execute(
+            "select expectation, unexpected_ids from validations where run_id != 'old' and not success order by 1"
+        ).fetchall()
+    assert status == "validation_failed"
+    assert "not scored (ValueError: Input X contains NaN" in error
+    # log-probs finite, confidence finite: both fail on every request
+    assert [(name, sorted(ids)) for name, ids in failing] == [
+        ("expect_column_values_to_be_in_set", ["test-0", "test-1", "test-2", "test-3"])
+    ] * 2

@@ -21,15 +21,26 @@ SHAPE = {
 }
 
 
-def tiny_model(folder: Path, config_class: Any, model_class: Any, **config: Any) -> Any:  # -> HFModel
-    """A random `model_class(config_class(**SHAPE, **config))` saved in `folder`, loaded as an hf model."""
+def save_tiny(folder: Path, config_class: Any, model_class: Any, nan: bool = False, **config: Any) -> Path:
+    """A random `model_class(config_class(**SHAPE, **config))` saved in `folder` with the tokenizer.
+    `nan`: one output-head weight is NaN, so every log-prob is (a broken checkpoint, an fp16 overflow)."""
     import torch
 
-    from helmflow.tasks.models.hf import HFModel
-
     torch.manual_seed(0)
-    model_class(config_class(**SHAPE, **config)).save_pretrained(folder)
+    model = model_class(config_class(**SHAPE, **config))
+    if nan:
+        with torch.no_grad():
+            model.get_output_embeddings().weight[0, 0] = float("nan")
+    model.save_pretrained(folder)
     for path in converted_dir()[0].iterdir():
         if path.name.startswith("tokenizer") or path.suffix == ".jinja":
             shutil.copy(path, folder / path.name)
+    return folder
+
+
+def tiny_model(folder: Path, config_class: Any, model_class: Any, **config: Any) -> Any:  # -> HFModel
+    """A random `model_class(config_class(**SHAPE, **config))` saved in `folder`, loaded as an hf model."""
+    from helmflow.tasks.models.hf import HFModel
+
+    save_tiny(folder, config_class, model_class, **config)
     return HFModel(ModelSpec(name=folder.name, backend="hf", path=str(folder), batch_size=4), fingerprint="test")
