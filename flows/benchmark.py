@@ -103,21 +103,28 @@ def _load(plan: ScenarioPlan, seed: int, prefer: str) -> _Loaded:
     instances, source = load_instances(spec, prefer=prefer, base_dir=base, groups=spec.groups)  # type: ignore[arg-type]
     instances = select(instances, spec.groups, spec.max_instances, seed)
     pool = fewshot_pool(spec, prefer, base)  # type: ignore[arg-type]
+    # The exemplars are checked with the instances (an exemplar's gold letter is in every prompt), under
+    # ids of their own.
+    checked = [*instances, *(replace(i, id=FEWSHOT_ID + i.id) for i in pool)]
     frame = pd.DataFrame(
         {
-            "instance_id": [i.id for i in instances],
-            "input": [i.input for i in instances],
-            "n_choices": [len(i.choices) for i in instances],
-            "gold_index": pd.array([i.gold_index for i in instances], dtype="Int64"),
+            "instance_id": [i.id for i in checked],
+            "input": [i.input for i in checked],
+            "n_choices": [len(i.choices) for i in checked],
+            "gold_index": pd.array([i.gold_index for i in checked], dtype="Int64"),
         }
     )
     return _Loaded(plan, instances, pool, source, frame)
 
 
+FEWSHOT_ID = "fewshot:"  # the prefix of an exemplar's id in the instance checks
+
+
 def _checked(loaded: _Loaded, checks: list[ValidationResult]) -> Prepared:
     if not all(c.success for c in checks):
         # Name the source rows of the failing instances: that is what a person has to fix.
-        raise ValidationFailed(checks, where={i.id: i.origin for i in loaded.instances})
+        where = {i.id: i.origin for i in loaded.instances} | {FEWSHOT_ID + i.id: i.origin for i in loaded.pool}
+        raise ValidationFailed(checks, where=where)
     return Prepared(loaded.plan, loaded.instances, loaded.pool, loaded.source, checks)
 
 

@@ -105,11 +105,17 @@ def validate_instances(frame: pd.DataFrame) -> list[ValidationResult]:
             e.ExpectColumnValuesToBeUnique(column="instance_id"),
             e.ExpectColumnValuesToNotBeNull(column="input"),
             e.ExpectColumnValueLengthsToBeBetween(column="input", min_value=1),
+            # A multiple-choice row without a gold option cannot be scored (a spec without fields.answer).
+            e.ExpectColumnValuesToNotBeNull(column="gold_index", row_condition=mc, condition_parser="pandas"),
             e.ExpectColumnValuesToBeBetween(
                 column="gold_index", min_value=0, row_condition=mc, condition_parser="pandas"
             ),
             e.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="n_choices", column_B="gold_index", row_condition=mc, condition_parser="pandas"
+                column_A="n_choices",
+                column_B="gold_index",
+                row_condition=mc,
+                condition_parser="pandas",
+                ignore_row_if="either_value_is_missing",  # the null check above names those rows
             ),
         ],
     )

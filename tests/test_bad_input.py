@@ -88,10 +88,40 @@ def test_gold_index_out_of_range(tmp_path: Path, warehouse: Path, capsys: pytest
     assert err.endswith(
         "error: validation failed:\n  instances: expect_column_pair_values_a_to_be_greater_than_b "
         '{"column_A": "n_choices", "column_B": "gold_index", "condition_parser": "pandas", '
-        '"row_condition": "n_choices > 0"} failed on 1 row(s): '
+        '"ignore_row_if": "either_value_is_missing", "row_condition": "n_choices > 0"} failed on 1 row(s): '
         f"test-1 ({tmp_path / 'scenarios' / 'd.jsonl'} row 2)"
     )
     assert snapshot(warehouse) == before
+
+
+def test_an_exemplar_gold_index_out_of_range(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    """An exemplar's answer is in every prompt ("Answer: F" for option 5 of 2): it is checked like an instance."""
+    folder = tmp_path / "scenarios"
+    write(folder / "d.jsonl", json.dumps({"q": "fine", "opts": ["a", "b"], "gold": 1}))
+    write(
+        folder / "dev.jsonl", "\n".join(json.dumps({"q": f"ex{n}", "opts": ["a", "b"], "gold": n * 5}) for n in (0, 1))
+    )
+    spec_text = (
+        "name: local\nsource:\n  offline:\n    files: {test: d.jsonl, dev: dev.jsonl}\n"
+        "fields: {input: q, choices: opts, answer: gold}\nadapter: {num_train: 2, fewshot_split: dev}\n"
+    )
+    spec = write(folder / "local.yaml", spec_text)
+    code, err = run(warehouse, capsys, str(spec))
+    assert code == 2
+    assert err.endswith(f"failed on 1 row(s): fewshot:dev-1 ({folder / 'dev.jsonl'} row 2)"), err
+
+
+def test_multiple_choice_without_answers(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "scenarios"
+    write(folder / "d.jsonl", json.dumps({"q": "fine", "opts": ["a", "b"]}))
+    spec = write(folder / "local.yaml", "name: local\nsource: {offline: {files: {test: d.jsonl}}}\n"
+                 "fields: {input: q, choices: opts}\n")  # fmt: skip
+    code, err = run(warehouse, capsys, str(spec))
+    assert code == 2
+    assert err.endswith(
+        'instances: expect_column_values_to_not_be_null {"column": "gold_index", "condition_parser": "pandas", '
+        f'"row_condition": "n_choices > 0"}} failed on 1 row(s): test-0 ({folder / "d.jsonl"} row 1)'
+    ), err
 
 
 # -- found before the model loads (and before Prefect starts): exit 2, exact message, nothing written --

@@ -96,8 +96,9 @@ def test_metrics_equal_what_the_stored_rows_give(finished_run: tuple[Path, int])
 def test_every_expectation_is_stored_and_passed(finished_run: tuple[Path, int]) -> None:
     db, _ = finished_run
     stored = rows(db, "select stage, count(*), bool_and(success) from validations group by 1 order by 1")
-    # predictions: 5, plus the two finiteness checks of the hardening issue (log-probs, confidence)
-    assert stored == [("instances", 5, True), ("predictions", 7, True), ("stats", 6, True)]
+    # instances: 6, the null gold check included; predictions: 5, plus the two finiteness checks of the
+    # hardening issue (log-probs, confidence)
+    assert stored == [("instances", 6, True), ("predictions", 7, True), ("stats", 6, True)]
 
 
 def test_cli_query_and_runs_read_the_warehouse(finished_run: tuple[Path, int], capsys: pytest.CaptureFixture) -> None:
