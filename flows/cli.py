@@ -325,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.db:
         args.db = str(Path(args.db))
     _quiet_environment(args.verbose)
+    from concurrent.futures.process import BrokenProcessPool
+
+    from helmflow.flows.temporary_server import PrefectServerError
     from helmflow.tasks.data import DataError
     from helmflow.tasks.models.base import ModelError
     from helmflow.tasks.validate import ValidationFailed
@@ -335,6 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SpecError, DataError, ModelError, ValidationFailed, WarehouseError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except PrefectServerError as exc:  # the machine's fault, not the input's: say it without a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenProcessPool as exc:
+        print(f"error: the validation worker process (Great Expectations) died: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def console_main() -> NoReturn:

@@ -117,3 +117,21 @@ def test_the_temporary_server_ends_with_a_process_killed_outright(tmp_path: Path
     while _alive(server) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(server)
+
+
+def test_a_server_that_does_not_start_is_an_error_without_a_traceback(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "d.jsonl").write_text(json.dumps({"q": "2+2?", "opts": ["3", "4"], "gold": 1}) + "\n")
+    spec = tmp_path / "local.yaml"
+    spec.write_text(
+        "name: local\nsource: {offline: {files: {test: d.jsonl}}}\nfields: {input: q, choices: opts, answer: gold}\n"
+    )
+    env = {**_environment(tmp_path), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "0"}
+    command = [sys.executable, "-m", "helmflow.flows.cli", "--db", str(tmp_path / "w.duckdb"), "run", str(spec)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: Prefect's temporary server did not answer within 0 s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
+    )
+    assert "Traceback" not in done.stderr
