@@ -27,7 +27,7 @@ from helmflow.flows.inference import infer
 from helmflow.flows.plans import ScenarioPlan
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
-from helmflow.tasks.adapt import Request, build_requests
+from helmflow.tasks.adapt import Request, build_requests, check_letterable
 from helmflow.tasks.data import ResolvedSource, fewshot_pool, load_instances, select
 from helmflow.tasks.instances import Instance, instances_fingerprint
 from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
@@ -103,6 +103,7 @@ def _load(plan: ScenarioPlan, seed: int, prefer: str) -> _Loaded:
     instances, source = load_instances(spec, prefer=prefer, base_dir=base, groups=spec.groups)  # type: ignore[arg-type]
     instances = select(instances, spec.groups, spec.max_instances, seed)
     pool = fewshot_pool(spec, prefer, base)  # type: ignore[arg-type]
+    check_letterable(spec.adapter, [*instances, *pool])
     # The exemplars are checked with the instances (an exemplar's gold letter is in every prompt), under
     # ids of their own.
     checked = [*instances, *(replace(i, id=FEWSHOT_ID + i.id) for i in pool)]

@@ -243,7 +243,8 @@ class ModelSpec(Strict):
     timeout_s: float = Field(60.0, gt=0, le=3600)
     retries: int = Field(3, ge=0, le=10)
     retry_backoff_s: float = Field(1.0, ge=0, le=60)
-    # openai: requests in flight at once, and at most this many started per minute (a server's rate limit).
+    # openai: requests in flight at once, and at most this many started per minute (a server's rate limit),
+    # per process: each dask/ray worker keeps its own (docs/servers.md).
     concurrency: int = Field(8, ge=1, le=256)
     max_requests_per_minute: float | None = Field(None, gt=0, le=1_000_000)
     # openai: generation through /chat/completions (the prompt is the user message, after system_prompt

@@ -30,6 +30,21 @@ def render_block(adapter: AdapterSpec, inst: Instance) -> str:
     return text + adapter.output_prefix
 
 
+def check_letterable(adapter: AdapterSpec, instances: list[Instance]) -> None:
+    """A lettered question (multiple_choice_joint) lists its options A to Z: 26 at most. Past that the
+    options would be cut off the prompt and a gold option among them could never be chosen."""
+    if adapter.method != "multiple_choice_joint":
+        return
+    for inst in instances:
+        if len(inst.choices) > len(LETTERS):
+            from helmflow.tasks.data import DataError
+
+            raise DataError(
+                f"{inst.origin or inst.id}: {len(inst.choices)} options, but multiple_choice_joint letters them "
+                f"A to Z ({len(LETTERS)} at most); score them with adapter.method multiple_choice_separate"
+            )
+
+
 def target_text(adapter: AdapterSpec, inst: Instance) -> str:
     if adapter.method == "multiple_choice_joint":
         return LETTERS[inst.gold_index or 0]

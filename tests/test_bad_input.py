@@ -146,6 +146,15 @@ def test_a_row_with_no_options(tmp_path: Path, warehouse: Path, capsys: pytest.C
     assert err == "error: <dir>/d.jsonl row 2: fields.choices: no options"
 
 
+def test_more_options_than_letters(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = [*ROWS_OK, {"q": "many", "opts": [f"o{k}" for k in range(27)], "gold": 26}]
+    err = bad_run(tmp_path, warehouse, capsys, rows, SCENARIO.format(file="d.jsonl"))
+    assert err == (
+        "error: <dir>/d.jsonl row 2: 27 options, but multiple_choice_joint letters them A to Z (26 at most); "
+        "score them with adapter.method multiple_choice_separate"
+    )
+
+
 def test_a_null_input(tmp_path: Path, warehouse: Path, capsys: pytest.CaptureFixture) -> None:
     rows = [*ROWS_OK, {"q": None, "opts": ["a", "b"], "gold": 0}]
     err = bad_run(tmp_path, warehouse, capsys, rows, SCENARIO.format(file="d.jsonl"))
