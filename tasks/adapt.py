@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from helmflow.specs.schema import AdapterSpec, group_words
+from helmflow.tasks.data import DataError
 from helmflow.tasks.records import LETTERS, Instance, Request, RequestKind
 
 
@@ -37,8 +38,6 @@ def check_letterable(adapter: AdapterSpec, instances: list[Instance]) -> None:
         return
     for inst in instances:
         if len(inst.choices) > len(LETTERS):
-            from helmflow.tasks.data import DataError
-
             raise DataError(
                 f"{inst.origin or inst.id}: {len(inst.choices)} options, but multiple_choice_joint letters them "
                 f"A to Z ({len(LETTERS)} at most); score them with adapter.method multiple_choice_separate"

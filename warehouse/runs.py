@@ -66,6 +66,12 @@ def _insert(con: duckdb.DuckDBPyConnection, run_id: str, tables: dict[str, pd.Da
         con.unregister("incoming")
 
 
+def _update(con: duckdb.DuckDBPyConnection, run_id: str, fields: dict[str, Any]) -> None:
+    """Set these columns of the run's row (column names are ours, values bound)."""
+    assignments = ", ".join(f"{k} = ?" for k in fields)
+    con.execute(f"update runs set {assignments} where run_id = ?", [*fields.values(), run_id])
+
+
 class RunLifecycle(Connected):
     """Mixin of Warehouse: every statement that creates or changes a run."""
 
@@ -82,8 +88,7 @@ class RunLifecycle(Connected):
         with self.connect() as con, _transaction(con):
             _insert(con, run_id, tables)
             fields = {**updates, "status": status, "finished_at": now()}
-            assignments = ", ".join(f"{k} = ?" for k in fields)
-            con.execute(f"update runs set {assignments} where run_id = ?", [*fields.values(), run_id])
+            _update(con, run_id, fields)
 
     def restart_run(
         self,
@@ -122,8 +127,7 @@ class RunLifecycle(Connected):
                 "host": socket.gethostname(),
                 "flow_run_id": flow_run_id,
             }
-            assignments = ", ".join(f"{k} = ?" for k in fields)
-            con.execute(f"update runs set {assignments} where run_id = ?", [*fields.values(), run_id])
+            _update(con, run_id, fields)
 
     def fail_run(self, run_id: str, error: str) -> None:
         with self.connect() as con:

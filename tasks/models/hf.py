@@ -220,8 +220,14 @@ class HFModel:
                 scored.add(b, t, range(first, first + len(tokens)), tokens)
         with torch.inference_mode():
             if self.parts is not None:
-                return scored.sums(self, self.parts[0](input_ids=ids.to(self.device)).last_hidden_state)
+                return scored.sums(self, self.apart()[0](input_ids=ids.to(self.device)).last_hidden_state)
             return scored.sums(self, self.model(input_ids=ids.to(self.device)).logits, are_logits=True)
+
+    def apart(self) -> tuple[Any, Any]:
+        """The decoder and the output head, on the paths that checked `parts` first (the scored positions
+        through the head, shared prefixes, the decode loop)."""
+        assert self.parts is not None, "the model runs whole: its decoder and head are not called apart"
+        return self.parts
 
     def _can_share_prefixes(self) -> bool:
         return bool(self.spec.share_prefixes and self.parts is not None and full_attention(self.model.config))

@@ -134,7 +134,7 @@ def greedy_generate(model: HFModel, batch: list[Request], prompts: list[list[int
     order = sorted(rows, key=lambda r: -len(r.prompt_ids))
     shared = _shared_length(rows)
     width = len(order[0].prompt_ids)
-    decoder, head = model.model.get_decoder(), model.model.get_output_embeddings()
+    decoder, head = model.apart()
     with torch.inference_mode():
         prefix = _prefill_shared(model, order[0].prompt_ids[:shared])
         logits, layers = _prefill(model, order, shared, prefix, width)
@@ -193,7 +193,7 @@ def _prefill_shared(model: HFModel, prefix: list[int]) -> list[tuple[Any, Any]]:
     """The key/value cache of the group's shared prefix, one row: [(keys, values)] per layer."""
     if not prefix:
         return []
-    out = model.model.get_decoder()(input_ids=model.torch.tensor([prefix]).to(model.device), use_cache=True)
+    out = model.apart()[0](input_ids=model.torch.tensor([prefix]).to(model.device), use_cache=True)
     return [(layer.keys, layer.values) for layer in out.cache.layers]
 
 
@@ -205,7 +205,7 @@ def _prefill(
     torch = model.torch
     from transformers import DynamicCache
 
-    decoder, head = model.model.get_decoder(), model.model.get_output_embeddings()
+    decoder, head = model.apart()
     logits, keys, values = [], [], []
     for part in token_budget_batches(order, model.batch_size, model.max_batch_tokens, lambda r: len(r.prompt_ids)):
         part_width = len(part[0].prompt_ids) - shared

@@ -182,7 +182,7 @@ def prefix_caches(model: HFModel, prefixes: list[list[int]]) -> list[tuple[Any, 
         ids[b, : len(prefix)] = torch.tensor(prefix)
     with torch.inference_mode():
         # Right padding needs no mask (see HFModel._scored_logprobs): the pads' keys are cut off below.
-        out = model.model.get_decoder()(input_ids=ids.to(model.device), use_cache=True)
+        out = model.apart()[0](input_ids=ids.to(model.device), use_cache=True)
         # Right padding: each row's pads come after its prefix, so they changed nothing before them.
         stacked = torch.stack([torch.stack([layer.keys, layer.values]) for layer in out.cache.layers])
         hidden = out.last_hidden_state
@@ -220,7 +220,7 @@ def suffix_logprobs(model: HFModel, batch: list[CachedSuffix]) -> list[list[floa
     cache = DynamicCache(ddp_cache_data=[(past[i, 0], past[i, 1]) for i in range(layers)], config=model.model.config)
     device = model.device
     with torch.inference_mode():
-        hidden = model.model.get_decoder()(
+        hidden = model.apart()[0](
             input_ids=ids.to(device),
             # Only rows whose prefix is shorter than the longest have pads (between prefix and own tokens).
             attention_mask=mask.to(device) if any(r.prefix_length < past_width for r in batch) else None,
@@ -260,7 +260,7 @@ def packed_logprobs(model: HFModel, batch: list[PackedRow]) -> list[list[float]]
             start = end
     device = model.device
     with torch.inference_mode():
-        hidden = model.model.get_decoder()(
+        hidden = model.apart()[0](
             input_ids=ids.to(device),
             attention_mask=allowed[:, None].to(device),
             position_ids=positions.to(device),

@@ -36,7 +36,7 @@ class ScoredPositions:
         rows = torch.tensor([r for r, _ in self.positions], device=hidden.device)
         cols = torch.tensor([c for _, c in self.positions], device=hidden.device)
         picked = hidden[rows, cols]
-        logits = picked if are_logits else model.model.get_output_embeddings()(picked)
+        logits = picked if are_logits else model.apart()[1](picked)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         index = torch.tensor([i for i, _, _, _ in self.reads], device=logprobs.device)
         token = torch.tensor([t for _, _, _, t in self.reads], device=logprobs.device)
