@@ -365,11 +365,11 @@ def complete_run(
     spec = prep.plan.spec
     label = f"{spec.name} × {model_name}"
     calls, hits = counts
-    # quote(): Prefect would otherwise walk every element of these lists looking for futures (about a second
-    # of a 514-instance run); the values are plain data made in this process.
     # What the adapter promises, counted from the instances, not from the predictions: one answer per
     # instance and per instance and perturbation.
     expected = len(prep.instances) * (1 + len(perturbations_of(spec)))
+    # quote(): Prefect would otherwise walk every element of these lists looking for futures (about a second
+    # of a 514-instance run); the values are plain data made in this process.
     checks = list(prep.checks) + validate_predictions_stage(quote(predictions), expected)
     unscored = None
     try:
