@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from helmflow.flows import termination
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from helmflow.flows.cli_history import (
     cmd_compare,
@@ -192,6 +193,9 @@ _count = _bounded_int(1, 10_000_000, "the number of instances")
 _seed = _bounded_int(0, 2**31 - 1, "a seed")
 _workers = _bounded_int(1, 1024, "the number of workers")
 _shards = _bounded_int(1, 100_000, "the number of shards per run")
+_memory_mb = _bounded_int(64, 1_048_576, "a query's memory limit in MB")
+_seconds = _bounded_int(1, 86_400, "a query's time limit in seconds")
+_rows = _bounded_int(1, 1_000_000_000, "a query's largest result in rows")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     query = sub.add_parser("query", help="run read-only SQL on the warehouse")
     query.add_argument("sql")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.add_argument(
+        "--memory-limit", type=_memory_mb, default=2048, metavar="MB", help="DuckDB's memory and the result's (MB)"
+    )
+    query.add_argument("--timeout", type=_seconds, default=60, metavar="SECONDS", help="stop the query after this")
+    query.add_argument("--max-rows", type=_rows, default=1_000_000, metavar="N", help="refuse a larger result")
     query.set_defaults(func=cmd_query)
 
     fresh = sub.add_parser("refresh", help="re-run the stale model × scenario pairs of suites now")
@@ -248,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sched = sub.add_parser("schedule", help="create a Prefect deployment that refreshes a suite on a cron")
     sched.add_argument("suite")
     sched.add_argument("--model", action="append", help="instead of the suite's models (repeatable)")
-    sched.add_argument("--cron", required=True, help='e.g. "0 3 * * *"')
+    sched.add_argument(
+        "--cron", required=True, help='minute hour day-of-month month day-of-week, e.g. "0 3 * * *" (03:00 daily)'
+    )
     sched.add_argument("--name", help="deployment name (default: the suite's)")
     sched.add_argument("--work-pool", help="run on this Prefect work pool's workers instead of helmflow serve")
     sched.set_defaults(func=cmd_schedule)
@@ -269,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--perturbation", default="", help="e.g. worst_case for robustness")
     history.add_argument(
         "--category", help="robustness or fairness (both store worst_case); default: both, each row named"
+    )
+    history.add_argument(
+        "--group", help="the metric within one instance group (e.g. an MMLU subject): where it changed"
     )
     history.set_defaults(func=cmd_history)
 
@@ -327,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_environment(args.verbose)
     from concurrent.futures.process import BrokenProcessPool
 
+    from helmflow.flows.failures import environment_failure, with_notes
     from helmflow.flows.temporary_server import PrefectServerError
     from helmflow.tasks.data import DataError
     from helmflow.tasks.models.base import ModelError
@@ -344,6 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenProcessPool as exc:
         print(f"error: the validation worker process (Great Expectations) died: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # the machine's: a full disk, a Prefect API not answering (flows/failures.py)
+        line = environment_failure(exc)
+        if line is None:
+            raise
+        print(f"error: {with_notes(line, exc)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def console_main() -> NoReturn:
@@ -354,6 +375,7 @@ def console_main() -> NoReturn:
     by one: 1–3 s after a run, with nothing left to do (the run is in the warehouse, every connection is
     closed, the hooks have run). Tests call main() and keep the normal exit.
     """
+    termination.install()  # SIGTERM unwinds as Ctrl-C does, so that every child process ends with this one
     try:
         code = main()
     except SystemExit as exc:  # argparse's --help and usage errors
@@ -363,6 +385,11 @@ def console_main() -> NoReturn:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except termination.Terminated:
+        print("terminated", file=sys.stderr)
+        termination.stop_children()
+        code = termination.EXIT_TERMINATED
+    termination.uninstall()
     # What the interpreter does before its teardown: wait for non-daemon threads, run the exit hooks.
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()

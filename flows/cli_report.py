@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_OK
+from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,6 +21,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from helmflow.flows.report import Selection, write_site
+    from helmflow.flows.report.site import ReportFolderError
     from helmflow.warehouse.store import Warehouse
 
     scenarios = None
@@ -35,7 +36,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         except ValueError:
             print(f"error: --since {args.since!r} is not a date (YYYY-MM-DD) or ISO time", file=sys.stderr)
             return EXIT_BAD_INPUT
-    summary = write_site(Warehouse(args.db), Path(args.out), Selection(scenarios, args.model, since))
+    out = Path(args.out)
+    try:
+        summary = write_site(Warehouse(args.db), out, Selection(scenarios, args.model, since))
+    except ReportFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # the machine's fault (a full disk, no permission): one line, no traceback
+        reason = exc.strerror or str(exc)
+        folder = out.resolve()
+        print(f"error: could not write the report to {folder}: {reason} (the folder is as it was)", file=sys.stderr)
+        return EXIT_FAILED
     index = (summary.folder / "index.html").resolve()
     print(f"{summary.pages} pages for {summary.runs} runs in {summary.seconds:.1f} s: open {index}")
     return EXIT_OK

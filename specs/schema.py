@@ -6,7 +6,9 @@ rather than a setting silently ignored.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +31,10 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 MAX_INSTANCES = 10_000_000
 MAX_SEED = 2**31 - 1
 MAX_OPTION_INDEX = 1_000
+
+# A Hugging Face hub id: "name" or "org/name" of letters, digits, '-', '_' and '.', without "--" or ".."
+# (huggingface_hub's own rule; anything else it refuses with "Repo id must be in the form ...").
+HUB_ID = re.compile(r"^(?!.*(?:--|\.\.))(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 
 
 class Strict(BaseModel):
@@ -230,6 +236,46 @@ class ScenarioSpec(Strict):
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
 
 
+def expand_path(value: str) -> str:
+    """`~` and `$VAR` / `${VAR}` expanded as a shell would; an unset variable stays as written."""
+    return os.path.expandvars(os.path.expanduser(value))
+
+
+def looks_local(path: str) -> bool:
+    """Whether a model path is written as a local folder rather than a hub id.
+
+    The rule (docs/spec-reference.md, "Model paths"): a path that starts with `/`, `~`, `.` or `$`, or has
+    more than one `/` (or a `\\` on Windows), is local; `org/name` and `name` are hub ids. A local folder
+    that exists wins over a hub id of the same spelling (model_path_problem), as in transformers.
+    """
+    if path.startswith(("/", "~", ".", "$")):
+        return True
+    separators = {os.sep, os.altsep or os.sep} - {"/"}
+    return path.count("/") > 1 or any(sep in path for sep in separators)
+
+
+def model_path_problem(path: str, written: str | None = None) -> str | None:
+    """Why an `hf` model path cannot be loaded, or None: a local path (looks_local) whose folder is not
+    there, a file where a folder is needed, or text that is neither a local folder nor a hub id.
+    `written` is the path as the spec wrote it, named in the message when expansion changed it.
+    Relative folders are read from the current directory, as transformers reads them."""
+    shown = path if written in (None, path) else f"{path} (written {written})"
+    if Path(path).is_dir():
+        if (Path(path) / "config.json").is_file():
+            return None
+        return f"{shown} is a folder without config.json: not a transformers model folder (save_pretrained writes one)"
+    if Path(path).exists():
+        return f"{shown} is a file; a local model is a folder (config.json and the weights)"
+    if looks_local(path):
+        unset = sorted({v for v in re.findall(r"\$\{?(\w+)", path) if v not in os.environ})
+        note = f"; {', '.join('$' + v for v in unset)} {'is' if len(unset) == 1 else 'are'} not set" if unset else ""
+        where = "" if Path(path).is_absolute() or path.startswith(("$", "~")) else f" (in {Path.cwd()})"
+        return f"no such local folder: {shown}{where}{note}"
+    if not HUB_ID.fullmatch(path):
+        return f"{path!r} is neither a local folder nor a hub id (org/name: letters, digits, '-', '_', '.')"
+    return None
+
+
 class ModelSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
@@ -277,6 +323,15 @@ class ModelSpec(Strict):
     # add it, SmolLM2's adds none); a prompt whose text already starts with it gets no second one.
     add_bos_token: bool | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _expand_user_and_variables(cls, value: str | None) -> str | None:
+        # transformers reads "~/models/x" as a malformed hub id ("Repo id must be in the form ..."). Expanded
+        # once here, the run, the model fingerprint and the warehouse all see the folder's real path.
+        if value is None or value.startswith(("http://", "https://")):
+            return value
+        return expand_path(value)
+
     @model_validator(mode="before")
     @classmethod
     def _remote_batch_default(cls, data: object) -> object:
@@ -301,6 +356,50 @@ class SuiteEntry(Strict):
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
     groups: list[str] | None = None
     num_train: int | None = Field(None, ge=0, le=64)
+
+
+FOR_EACH_ITEMS_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "properties": {
+                    "override": {
+                        "type": "object",
+                        "description": "merged over this item's scenario as `extends:` merges (null removes a key)",
+                    }
+                },
+                "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+                "additionalProperties": {"type": "string"},
+            },
+        ]
+    },
+}
+
+
+class ForEach(Strict):
+    """A suite entry that makes one scenario per item from a template: docs/spec-reference.md, `for_each`.
+
+    The loader expands it into plain entries (specs/loader.py) before the suite is validated, so a
+    SuiteSpec only ever holds SuiteEntry; this model checks the entry's shape and feeds the JSON Schema.
+    Items are checked by the loader, which knows their lines.
+    """
+
+    # Plain values (with `as`), or mappings of variable -> text (plus an optional `override` mapping).
+    for_each: Annotated[list[Any], WithJsonSchema(FOR_EACH_ITEMS_SCHEMA)] = Field(min_length=1)
+    as_: str | None = Field(None, alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # A scenario file (relative to the suite) or the scenario itself, written inline; either may use `extends:`.
+    template: str | Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]
+    # The overrides a plain entry takes, applied to every scenario made.
+    max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
+    groups: list[str] | None = None
+    num_train: int | None = Field(None, ge=0, le=64)
+
+    def overrides(self) -> dict[str, Any]:
+        return self.model_dump(include={"max_instances", "groups", "num_train"}, exclude_none=True)
 
 
 class Notify(Strict):

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import numbers
 import random
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,10 +77,13 @@ def read_bigbench(path: Path) -> list[dict[str, Any]]:
     append_choices_to_input) + example_output_prefix, leading newlines dropped; `choices` are the
     target_scores keys and `gold` the best-scored one; `targets` the generative targets.
     """
+    data = path.read_bytes()
     try:
-        task = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-        raise DataError(f"{path}: not a BIG-bench task.json: {exc}") from None
+        task = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} {_not_utf8(data, exc)}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} {_not_json(exc.doc, exc.pos, exc)}") from None
     examples = task.get("examples") if isinstance(task, dict) else None
     if not examples or not isinstance(examples, list):
         raise DataError(f"{path}: no examples (a task with subtasks keeps them in each subtask's task.json)")
@@ -159,6 +166,80 @@ def _drop_absent_columns(path: Path, records: list[dict[str, Any]]) -> None:
             del row[absent]
 
 
+# -- where a file that did not load goes wrong (read only after the load failed) ------------------------
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """The line and column of text[offset], both from 1, as an editor counts them (\n, \r\n or \r end a line)."""
+    line, start = 1, 0
+    for end in _LINE_BREAK.finditer(text, 0, offset):
+        line, start = line + 1, end.end()
+    return line, offset - start + 1
+
+
+def _not_utf8(data: bytes, exc: UnicodeDecodeError) -> str:
+    """`line L: not UTF-8 (byte 0xe9 at column C)` for the first byte that does not decode."""
+    before = data[: exc.start].decode("utf-8")  # everything before the bad byte decodes
+    line, column = _position(before, len(before))
+    return f"line {line}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {column})"
+
+
+def _not_json(text: str, offset: int, exc: json.JSONDecodeError) -> str:
+    """`line L: not valid JSON (Expecting value: column C)`, where the parser stopped at text[offset]."""
+    line, column = _position(text, offset)
+    return f"line {line}: not valid JSON ({exc.msg}: column {column})"
+
+
+def _undecodable(path: Path, fmt: str) -> str | None:
+    """Where a csv or json file stops being UTF-8, or a json file stops being JSON, or None."""
+    if fmt not in ("csv", "json"):
+        return None
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _not_utf8(data, exc)
+    return _not_json_lines(text) if fmt == "json" else None
+
+
+def _not_json_lines(text: str) -> str | None:
+    """Where JSON text stops parsing, read as `datasets` reads it: one value a line (JSON Lines) when the
+    first line is one by itself, else the whole text as one document (a pretty-printed array)."""
+    lines = text.split("\n")
+    try:
+        json.loads(next((line for line in lines if line.strip()), ""))
+    except json.JSONDecodeError:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            return _not_json(text, exc.pos, exc)
+        return None
+    start = 0  # where the line starts in the text
+    for line in lines:
+        try:
+            if line.strip():
+                json.loads(line)
+        except json.JSONDecodeError as exc:
+            return _not_json(text, start + exc.pos, exc)
+        start += len(line) + 1
+    return None
+
+
+@contextmanager
+def _datasets_quiet() -> Iterator[None]:
+    """The csv and json readers of `datasets` log "Failed to read file ..." before raising; the DataError says
+    it, once."""
+    logger = logging.getLogger("datasets.packaged_modules")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read_file(path: Path, fmt: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
     """One json, csv or parquet file's rows; an empty or unreadable file is a DataError naming it."""
     import datasets
@@ -168,8 +249,14 @@ def _read_file(path: Path, fmt: str, kwargs: dict[str, Any]) -> list[dict[str, A
     if not _has_rows(path, fmt, header):
         raise DataError(f"{path}: no rows")
     try:
-        dataset = datasets.load_dataset(fmt, data_files=[str(path)], split="train", **kwargs)
+        with _datasets_quiet():
+            dataset = datasets.load_dataset(fmt, data_files=[str(path)], split="train", **kwargs)
     except Exception as exc:  # datasets raises many types; the file name is what the user needs
+        # Its reason names neither line nor byte ("An error occurred while generating the dataset"): find
+        # them now, reading the file again only because its load failed.
+        where = _undecodable(path, fmt)
+        if where:
+            raise DataError(f"{path} {where}") from exc
         raise DataError(f"{path}: could not be read as {fmt}: {str(exc) or type(exc).__name__}") from exc
     records = list(dataset)
     if not records:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +97,20 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> TinyRuns:
     with connect(both, read_only=True) as con:
         run_ids = [r for (r,) in con.execute("select run_id from runs order by started_at").fetchall()]
     return TinyRuns(first, both, run_ids)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 3 MiB file system (tmpfs) to fill, for what a full disk does; skips where mounting needs rights
+    this user lacks."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

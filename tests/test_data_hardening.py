@@ -146,8 +146,9 @@ def test_a_bigbench_example_without_target_scores_has_no_options(tmp_path: Path)
 def test_a_bigbench_file_that_is_not_a_task_names_the_file_and_the_example(tmp_path: Path) -> None:
     spec = scenario({"default": "task.json"}, fields={"input": "prompt", "choices": "choices"}, format="bigbench")
     path = write(tmp_path / "task.json", '{"examples": [')
-    with pytest.raises(DataError, match=r"task\.json: not a BIG-bench task\.json: Expecting value: line 1 column 15"):
+    with pytest.raises(DataError) as err:
         load_instances(spec, "default", base_dir=tmp_path)
+    assert str(err.value) == f"{path} line 1: not valid JSON (Expecting value: column 15)"
     write(path, json.dumps({"examples": [{"input": "a", "target_scores": {"yes": 1}}, {"target": "b"}]}))
     with pytest.raises(DataError) as err:
         load_instances(spec, "default", base_dir=tmp_path)
@@ -332,49 +333,55 @@ def test_a_nested_null_printed_by_a_template_is_an_error_not_none() -> None:
     assert value_of("Q: {{ q.text | default('none given', true) }} ({{ q.n }})", row, "w") == "Q: none given (2)"
 
 
-def test_an_sdist_is_fetched_alone_with_progress(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
-) -> None:
-    """The archive itself from the index's JSON API (no pip build of anything), saying what it does."""
-    import http.server
-    import json as json_
-    import threading
+# -- files that do not decode: the line and column, as an editor shows them ---------------------------
 
-    from helmflow.tasks.sources import sdist
+CSV_FIELDS = {"input": "q", "choices": ["a", "b"], "answer": "gold"}
 
-    tarball = b"x" * (3 << 20)  # 3 MiB of pretend archive
-    root = tmp_path / "index"
 
-    class Index(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/pypi/toytask/1.0/json":
-                url = f"http://127.0.0.1:{server.server_port}/files/toytask-1.0.tar.gz"
-                body = json_.dumps(
-                    {"urls": [{"packagetype": "sdist", "filename": "toytask-1.0.tar.gz", "url": url, "size": 3 << 20}]}
-                ).encode()
-            elif self.path == "/files/toytask-1.0.tar.gz":
-                body = tarball
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_latin1_byte_in_a_utf8_csv_names_its_line_and_column(tmp_path: Path, newline: bytes) -> None:
+    # "naïve" is UTF-8 (ï is two bytes, one column); "café" was saved as Latin-1 (é is the one byte 0xe9).
+    lines = [b"q,a,b,gold", b"2+2?,3,4,1", b"na\xc3\xafve caf\xe9?,x,y,0", b"1+1?,2,3,0"]
+    path = tmp_path / "d.csv"
+    path.write_bytes(newline.join(lines) + newline)
+    assert load_error(scenario({"test": "d.csv"}, fields=CSV_FIELDS), tmp_path) == (
+        f"{path} line 3: not UTF-8 (byte 0xe9 at column 10)"
+    )
 
-        def log_message(self, *args: object) -> None:
-            pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HELMFLOW_PYPI_URL", f"http://127.0.0.1:{server.server_port}/pypi")
-    monkeypatch.setenv("HELMFLOW_CACHE", str(root))
-    try:
-        path = sdist("toytask==1.0")
-    finally:
-        server.shutdown()
-    assert path.name == "toytask-1.0.tar.gz" and path.read_bytes() == tarball
-    err = capsys.readouterr().err
-    assert "helmflow: downloading toytask-1.0.tar.gz (3 MB) once into" in err
-    assert "helmflow: toytask-1.0.tar.gz: 100% (3 MB)" in err
-    assert sdist("toytask==1.0", download=False) == path  # cached: no second download
+def test_a_truncated_json_line_names_its_line(tmp_path: Path) -> None:
+    good = json.dumps(GOOD)
+    path = write(tmp_path / "d.jsonl", f'{good}\n{good}\n\n{{"q": "c", "opts": ["x"], "gol\n{good}\n')
+    assert load_error(scenario(), tmp_path) == (
+        f"{path} line 4: not valid JSON (Unterminated string starting at: column 27)"
+    )
+
+
+def test_a_json_array_file_names_the_line_of_its_error(tmp_path: Path) -> None:
+    text = '[\n  {"q": "a", "opts": ["x"], "gold": 0},\n  {"q": "b" "opts": ["x"], "gold": 0}\n]\n'
+    path = write(tmp_path / "d.json", text)
+    assert load_error(scenario({"test": "d.json"}), tmp_path) == (
+        f"{path} line 3: not valid JSON (Expecting ',' delimiter: column 13)"
+    )
+
+
+def test_invalid_utf8_in_a_bigbench_task_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "task.json"
+    path.write_bytes(b'{"examples": [\n  {"input": "caf\xe9", "target_scores": {"yes": 1}}\n]}\n')
+    spec = scenario({"default": "task.json"}, fields={"input": "prompt", "choices": "choices"}, format="bigbench")
+    with pytest.raises(DataError) as err:
+        load_instances(spec, "default", base_dir=tmp_path)
+    assert str(err.value) == f"{path} line 2: not UTF-8 (byte 0xe9 at column 17)"
+
+
+def test_files_that_load_are_not_read_again_for_a_diagnosis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helmflow.tasks import data
+
+    def diagnose(*args: object) -> None:
+        raise AssertionError("the diagnosis ran on a file that loaded")
+
+    monkeypatch.setattr(data, "_undecodable", diagnose)
+    jsonl(tmp_path / "d.jsonl", [GOOD, GOOD])
+    write(tmp_path / "d.csv", "q,a,b,gold\ncafé?,x,y,0\n")
+    assert len(load_instances(scenario(), base_dir=tmp_path)[0]) == 2
+    assert len(load_instances(scenario({"test": "d.csv"}, fields=CSV_FIELDS), base_dir=tmp_path)[0]) == 1

@@ -65,8 +65,14 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         # Keep the older file as it was before upgrading it in place.
         con.execute("checkpoint")
         shutil.copy2(path, path.with_name(f"{path.name}.v{current}.bak"))
+    apply_migrations(con, after=current)
+    return latest
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection, after: int = 0, up_to: int | None = None) -> None:
+    """Apply the migrations numbered after `after` up to `up_to` (default: all), each in its own transaction."""
     for version, file in migrations():
-        if version <= current:
+        if version <= after or (up_to is not None and version > up_to):
             continue
         con.execute("begin transaction")
         try:
@@ -80,7 +86,6 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         except Exception:
             con.execute("rollback")
             raise
-    return latest
 
 
 def lock_timeout() -> float:

@@ -14,10 +14,12 @@ Inference cache entries this warehouse lacks are copied too, so a run can be res
 here from another machine's answers. All sources land in one transaction: a refused merge changes
 nothing, and a repeated one adds nothing.
 
-Sources are never written. One at this helmflow's schema version is attached read-only; an
-older one is copied to a temporary folder and the copy brought up to date by the migrations; a
-newer one is refused. DuckDB allows one writer per file: a source another process is writing
-waits like any other connection (HELMFLOW_DB_LOCK_TIMEOUT), then is refused naming the file.
+Sources are untrusted and never written. Each must be exactly a helmflow warehouse at its schema
+version (catalog.py: base tables with the expected columns, helmflow's views, nothing else), and is
+read only on connections that reach no other file. One at this helmflow's schema version is attached
+read-only; an older one is copied to a temporary folder and the copy brought up to date by the
+migrations; a newer one is refused. DuckDB allows one writer per file: a source another process is
+writing waits like any other connection (HELMFLOW_DB_LOCK_TIMEOUT), then is refused naming the file.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import duckdb
 
+from helmflow.warehouse.catalog import SEALED, check_catalog
 from helmflow.warehouse.db import (
     Connected,
     WarehouseError,
@@ -60,6 +63,29 @@ class MergeReport:
     migrated_from: int | None = None  # the source's schema version, when older than this helmflow's
 
 
+def _source_version(source: Path) -> int:
+    """The source's schema version, its catalog checked against what helmflow's migrations build at that
+    version (read on a connection that reaches no other file, so nothing in the source runs with file access)."""
+    with connect(source, read_only=True, config=SEALED) as con:
+        try:
+            version = schema_version(con)
+        except (duckdb.Error, TypeError, ValueError) as exc:  # a schema_version table that is not helmflow's
+            raise WarehouseError(
+                f"{source}: not a helmflow warehouse (its schema_version is unreadable: {exc})"
+            ) from exc
+        latest = latest_version()
+        if version == 0:
+            raise WarehouseError(f"{source}: not a helmflow warehouse (it has no schema_version table)")
+        if version > latest:
+            raise WarehouseError(
+                f"{source}: schema version {version} is newer than this helmflow knows ({latest}); "
+                "merge it with a newer helmflow"
+            )
+        [(database,)] = con.execute("select current_database()").fetchall()
+        check_catalog(con, database, version, source)
+    return version
+
+
 @contextmanager
 def readable(source: Path, target: Path) -> Iterator[tuple[Path, int]]:
     """A path to the source's data at this helmflow's schema version (the file itself, or a migrated copy)."""
@@ -67,30 +93,24 @@ def readable(source: Path, target: Path) -> Iterator[tuple[Path, int]]:
         raise WarehouseError(f"{source}: no warehouse file here")
     if target.exists() and source.resolve() == target.resolve():
         raise WarehouseError(f"{source}: this is the warehouse being merged into")
-    with connect(source, read_only=True) as con:
-        version = schema_version(con)
-    latest = latest_version()
-    if version == 0:
-        raise WarehouseError(f"{source}: not a helmflow warehouse (it has no schema_version table)")
-    if version > latest:
-        raise WarehouseError(
-            f"{source}: schema version {version} is newer than this helmflow knows ({latest}); "
-            "merge it with a newer helmflow"
-        )
-    if version == latest:
+    version = _source_version(source)
+    if version == latest_version():
         yield source, version
         return
     with tempfile.TemporaryDirectory(prefix="helmflow-merge-") as folder:
         copy = Path(folder) / source.name
         # Copied while a read-only connection keeps writers out, with its write-ahead log: what a writer
         # that did not close committed lives only there until a checkpoint.
-        with connect(source, read_only=True):
+        with connect(source, read_only=True, config=SEALED):
             shutil.copy2(source, copy)
             wal = source.with_name(f"{source.name}.wal")
             if wal.exists():
                 shutil.copy2(wal, copy.with_name(f"{copy.name}.wal"))
-        with connect(copy):  # a writable connection brings the copy up to date
-            pass
+        try:
+            with connect(copy, config=SEALED):  # a writable connection brings the copy up to date
+                pass
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{source}: cannot bring it from schema version {version} up to date: {exc}") from exc
         yield copy, version
 
 
@@ -205,6 +225,13 @@ def attach(con: duckdb.DuckDBPyConnection, path: Path, name: str, source: str) -
         raise WarehouseError(f"{source}: cannot read it: {exc}") from exc
 
 
+def seal(con: duckdb.DuckDBPyConnection) -> None:
+    """From here on the connection reaches no file but those already open: a view or macro of an attached
+    source that reads files fails instead (DuckDB cannot turn this back on for the connection)."""
+    for setting, value in SEALED.items():
+        con.execute(f"set {setting} = {str(value).lower()}")
+
+
 class Merge(Connected):
     """Mixin of Warehouse."""
 
@@ -223,6 +250,10 @@ class Merge(Connected):
                     for number, path in enumerate(paths):
                         attach(con, path, f"merge_src{number}", reports[number].source)
                         attached.append(f"merge_src{number}")
+                    seal(con)
+                    for src, report in zip(attached, reports, strict=True):
+                        # Again on what is attached: the file may have changed since it was first read.
+                        check_catalog(con, src, latest_version(), report.source)
                     with _transaction(con):
                         for src, report in zip(attached, reports, strict=True):
                             merge_one(con, src, report)

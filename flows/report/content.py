@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 
 from helmflow.flows.history import regressions
+from helmflow.flows.leaderboard import board_frame, leaderboard_of, tie_lines
+from helmflow.flows.report.answers import AnswerSpread, answer_spread
 from helmflow.specs.registry import CATEGORIES
 from helmflow.tasks.records import LETTERS
 from helmflow.warehouse.store import Warehouse
@@ -26,6 +28,22 @@ def number(value: Any) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     return float(value)
+
+
+def plain(value: Any) -> Any:
+    """A cell as the templates and the JSON may see it: pandas' and numpy's missing values (NA, NaN, NaT)
+    become None and numpy scalars Python's. A nullable column (a served model's parameter count) reads
+    as pd.NA, which Jinja cannot test: `NA == NA` is NA, and `NA and ...` raises."""
+    if isinstance(value, (list, tuple, dict, np.ndarray)):
+        return value
+    if value is None or pd.isna(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def plain_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as dicts of plain values (see plain), what every page gets instead of pandas rows."""
+    return [{key: plain(value) for key, value in row.items()} for row in frame.to_dict("records")]
 
 
 def listed(value: Any) -> list[Any]:
@@ -47,9 +65,10 @@ class Content:
     runs: pd.DataFrame
     metrics: pd.DataFrame
     latest: pd.DataFrame
-    board: pd.DataFrame
+    board: pd.DataFrame  # flows/leaderboard.board_frame: each category's win rate and its interval
     matrix: list[dict[str, Any]]
     regression_runs: set[str] = field(default_factory=set)
+    ties: list[str] = field(default_factory=list)  # tied pairs, pairs not compared, untested columns
 
 
 def headline_cells(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
@@ -67,21 +86,12 @@ def headline_cells(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any
     return cells
 
 
-def leaderboard(rates: pd.DataFrame) -> pd.DataFrame:
-    """Mean win rate per model and category, and overall (over every column), like the leaderboard view."""
-    if rates.empty:
-        return pd.DataFrame(columns=["model", "overall"])
-    wide = rates.groupby(["model", "category"]).win_rate.mean().unstack()
-    wide["overall"] = rates.groupby("model").win_rate.mean()
-    order = ["overall"] + [c for c in CATEGORIES if c in wide.columns]
-    return wide[order].reset_index().sort_values(["overall", "model"], ascending=[False, True])
-
-
 def gather(warehouse: Warehouse, selection: Selection) -> Content:
     runs = warehouse.report_runs(selection.scenarios, selection.models, selection.since)
     metrics = warehouse.report_metrics(list(runs.run_id))
     latest = runs[runs.latest].sort_values(["scenario", "model"])
-    board = leaderboard(warehouse.report_win_rates(list(latest.run_id)))
+    ranked = leaderboard_of(warehouse, latest)
+    board = board_frame(ranked, CATEGORIES)
     cells = headline_cells(metrics)
     matrix = [
         {
@@ -94,7 +104,19 @@ def gather(warehouse: Warehouse, selection: Selection) -> Content:
     ]
     wanted = set(runs.run_id)
     flagged = {r.after_run for r in regressions(warehouse) if r.after_run in wanted}
-    return Content(runs, metrics, latest, board, matrix, flagged)
+    return Content(runs, metrics, latest, board, matrix, flagged, tie_lines(ranked))
+
+
+def headline_scores(matrix: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The front page when no column has two models to rank (one model so far): each latest run's headline
+    cells by category, and the categories some run has a value in (a column of dashes says nothing)."""
+    columns = [c for k, c in enumerate(CATEGORIES) if any(_valued(row["cells"][k]) for row in matrix)]
+    rows = [{**row, "scores": dict(zip(CATEGORIES, row["cells"], strict=True))} for row in matrix]
+    return columns, rows
+
+
+def _valued(cell: dict[str, Any] | None) -> bool:
+    return cell is not None and cell["value"] is not None
 
 
 # -- one run --------------------------------------------------------------------------------------------
@@ -142,7 +164,11 @@ def _gold(row: Any) -> str:
 
 
 def instance_rows(frame: pd.DataFrame) -> list[list[Any]]:
-    """Compact rows for the instance browser: [id, group, perturbation, prompt, answer, log-probs, gold, score]."""
+    """Compact rows for the instance browser:
+    [id, group, perturbation, prompt, answer, log-probs, gold, score, input].
+
+    The instance's own input (the question, before any prompt scaffold or perturbation) comes last so
+    that rows written before it was added still read the same by position."""
     rows = []
     for r in frame.itertuples(index=False):
         logprobs = listed(r.choice_logprobs)
@@ -157,9 +183,22 @@ def instance_rows(frame: pd.DataFrame) -> list[list[Any]]:
                 [round(float(x), 4) for x in logprobs],
                 _gold(r),
                 score,
+                r.input if isinstance(r.input, str) else "",
             ]
         )
     return rows
+
+
+def answer_spread_of(frame: pd.DataFrame) -> AnswerSpread | None:
+    """Predicted options against gold options over the unperturbed multiple-choice instances of one run
+    (report_instances' rows); None for a run with no such instance (a generation task)."""
+    rows = []
+    for r in frame[frame.perturbation == ""].itertuples(index=False):
+        choices = listed(r.choices)
+        if choices and not pd.isna(r.gold_index):
+            chosen = None if pd.isna(r.predicted_index) else int(r.predicted_index)
+            rows.append((chosen, int(r.gold_index), len(choices), 1))
+    return answer_spread(rows)
 
 
 def run_sections(metrics: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:

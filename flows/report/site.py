@@ -3,6 +3,9 @@
 The folder opens from disk (file://) with no server and no network: charts are Vega-Lite specs
 rendered by the vega bundles in assets/, and each run's instances are a <script> that sets one
 global (browsers refuse fetch() of local files, but load local scripts).
+
+The site is written into a new folder beside the output folder and takes its place only once every
+page is written: a failure (a full disk) leaves the previous report as it was, never half of one.
 """
 
 from __future__ import annotations
@@ -10,22 +13,28 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from helmflow.flows.history import compare
 from helmflow.flows.report import charts
+from helmflow.flows.report.answers import WARNING_RULE
 from helmflow.flows.report.content import (
     Content,
     Selection,
+    answer_spread_of,
     comparison_pairs,
     gather,
+    headline_scores,
     instance_rows,
     main_metric,
     number,
+    plain_records,
     reliability_bins,
     run_sections,
 )
@@ -39,7 +48,10 @@ WIN_RATE_NOTE = (
     "Mean win rate (HELM): in each column, a scenario × category headline metric over the latest run of each "
     "model, a model's win rate is the share of the other models it beats (ties count half, lower-is-better "
     "metrics respected, columns with one model skipped); a category's score is the mean over its columns and "
-    "'overall' the mean over every column."
+    "'overall' the mean over every column. [low, high] is its 95% interval: the whole board recomputed on "
+    "bootstrap resamples of each column's instances. Two models are tied in a column when the paired test "
+    "(McNemar, or a paired bootstrap) finds their difference not significant at 0.05; runtimes measured under "
+    "different conditions (device, threads, batch size, machine load) are not compared."
 )
 
 
@@ -51,14 +63,43 @@ class SiteSummary:
     seconds: float
 
 
+# Characters a string in the data could use to change a page: '<' starts '</script>' or '<!--' (which
+# makes the HTML parser skip the next '</script>'), '&' an entity, U+2028/U+2029 end a line in older JS.
+# In JSON they only occur inside strings, where the \u escape means the same character.
+_SCRIPT_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+class ReportFolderError(ValueError):
+    """The output folder holds something other than a report, which writing the report would replace."""
+
+
 def _json_for_script(value: Any) -> str:
-    """JSON safe inside <script>: '</' cannot close the element early."""
-    return json.dumps(value, separators=(",", ":"), default=str).replace("</", "<\\/")
+    """JSON that no string in it can end or alter the <script> element (or .js file) it is embedded in."""
+    return json.dumps(value, separators=(",", ":"), default=str).translate(_SCRIPT_ESCAPES)
+
+
+def _number(value: Any) -> str:
+    shown = number(value)
+    return "" if shown is None else f"{shown:.4g}"
+
+
+def _breakable(name: Any) -> Markup:
+    """A metric name that may wrap after each underscore (stereotypical_associations_gender_profession is
+    wider than a matrix column should be): the escaped name with a <wbr> after every '_'."""
+    return Markup(str(escape(name)).replace("_", "_<wbr>"))
 
 
 def _environment() -> Environment:
-    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    env.filters["num"] = lambda v: "" if v is None else f"{v:.4g}"
+    # finalize: a missing value (a served model's device details) shows as nothing, not as "None".
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        finalize=lambda v: "" if v is None else v,
+    )
+    env.filters["num"] = _number
+    env.filters["breakable"] = _breakable
     env.filters["tojs"] = _json_for_script
     env.globals["categories"] = CATEGORIES
     return env
@@ -88,7 +129,7 @@ class Writer:
 
     def write(self) -> SiteSummary:
         began = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(exist_ok=True)
         (self.out / "assets").mkdir(exist_ok=True)
         (self.out / "data").mkdir(exist_ok=True)
         for name in ASSETS:
@@ -96,7 +137,7 @@ class Writer:
         content = gather(self.warehouse, self.selection)
         self.leaderboard(content)
         self.matrix(content)
-        for run in content.runs.itertuples():
+        for run in plain_records(content.runs):
             self.run_page(content, run)
         self.history(content)
         self.compare_pages(content)
@@ -108,47 +149,67 @@ class Writer:
             {
                 "model": r["model"],
                 "scores": {c: number(r.get(c)) for c in ["overall", *CATEGORIES] if c in board.columns},
+                "intervals": {
+                    c: (number(r.get(f"{c}_low")), number(r.get(f"{c}_high")))
+                    for c in ["overall", *CATEGORIES]
+                    if c in board.columns
+                },
             }
             for r in board.to_dict("records")
         ]
         columns = [c for c in ["overall", *CATEGORIES] if c in board.columns]
         chart = self.chart(charts.win_rates(board)) if len(board) else None
-        self.page("index.html", "leaderboard.html", rows=rows, columns=columns, chart=chart, note=WIN_RATE_NOTE)
+        # With no column to rank (one model so far), the front page shows the latest runs' headline scores.
+        score_columns, scores = headline_scores(content.matrix)
+        self.page(
+            "index.html",
+            "leaderboard.html",
+            rows=rows,
+            columns=columns,
+            chart=chart,
+            note=WIN_RATE_NOTE,
+            ties=content.ties,
+            scores=scores,
+            score_columns=score_columns,
+            models=sorted({row["model"] for row in scores}),
+        )
 
     def matrix(self, content: Content) -> None:
         self.page("matrix.html", "matrix.html", matrix=content.matrix)
 
-    def run_page(self, content: Content, run: Any) -> None:
-        metrics = content.metrics[content.metrics.run_id == run.run_id]
-        main = main_metric(run.spec_json)
-        frame = self.warehouse.report_instances(run.run_id, main)
+    def run_page(self, content: Content, run: dict[str, Any]) -> None:
+        run_id = run["run_id"]
+        metrics = content.metrics[content.metrics.run_id == run_id]
+        main = main_metric(run["spec_json"])
+        frame = self.warehouse.report_instances(run_id, main)
         unperturbed = frame[(frame.perturbation == "") & frame.confidence.notna() & frame.score.notna()]
         reliability = None
         if len(unperturbed):
             bins = reliability_bins(list(unperturbed.confidence), list(unperturbed.score))
             reliability = self.chart(charts.reliability(bins))
-        validations = self.warehouse.report_validations([run.run_id]).to_dict("records")
-        versions = json.loads(run.package_versions or "{}")
-        hits = int(run.cache_hits or 0)
-        calls = int(run.model_calls or 0)
+        validations = plain_records(self.warehouse.report_validations([run_id]))
+        hits = int(run["cache_hits"] or 0)
+        calls = int(run["model_calls"] or 0)
         self.page(
-            f"run-{run.run_id}.html",
+            f"run-{run_id}.html",
             "run.html",
             run=run,
             main=main,
             sections=run_sections(metrics),
             reliability=reliability,
             validations=validations,
-            versions=versions,
+            versions=_versions(run["package_versions"]),
             cache_hits=hits,
             model_calls=calls,
+            answers=answer_spread_of(frame),
+            answer_rule=WARNING_RULE,
         )
         rows = instance_rows(frame)
-        data = {"run": run.run_id, "scenario": run.scenario, "model": run.model, "metric": main, "rows": rows}
-        (self.out / "data" / f"instances-{run.run_id}.js").write_text(
+        data = {"run": run_id, "scenario": run["scenario"], "model": run["model"], "metric": main, "rows": rows}
+        (self.out / "data" / f"instances-{run_id}.js").write_text(
             "window.HELMFLOW_INSTANCES = " + _json_for_script(data) + ";\n", encoding="utf-8"
         )
-        self.page(f"instances-{run.run_id}.html", "instances.html", run=run, main=main, count=len(rows))
+        self.page(f"instances-{run_id}.html", "instances.html", run=run, main=main, count=len(rows))
 
     def history(self, content: Content) -> None:
         series = []
@@ -178,5 +239,65 @@ class Writer:
         self.page("compare.html", "compare_index.html", links=links)
 
 
+def _versions(text: str | None) -> dict[str, Any]:
+    """The run's package versions (JSON written by the flow; a hand-edited row may hold anything)."""
+    try:
+        versions = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return versions if isinstance(versions, dict) else {}
+
+
+def _is_report(folder: Path) -> bool:
+    """An empty folder, or one an earlier `helmflow report` wrote (its front page and its script)."""
+    written = (folder / "index.html").is_file() and (folder / "assets" / "report.js").is_file()
+    return written or not any(folder.iterdir())
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse an output folder whose files the new report would delete (--out . in a project, say)."""
+    if target.exists() and not target.is_dir():
+        raise ReportFolderError(f"report folder {target} is a file: name a folder with --out")
+    if target.is_dir() and not _is_report(target):
+        raise ReportFolderError(
+            f"report folder {target} holds files that are not a helmflow report (the report replaces the whole "
+            "folder): name a new or empty folder with --out"
+        )
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Put the written site in the output folder's place: renames within one folder, so each is atomic.
+
+    A folder cannot be renamed over a non-empty one, so the old report steps aside first, and comes back
+    if the new one cannot take its place."""
+    if not target.exists():
+        staging.rename(target)
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    target.rename(old)
+    try:
+        staging.rename(target)
+    except BaseException:
+        old.rename(target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_site(warehouse: Warehouse, out: Path, selection: Selection | None = None) -> SiteSummary:
-    return Writer(warehouse, out, selection or Selection()).write()
+    """Write the report into a new folder beside `out` that replaces `out` once every page is written.
+
+    On any failure (a full disk, an interrupt) the new folder is removed and `out` is left as it was.
+    A symbolic link named as `out` keeps pointing where it did: its target is what gets replaced.
+    """
+    target = Path(out).resolve()
+    _check_replaceable(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.writing-{uuid.uuid4().hex[:8]}")
+    try:
+        staging.mkdir()
+        summary = Writer(warehouse, staging, selection or Selection()).write()
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return replace(summary, folder=Path(out))
