@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_OK
-from helmflow.specs.loader import SpecError
-from helmflow.specs.schema import ScenarioSpec, SuiteSpec
+from helmflow.specs.loader import LoadedSpec, SpecError
+from helmflow.specs.schema import ModelSpec, ScenarioSpec, SuiteSpec
 
 # How many rows of each split `specs validate` maps through the spec's fields: enough to catch a
 # misspelt column or a template that fails on real rows, few enough to stay quick.
@@ -17,17 +17,19 @@ VALIDATE_ROWS = 3
 
 def cmd_specs_validate(args: argparse.Namespace) -> int:
     """Load each spec; for a scenario, also map the first rows of the data it reads, where they are here."""
-    from helmflow.specs.loader import load_spec
+    from helmflow.specs.library import load_file
     from helmflow.tasks.data import DataError
 
     status = EXIT_OK
     for path in args.paths:
         try:
-            loaded = load_spec(path)
+            loaded = load_file(path)  # a suite's for_each scenarios resolve by name, as `run` resolves them
             spec = loaded.spec
             notes = check_scenario_data(spec, loaded.path.parent) if isinstance(spec, ScenarioSpec) else []
             if isinstance(spec, SuiteSpec):
                 notes = check_suite(spec, loaded.path)
+            if isinstance(spec, ModelSpec):
+                notes = check_model(loaded)
             print(f"ok  {path} ({loaded.kind} '{loaded.spec.name}'{''.join('; ' + n for n in notes)})")
         except SpecError as exc:
             print(str(exc), file=sys.stderr)
@@ -53,6 +55,21 @@ def check_suite(suite: SuiteSpec, path: Path) -> list[str]:
     except SpecError as exc:
         raise SpecError(f"{path}: {exc}") from None
     return [f"{len(plans)} scenario(s) and {len(suite.models)} model(s) resolved"]
+
+
+def check_model(loaded: LoadedSpec) -> list[str]:
+    """An `hf` model's path: a local folder that is here, or a hub id (not contacted); SpecError otherwise."""
+    from helmflow.specs.loader import check_model_path
+
+    spec = loaded.spec
+    assert isinstance(spec, ModelSpec)
+    if spec.backend != "hf" or spec.path is None:
+        return []
+    check_model_path(loaded)
+    if Path(spec.path).is_dir():
+        return [f"path: local folder {Path(spec.path).resolve()}"]
+    # Said, because "models/my-model" is a hub id unless that folder is here: ./models/my-model is always local.
+    return [f"path: hub id {spec.path}, not contacted by validate (a local folder is written ./{spec.path})"]
 
 
 def check_scenario_data(spec: ScenarioSpec, spec_dir: Path) -> list[str]:
@@ -111,22 +128,35 @@ def cmd_specs_list(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from helmflow.flows.display import print_frame
-    from helmflow.specs.library import spec_files
-    from helmflow.specs.loader import load_spec
+    from helmflow.specs.library import find, spec_files, spec_names
     from helmflow.tasks.data import offline_available
 
     rows = []
     for kind in ("suite", "scenario", "model"):
-        for path in spec_files(kind):
-            row = {"kind": kind, "name": path.stem, "sources": "", "offline here": "", "description": ""}
+        try:
+            names = spec_names(kind)  # scenarios: the files and what the suites' for_each make
+        except SpecError as exc:  # a suite whose for_each is broken: its row says why, the files still list
+            names = [p.stem for p in spec_files(kind)]
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": "(for_each)",
+                    "sources": "",
+                    "offline here": "",
+                    "description": f"INVALID: {exc}",
+                }
+            )
+        for name in names:
+            row = {"kind": kind, "name": name, "sources": "", "offline here": "", "description": ""}
             try:
-                spec = load_spec(path, kind).spec
+                loaded = find(kind, name)
             except SpecError as exc:
                 rows.append({**row, "description": f"INVALID: {exc}"})
                 continue
+            spec = loaded.spec
             if isinstance(spec, ScenarioSpec):
                 row["sources"] = source_kinds(spec)
-                row["offline here"] = "yes" if offline_available(spec, path.parent) else "no"
+                row["offline here"] = "yes" if offline_available(spec, loaded.path.parent) else "no"
             rows.append({**row, "description": " ".join(spec.description.split())[:80]})
     print_frame(pd.DataFrame(rows), "table")
     return EXIT_OK
@@ -144,6 +174,8 @@ def cmd_specs_show(args: argparse.Namespace) -> int:
     spec = loaded.spec
     assert isinstance(spec, ScenarioSpec)
     print(f"# {loaded.path}")
+    if loaded.origin:  # composed: say from what, since the file alone does not show this spec
+        print(f"# {loaded.origin}")
     print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=110))
     instances, source = load_instances(spec, base_dir=loaded.path.parent, groups=spec.groups)
     instances = select(instances, spec.groups, 2, seed=args.seed)

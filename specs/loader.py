@@ -5,24 +5,55 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from helmflow.specs.schema import SPEC_KINDS, ModelSpec, ScenarioSpec, SuiteSpec
+from helmflow.specs.compose import (
+    VARIABLE,
+    Node,
+    SpecError,
+    Variables,
+    from_plain,
+    has_placeholders,
+    locate,
+    merge,
+    read,
+    substitute,
+    to_plain,
+    without,
+)
+from helmflow.specs.schema import (
+    SPEC_KINDS,
+    ForEach,
+    ModelSpec,
+    ScenarioSpec,
+    Strict,
+    SuiteSpec,
+    model_path_problem,
+)
 
-
-class SpecError(ValueError):
-    """A spec file that cannot be used. The message names the file, line and field."""
+__all__ = ["LoadedSpec", "SpecError", "load_spec", "spec_hash"]
 
 
 @dataclass(frozen=True)
 class LoadedSpec:
     kind: str
+    # The file read: relative data paths are read from its folder. For a scenario made by a suite's
+    # for_each, the template's file (the suite's, for a template written inline).
     path: Path
     spec: ScenarioSpec | ModelSpec | SuiteSpec
+    # How the spec was composed, for `specs show`: "extends ...", "for_each item at ...". Empty: one file as written.
+    origin: str = ""
+    # A suite's for_each expansions, scenario name -> its LoadedSpec.
+    expansions: dict[str, LoadedSpec] = field(default_factory=dict, repr=False)
+    # The scenario as written, after its extends and for_each, with lines: what `extends: NAME` merges onto.
+    tree: Node | None = field(default=None, repr=False, compare=False)
 
 
 FOLDER_KINDS = {"scenarios": "scenario", "models": "model", "suites": "suite"}
@@ -39,78 +70,268 @@ def _guess_kind(path: Path, data: dict) -> str:
     return "scenario"
 
 
-def _node_at(node: yaml.Node, loc: tuple) -> yaml.Node:
-    """The YAML node along a pydantic error location (for its line): the key for a mapping field."""
-    for depth, key in enumerate(loc):
-        if isinstance(node, yaml.MappingNode):
-            pair = next(((k, v) for k, v in node.value if k.value == key), None)
-            if pair is None:
-                return node
-            node = pair[0] if depth == len(loc) - 1 else pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return node
-    return node
-
-
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """The field names a model accepts at the parent of `loc` (for 'did you mean')."""
     current: type[BaseModel] | None = model
     for key in loc[:-1]:
         if current is None or isinstance(key, int):
             continue
-        field = current.model_fields.get(str(key))
-        if field is None:
+        field_info = current.model_fields.get(str(key))
+        if field_info is None:
             return []
-        annotation = field.annotation
+        annotation = field_info.annotation
         candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
         current = next((a for a in candidates if issubclass(a, BaseModel)), None)
         if current is None:
             for a in getattr(annotation, "__args__", ()):
                 inner = [b for b in getattr(a, "__args__", ()) if isinstance(b, type)]
                 current = next((b for b in inner if issubclass(b, BaseModel)), current)
-    return sorted(current.model_fields) if current else []
+    if current is None:
+        return []
+    return sorted(f.alias or name for name, f in current.model_fields.items())
 
 
-def _describe(model: type[BaseModel], error: dict) -> str:
+def _describe(model: type[BaseModel], error: dict, prefix: tuple = ()) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    field = ".".join(str(p) for p in loc) or "(top level)"
+    field_name = ".".join(str(p) for p in (*prefix, *loc)) or "(top level)"
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, loc)
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"unknown field '{field}'{hint} (expected one of: {', '.join(allowed)})"
+        return f"unknown field '{field_name}'{hint} (expected one of: {', '.join(allowed)})"
     if error["type"] == "missing":
-        return f"field '{field}' is required"
-    return f"field '{field}': {error['msg']}"
+        return f"field '{field_name}' is required"
+    return f"field '{field_name}': {error['msg']}"
 
 
-def load_spec(path: str | Path, kind: str | None = None) -> LoadedSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such spec file")
-    text = path.read_text(encoding="utf-8")
+def _validate(model: type[Strict], tree: Node, prefix: tuple = (), note: str = "") -> Any:
+    """The tree validated by the model; SpecError with one line per problem, each at the file and line that wrote it.
+
+    `prefix` is where the tree sits in its file (a suite entry's "scenarios.3"), `note` is said after each problem.
+    """
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise SpecError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}:1: expected a mapping of fields at the top level")
-    kind = kind or _guess_kind(path, data)
-    model = SPEC_KINDS[kind]
-    try:
-        spec = model.model_validate(data)
+        return model.model_validate(to_plain(tree))
     except ValidationError as exc:
         messages = []
         for error in exc.errors():
-            node = _node_at(root, tuple(error["loc"]))
-            messages.append(f"{path}:{node.start_mark.line + 1}: {_describe(model, error)}")
+            file, line = locate(tree, tuple(error["loc"]))
+            messages.append(f"{file}:{line}: {_describe(model, error, prefix)}{note}")
         raise SpecError("\n".join(messages)) from None
-    return LoadedSpec(kind=kind, path=path, spec=spec)  # type: ignore[arg-type]
+
+
+def _read_mapping(path: Path) -> Node:
+    tree = read(path)
+    if tree is None or not tree.is_mapping:
+        raise SpecError(f"{path}:{1 if tree is None else tree.line}: expected a mapping of fields at the top level")
+    return tree
+
+
+def load_spec(path: str | Path, kind: str | None = None, chain: tuple[Path, ...] = ()) -> LoadedSpec:
+    """A spec file, its `extends:` (scenarios) or `for_each:` entries (suites) resolved, validated.
+
+    `chain` holds the files being loaded already (an extends or a for_each in progress), to refuse cycles.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    tree = _read_mapping(path)
+    kind = kind or _guess_kind(path, tree.value)
+    chain = (*chain, path)
+    origin, expansions = "", {}
+    if kind == "scenario":
+        tree, bases = resolve_extends(tree, path, chain)
+        origin = extends_note(bases)
+    elif kind == "suite":
+        tree, expansions = _expand_suite(tree, path, chain)
+    try:
+        spec = _validate(SPEC_KINDS[kind], tree)
+    except SpecError as exc:
+        if kind == "scenario" and has_placeholders(tree):  # said, because its placeholders fail name's pattern
+            raise SpecError(
+                f"{exc}\n{path}: this file has ${{...}} placeholders: it is a for_each template; "
+                "validate the suite that expands it"
+            ) from None
+        raise
+    return LoadedSpec(kind, path, spec, origin, expansions, tree if kind == "scenario" else None)
+
+
+# -- extends ---------------------------------------------------------------------------------------
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def in_chain(path: Path, chain: tuple[Path, ...]) -> bool:
+    return any(_same(path, p) for p in chain)
+
+
+def looks_like_path(ref: str) -> bool:
+    """Whether a reference to a spec is a file (ends in .yaml, or has a folder) rather than a library name."""
+    return ref.endswith((".yaml", ".yml")) or "/" in ref or os.sep in ref
+
+
+def resolve_extends(tree: Node, path: Path, chain: tuple[Path, ...]) -> tuple[Node, list[str]]:
+    """A scenario tree with its `extends:` merged under it (recursively); and what it extends, nearest first.
+
+    `path` is the file that wrote `tree` (the suite, for a template written inline); `extends:` is read
+    relative to its folder. `chain` ends with the file being loaded.
+    """
+    ref = tree.value.get("extends")
+    if ref is None:
+        return tree, []
+    where = f"{ref.key_where}: field 'extends'"
+    if not isinstance(ref.value, str) or not ref.value.strip():
+        raise SpecError(f"{where}: give a scenario file (relative to this one) or a library scenario name")
+    if looks_like_path(ref.value):
+        base_path = path.parent / ref.value
+        if in_chain(base_path, chain):
+            raise SpecError(f"{where}: a cycle: {' extends '.join(map(str, (*chain, base_path)))}")
+        if not base_path.is_file():
+            raise SpecError(f"{where}: no such file {base_path}")
+        # A base named by its file is only ever merged, never loaded alone: it may leave out required keys.
+        base, bases = resolve_extends(_read_mapping(base_path), base_path, (*chain, base_path))
+        bases = [str(base_path), *bases]
+    else:
+        from helmflow.specs.library import extended_scenario  # the library finds names; it imports this module
+
+        try:
+            found = extended_scenario(ref.value, chain)
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+        assert found.tree is not None
+        base, bases = found.tree, [f"{ref.value} ({found.path}{', ' + found.origin if found.origin else ''})"]
+    return merge(base, without(tree, "extends")), bases
+
+
+def extends_note(bases: list[str]) -> str:
+    return "extends " + ", which extends ".join(bases) if bases else ""
+
+
+# -- for_each --------------------------------------------------------------------------------------
+
+
+def _expand_suite(tree: Node, path: Path, chain: tuple[Path, ...]) -> tuple[Node, dict[str, LoadedSpec]]:
+    """The suite with each for_each entry replaced by one plain entry per scenario it makes; and those scenarios."""
+    entries = tree.value.get("scenarios")
+    if entries is None or not isinstance(entries.value, list):
+        return tree, {}
+    items: list[Node] = []
+    expansions: dict[str, LoadedSpec] = {}
+    for k, entry in enumerate(entries.value):
+        if not (entry.is_mapping and "for_each" in entry.value):
+            items.append(entry)
+            continue
+        block: ForEach = _validate(ForEach, entry, prefix=("scenarios", k))
+        for item, loaded in _expand(block, entry, path, chain, f"scenarios.{k}"):
+            name = loaded.spec.name
+            if name in expansions:
+                raise SpecError(
+                    f"{item.where}: field 'scenarios.{k}.for_each': the scenario '{name}' is made twice in this suite "
+                    f"(first {expansions[name].origin})"
+                )
+            expansions[name] = loaded
+            items.append(from_plain({"scenario": name, **block.overrides()}, entry.file, entry.line))
+    return replace(tree, value={**tree.value, "scenarios": replace(entries, value=items)}), expansions
+
+
+def _template(block: ForEach, entry: Node, suite: Path, chain: tuple[Path, ...]) -> tuple[Node, Path, str]:
+    """The for_each template with its extends merged in, the file relative data paths are read from, and a note."""
+    written = entry.value["template"]
+    if isinstance(block.template, str):
+        path = suite.parent / block.template
+        if in_chain(path, chain):
+            raise SpecError(f"{written.where}: field 'template': a cycle: {' uses '.join(map(str, (*chain, path)))}")
+        if not path.is_file():
+            raise SpecError(f"{written.where}: field 'template': no such file {path}")
+        tree, bases = resolve_extends(_read_mapping(path), path, (*chain, path))
+        note = f"template {path}"
+    else:
+        tree, bases, path = *resolve_extends(written, suite, chain), suite
+        note = f"template at {written.where}"
+    return tree, path, note + (f", which {extends_note(bases)}" if bases else "")
+
+
+def _expand(
+    block: ForEach, entry: Node, suite: Path, chain: tuple[Path, ...], field_name: str
+) -> Iterator[tuple[Node, LoadedSpec]]:
+    """Each item's scenario: the template's placeholders filled in, the item's override merged over, validated."""
+    template, path, note = _template(block, entry, suite, chain)
+    for j, item in enumerate(entry.value["for_each"].value):
+        values, override = _variables(item, block.as_, f"{field_name}.for_each.{j}")
+        variables = Variables(values, item.where)
+        scenario = substitute(template, variables)
+        for name in values.keys() - variables.used:
+            at = item.value[name].key_where if item.is_mapping else item.where
+            raise SpecError(
+                f"{at}: field '{field_name}.for_each.{j}.{name}': the variable '{name}' appears in no ${{...}} "
+                f"placeholder of the {note}"
+            )
+        if override is not None:
+            scenario = merge(scenario, override)
+        spec = _validate(ScenarioSpec, scenario, note=f" (for_each item at {item.where})")
+        origin = f"for_each item at {item.where}, {note}"
+        yield item, LoadedSpec("scenario", path, spec, origin, tree=scenario)
+
+
+def _variables(item: Node, name: str | None, field_name: str) -> tuple[dict[str, str], Node | None]:
+    """One item's variables (name -> text) and its `override` mapping, if any."""
+    where = f"field '{field_name}'"
+    if name is not None:
+        if not isinstance(item.value, str):
+            raise SpecError(
+                f"{item.where}: {where}: with `as: {name}` each item is one value, written as text "
+                "(quote numbers and yes/no); a mapping item names its variables itself, without `as`"
+            )
+        return {name: item.value}, None
+    if not item.is_mapping:
+        raise SpecError(
+            f"{item.where}: {where}: an item is a mapping of variables (task: anachronisms), or give `as: NAME` "
+            "for a list of plain values"
+        )
+    values: dict[str, str] = {}
+    override = None
+    for key, value in item.value.items():
+        if key == "override":
+            if not value.is_mapping:
+                raise SpecError(
+                    f"{value.key_where}: field '{field_name}.override': a mapping of scenario fields to merge over"
+                )
+            override = value
+        elif not isinstance(key, str) or not VARIABLE.fullmatch(key):
+            raise SpecError(f"{value.key_where}: {where}: variable names are letters, digits and _ (not {key!r})")
+        elif not isinstance(value.value, str):
+            raise SpecError(
+                f"{value.key_where}: field '{field_name}.{key}': a variable's value is text (quote numbers and yes/no)"
+            )
+        else:
+            values[key] = value.value
+    return values, override
+
+
+def _top_level(path: Path, key: str) -> tuple[int, str | None]:
+    """The line of a top-level key of a spec file, and its value as written (before any expansion)."""
+    root = yaml.compose(path.read_text(encoding="utf-8"))
+    pairs = root.value if isinstance(root, yaml.MappingNode) else []
+    for name, value in pairs:
+        if name.value == key:
+            return name.start_mark.line + 1, value.value if isinstance(value, yaml.ScalarNode) else None
+    return 1, None
+
+
+def check_model_path(loaded: LoadedSpec) -> None:
+    """An `hf` model spec's `path` must be a local folder that is here or a hub id (the rule: schema.looks_local).
+
+    Checked when a model is looked up and by `specs validate`, not when the YAML is parsed: a spec read
+    back from the warehouse (--resume, rescore) must still load on a machine without the folder.
+    """
+    spec = loaded.spec
+    if not isinstance(spec, ModelSpec) or spec.backend != "hf" or spec.path is None:
+        return
+    line, written = _top_level(loaded.path, "path")
+    problem = model_path_problem(spec.path, written)
+    if problem:
+        raise SpecError(f"{loaded.path}:{line}: field 'path': {problem}")
 
 
 def spec_hash(spec: BaseModel) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from helmflow.flows.cli import main
-from helmflow.specs.library import apply_suite_entry, find, spec_files
+from helmflow.specs.library import apply_suite_entry, find, spec_files, spec_names
 from helmflow.specs.loader import SpecError, load_spec
 from helmflow.specs.schema import Perturbations, ScenarioSpec
 from helmflow.tasks.adapt import build_requests
@@ -130,10 +130,11 @@ def test_the_sandbox_also_refuses_at_render_time(tmp_path: Path) -> None:
 
 def offline_scenarios() -> list[str]:
     names = []
-    for path in spec_files("scenario"):
-        spec = load_spec(path, "scenario").spec
-        if spec.source.offline_sources and offline_available(spec, path.parent):
-            names.append(path.stem)
+    for name in spec_names("scenario"):  # files, and the scenarios suites make with for_each (BIG-bench)
+        loaded = find("scenario", name)
+        spec = loaded.spec
+        if spec.source.offline_sources and offline_available(spec, loaded.path.parent):
+            names.append(name)
     return names
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from helmflow.specs.library import apply_suite_entry, find_model, find_scenario, resolve_run_target, spec_files
+from helmflow.specs.library import LIBRARY, apply_suite_entry, find_model, find_scenario, resolve_run_target, spec_files
 from helmflow.specs.loader import SpecError, load_spec, spec_hash
 from tests.conftest import write
 
@@ -50,7 +50,8 @@ def test_unknown_model_lists_known_ones() -> None:
     with pytest.raises(SpecError) as err:
         find_model("gpt-9")
     assert str(err.value) == (
-        "unknown model 'gpt-9': no file models/gpt-9.yaml (known: smollm2-135m-instruct); "
+        f"unknown model 'gpt-9': no gpt-9.yaml in {LIBRARY / 'models'} (known: smollm2-135m-instruct; "
+        "HELMFLOW_SPEC_PATH adds folders, each holding scenarios/, models/ and suites/); "
         "or use hf:<hub id or local directory>"
     )
 
