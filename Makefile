@@ -51,8 +51,9 @@ bench: $(STAMP)
 	$(PY) -m helmflow.flows.bench_runner
 
 # The openai backend against real servers (transformers serve, llama.cpp). Each test skips, saying why,
-# when its server's packages are missing: `pip install -e '.[servers]'` (llama.cpp builds from source,
-# about 40 minutes on 2 cores). HELMFLOW_SERVERS_MMLU_N (default 100) sets the llama.cpp MMLU size.
+# when its server's packages are missing: `pip install -e '.[serve-transformers]'` (wheels only) for
+# transformers serve, `pip install -e '.[serve-llamacpp]'` for llama.cpp (builds from source, about 40 minutes
+# on 2 cores), or `.[servers]` for both. HELMFLOW_SERVERS_MMLU_N (default 100) sets the llama.cpp MMLU size.
 test-servers: $(STAMP)
 	$(VENV)/bin/pytest -q -rs -m servers
 

@@ -19,11 +19,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from helmflow.flows.display import print_frame
-    from helmflow.warehouse.query import QueryRefused
+    from helmflow.warehouse.query import QueryLimits, QueryRefused
     from helmflow.warehouse.store import Warehouse
 
+    limits = QueryLimits(memory_mb=args.memory_limit, seconds=args.timeout, rows=args.max_rows)
     try:
-        frame = Warehouse(args.db).query(args.sql)
+        frame = Warehouse(args.db).query(args.sql, limits)
     except QueryRefused as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -37,6 +38,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from helmflow.flows.display import print_frame, with_interval
+    from helmflow.tasks.metrics import CATEGORIES
     from helmflow.warehouse.store import Warehouse
 
     scenarios = None
@@ -44,20 +46,29 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from helmflow.specs.library import find
 
         scenarios = [e.scenario for e in find("suite", args.suite).spec.scenarios]  # type: ignore[union-attr]
-    from helmflow.flows.report.content import leaderboard
+    from helmflow.flows.leaderboard import board_frame, leaderboard_of, tie_lines
 
     warehouse = Warehouse(args.db)
     runs = warehouse.report_runs(scenarios)
     latest = runs[runs.latest]
-    rates = warehouse.report_win_rates(list(latest.run_id))
-    if args.category:
-        rates = rates[rates.category == args.category]
-    board = leaderboard(rates)
-    if board.empty:
+    result = leaderboard_of(warehouse, latest, args.category)
+    if not result.rates:
         print("no column has two or more models yet: run another model on the same scenarios")
         return EXIT_OK
-    print_frame(board.round(4), "table")
-    print("mean win rate: in each scenario × category headline column, the share of other models beaten (ties half)")
+    frame = board_frame(result, CATEGORIES)
+    shown = pd.DataFrame({"model": frame.model})
+    for category in [c for c in ["overall", *CATEGORIES] if c in frame.columns]:
+        shown[category] = [
+            with_interval(v, lo, hi)
+            for v, lo, hi in zip(frame[category], frame[f"{category}_low"], frame[f"{category}_high"], strict=True)
+        ]
+    print_frame(shown, "table")
+    print(
+        "mean win rate (HELM): in each scenario × category headline column, the share of other models beaten "
+        "(equal values half); [low, high]: 95% bootstrap interval over instances"
+    )
+    for line in tie_lines(result):
+        print(line)
     metrics = warehouse.report_metrics(list(latest.run_id))
     metrics = metrics[metrics.headline & (metrics.group_name == "")]
     if args.category:
@@ -69,7 +80,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             "scenario": where[m.run_id][1],
             "category": m.category,
             "metric": m.metric + (f" ({m.perturbation})" if m.perturbation else ""),
-            "value [95% interval]": with_interval(m.value, m.ci_low, m.ci_high),
+            "value [95% interval]": with_interval(m.value, m.ci_low, m.ci_high, m.ci_method),
         }
         for m in metrics.itertuples()
     ]
@@ -78,23 +89,72 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+BAR_WIDTH = 30  # blocks for the whole scale
+_EIGHTHS = " ▏▎▍▌▋▊▉"  # a block's left 1/8 .. 7/8, so that bars differ by less than a block
+
+
+def bar_scale(values: list[float]) -> float:
+    """The value a full bar stands for. Bars start at zero, so their lengths compare as the values do (a
+    0.007 change is a quarter of a block, not the whole bar): metrics in [0, 1] (proportions, rates) are
+    drawn on 0 to 1, others from 0 to the largest magnitude."""
+    if all(0.0 <= v <= 1.0 for v in values):
+        return 1.0
+    return max((abs(v) for v in values), default=1.0) or 1.0
+
+
+def bar(value: float | None, scale: float, width: int = BAR_WIDTH) -> str:
+    """A terminal bar from zero: `width` blocks stand for `scale`, drawn to an eighth of a block; a negative
+    value (a bias score) is drawn by its magnitude after a minus sign; zero draws nothing."""
+    if value is None or value != value:  # a missing value (None, NaN): no bar
+        return ""
+    eighths = round(min(abs(value) / scale, 1.0) * width * 8)
+    drawn = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+    return ("-" if value < 0 else "") + drawn
+
+
+def scale_line(scale: float) -> str:
+    """What the bars' length means, printed under the table."""
+    if scale == 1.0:
+        return f"bars: from 0, {BAR_WIDTH} blocks = 1"
+    return f"bars: from 0, {BAR_WIDTH} blocks = {scale:.4g} (the largest value)"
+
+
+def _groups_line(args: argparse.Namespace, groups: list[str]) -> str:
+    """The one line for a --group the history does not have: which groups it has."""
+    where = f"{args.model} on {args.scenario} ({args.metric}{', ' + args.perturbation if args.perturbation else ''})"
+    if not groups:
+        return f"no group '{args.group}' in the history of {where}: it has no groups"
+    return f"no group '{args.group}' in the history of {where}: its groups are {', '.join(groups)}"
+
+
 def cmd_history(args: argparse.Namespace) -> int:
-    from helmflow.flows.display import bar, print_frame, with_interval
+    from helmflow.flows.display import print_frame, with_interval
     from helmflow.warehouse.store import Warehouse
 
     category = getattr(args, "category", None)
-    frame = Warehouse(args.db).history_with_intervals(
-        args.model, args.scenario, args.metric, args.perturbation, category
-    )
+    group = getattr(args, "group", None)
+    warehouse = Warehouse(args.db)
+    where = (args.model, args.scenario, args.metric, args.perturbation)
+    if group is None:
+        frame = warehouse.history_with_intervals(*where, category)
+    else:
+        groups = warehouse.history_groups(*where, category)
+        if group not in groups:
+            print(_groups_line(args, groups), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        frame = warehouse.group_history(*where, group, category)
     if frame.empty:
         print(f"no succeeded runs of {args.model} on {args.scenario} with metric {args.metric}")
         return EXIT_FAILED
-    low, high = frame.value.min(), frame.value.max()
     frame["value [95% interval]"] = [
         with_interval(v, lo, hi) for v, lo, hi in zip(frame.value, frame.ci_low, frame.ci_high, strict=True)
     ]
-    frame["chart"] = [bar(v, low, high) for v in frame.value]
-    print_frame(frame[["started_at", "run_id", "category", "value [95% interval]", "n", "chart"]], "table")
+    scale = bar_scale([float(v) for v in frame.value.dropna()])
+    frame["chart"] = [bar(v, scale) for v in frame.value]
+    named = ["group_name"] if group is not None else []
+    columns = ["started_at", "run_id", "category", *named, "value [95% interval]", "n", "chart"]
+    print_frame(frame[columns].rename(columns={"group_name": "group"}), "table")
+    print(scale_line(scale))
     return EXIT_OK
 
 
@@ -119,11 +179,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "test": m.test,
             "p_value": m.p_value,
             "interval": f"[{m.interval[0]:.4g}, {m.interval[1]:.4g}]" if m.interval else "",
-            "significant": "yes" if m.significant else "",
+            "significant": "not comparable" if m.not_comparable else ("yes" if m.significant else ""),
         }
         for m in result.metrics
     ]
     print_frame(pd.DataFrame(rows), args.format)
+    for reason in sorted({m.not_comparable for m in result.metrics if m.not_comparable}):
+        print(f"efficiency not comparable ({reason}): runtimes measured under other conditions are not tested")
     print(f"{len(result.flipped)} instance(s) flipped on the main metric" + (":" if result.flipped else ""))
     for instance, a, b in result.flipped[: args.show]:
         print(f"  {instance}: {a:g} -> {b:g}")

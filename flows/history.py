@@ -12,10 +12,39 @@ import json
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+import numpy as np
+
+from helmflow.tasks.metrics.calibration import ece
 from helmflow.tasks.metrics.significance import mcnemar_exact, paired_bootstrap
 from helmflow.warehouse.store import Warehouse
 
 ALPHA = 0.05
+# Runtimes are compared only between runs measured under the same conditions: the same device, threads and
+# batch size, and a machine about as busy (1-minute load average per core within this of each other).
+CONDITIONS = ("device", "num_threads", "batch_size")
+LOAD_TOLERANCE = 0.25
+
+
+def conditions_differ(a: dict[str, object], b: dict[str, object]) -> list[str]:
+    """How two runs' runtime conditions differ ('threads 1 -> 2'); empty when their runtimes compare."""
+    out = [f"{key} {a.get(key)} -> {b.get(key)}" for key in CONDITIONS if a.get(key) != b.get(key)]
+    load_a, load_b = a.get("load_per_core"), b.get("load_per_core")
+    if (load_a is None) != (load_b is None):
+        out.append("machine load recorded for one run only")
+    elif load_a is not None and abs(float(load_a) - float(load_b)) > LOAD_TOLERANCE:  # type: ignore[arg-type]
+        out.append(f"load per core {float(load_a):.2f} -> {float(load_b):.2f}")  # type: ignore[arg-type]
+    return out
+
+
+def efficiency_apart(by_model: dict[str, dict[str, object]]) -> dict[frozenset[str], str]:
+    """The model pairs whose runtimes may not be compared, with why."""
+    models = sorted(by_model)
+    apart = {}
+    for i, a in enumerate(models):
+        for b in models[i + 1 :]:
+            if differ := conditions_differ(by_model[a], by_model[b]):
+                apart[frozenset((a, b))] = "conditions differ: " + ", ".join(differ)
+    return apart
 
 
 def differences(a: dict[str, object], b: dict[str, object], ignore: tuple[str, ...] = ()) -> list[str]:
@@ -44,6 +73,7 @@ class MetricComparison:
     p_value: float | None = None
     interval: tuple[float, float] | None = None
     pairs: int = 0
+    not_comparable: str = ""  # why no test was made (efficiency measured under other conditions)
 
     @property
     def delta(self) -> float | None:
@@ -51,6 +81,8 @@ class MetricComparison:
 
     @property
     def significant(self) -> bool:
+        if self.not_comparable:
+            return False
         if self.p_value is not None:
             return self.p_value < ALPHA
         return self.interval is not None and not (self.interval[0] <= 0 <= self.interval[1])
@@ -78,17 +110,59 @@ def compare(warehouse: Warehouse, a: str, b: str) -> Comparison:
     fa, fb = warehouse.fingerprint(a), warehouse.fingerprint(b)
     values = warehouse.metric_pairs(a, b)
     paired = warehouse.paired_stats(a, b)
+    conditions = warehouse.conditions([a, b])
+    apart = conditions_differ(conditions.get(a, {}), conditions.get(b, {}))
     metrics = []
     for category, metric, perturbation, va, vb in values:
         comparison = MetricComparison(category, metric, perturbation, va, vb)
         pairs = paired.get((category, metric, perturbation))
-        if pairs:
+        if category == "efficiency" and apart:
+            comparison.not_comparable = "conditions differ: " + ", ".join(apart)
+        elif pairs:
             comparison.test, comparison.p_value, comparison.interval = test_pairs(pairs)
             comparison.pairs = len(pairs)
+        elif (category, metric) in ECE_BINS:
+            ece_pairs = _ece_pairs(paired, warehouse.main_metric(b))
+            if ece_pairs:
+                comparison.test, comparison.interval = (
+                    "bootstrap",
+                    ece_difference(ece_pairs, ECE_BINS[(category, metric)]),
+                )
+                comparison.pairs = len(ece_pairs)
         metrics.append(comparison)
     main = warehouse.main_metric(b)
     flipped = [(i, va, vb) for i, va, vb in paired.get(("accuracy", main, ""), []) if va != vb]
     return Comparison(a, b, metrics, flipped, differences(fa, fb))
+
+
+ECE_BINS = {("calibration", "ece_10_bin"): 10, ("calibration", "ece_1_bin"): 1}
+
+
+def _ece_pairs(paired: dict[tuple[str, str, str], list[tuple]], main: str) -> list[tuple]:
+    """(confidence A, correct A, confidence B, correct B) per common instance; correct as calibration counts it."""
+    correct = {i: (int(x), int(y)) for i, x, y in paired.get(("accuracy", main, ""), [])}
+    return [
+        (ca, correct[i][0], cb, correct[i][1])
+        for i, ca, cb in paired.get(("calibration", "confidence", ""), [])
+        if i in correct
+    ]
+
+
+def ece_difference(pairs: list[tuple], bins: int, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Paired bootstrap of ECE(B) − ECE(A): the same resampled instances for both runs, ECE recomputed on
+    each (ECE is not a mean over instances, so the mean-difference bootstrap does not apply)."""
+    rows = np.asarray(pairs, dtype=float)
+    conf_a, correct_a = np.clip(rows[:, 0], 0, 1), rows[:, 1].astype(int)
+    conf_b, correct_b = np.clip(rows[:, 2], 0, 1), rows[:, 3].astype(int)
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(rows), len(rows))
+        ea, eb = ece(conf_a[pick], correct_a[pick], bins), ece(conf_b[pick], correct_b[pick], bins)
+        if ea is not None and eb is not None:
+            deltas.append(eb - ea)
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(low), float(high)
 
 
 @dataclass

@@ -161,7 +161,7 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
             )
     from helmflow.flows.artifacts import publish_refresh
 
-    publish_refresh(report, db)
+    publish_refresh(report, db, suites)
     if report.failed:  # the flow run fails: Prefect and the command's exit code say so
         raise RefreshFailed("\n".join(["failed run(s):", *report.failed, *report.regressions]))
     if report.regressions:

@@ -22,6 +22,10 @@ Templates are also bounded, so that a spec cannot make rendering run for minutes
 - a rendered field is at most MAX_FIELD_CHARS characters, checked as the text streams out.
 Literal payloads (`'a' * 10**10`, `range(10**6)`) are refused when the spec is loaded; the rest
 stop while rendering, with the row and the field named.
+
+A rendered text template is a TemplateText: it knows which of its characters are the row's own text
+(what `{{ ... }}` printed) and which are scaffold (the template's literal text, and what the
+`scaffold` and `scaffold_around` filters mark), so that perturbations change only the former.
 """
 
 from __future__ import annotations
@@ -480,6 +484,98 @@ def _guarded_filter(func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+# -- scaffold and the row's own text ----------------------------------------------------------------
+
+# A piece of rendered text and whether it is the row's own text (True) or scaffold (False).
+Part = tuple[str, bool]
+
+
+class TemplateText(str):
+    """A rendered text template that knows which of its characters are scaffold.
+
+    `parts` are (text, own) pairs that join to the string: `own` is True for what `{{ ... }}` printed
+    from the row (the instance's own words: a question, a passage) and False for scaffold: the
+    template's literal text ("Q: ", "\\nA:"), also inside macros and `{% set %}` blocks, and what the
+    `scaffold` and `scaffold_around` filters mark. Perturbations change only the row's text
+    (tasks/perturb), so that a prompt's scaffold is byte-identical under every perturbation.
+
+    Everything else sees an ordinary string: equal to, and hashed as, the same plain text. `str()`
+    returns the object itself, so that code which keeps `str(value)` (tasks/data.py builds an
+    instance's input so) keeps the parts; slicing, string methods, `~` and `+` give plain strings, whose
+    text then counts as the row's.
+    """
+
+    parts: tuple[Part, ...]
+
+    def __new__(cls, parts: Iterable[Part]) -> TemplateText:
+        # Neighbours of one kind are merged, each run joined once (adding piece by piece would be
+        # quadratic, and a loop may print 100,000 pieces).
+        merged: list[Part] = []
+        run: list[str] = []
+        kind = False
+        for text, own in parts:
+            if text:
+                if run and own != kind:
+                    merged.append(("".join(run), kind))
+                    run = []
+                run.append(text)
+                kind = own
+        if run:
+            merged.append(("".join(run), kind))
+        self = super().__new__(cls, "".join(text for text, _ in merged))
+        self.parts = tuple(merged)
+        return self
+
+    def __str__(self) -> str:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TemplateText, (self.parts,))
+
+
+def text_parts(value: str) -> tuple[Part, ...]:
+    """A text's (text, own) parts: a TemplateText's own, or all of a plain string as the row's text
+    (a column used as it is, `input: question`, is the row's text whole)."""
+    if isinstance(value, TemplateText):
+        return value.parts
+    return ((value, True),) if value else ()
+
+
+def _printable(value: Any) -> str:
+    if value is None:  # as _finalize: a null printed into a prompt is an error, not the text "None"
+        raise UndefinedError("a value printed by the template is null")
+    return str(value)  # an Undefined (a missing or null column) raises here, naming it
+
+
+def _scaffold(value: Any) -> TemplateText:
+    """`{{ x | scaffold }}`: x printed as scaffold, as if written in the template (a list of options the
+    template itself prints, which perturbations should leave as the scored options are)."""
+    return TemplateText([(_printable(value), False)])
+
+
+def _scaffold_around(value: Any, own: Any) -> TemplateText:
+    """`{{ prompt | scaffold_around(input) }}`: value whose first occurrence of `own` is the row's text and
+    the rest scaffold. A BIG-bench `prompt` holds the task's prefixes and listed choices around the
+    example's `input`; only the input is the instance's own text. Where `own` does not occur, all of
+    value is the row's text, as a plain `{{ value }}` would be."""
+    text, inner = _printable(value), _printable(own)
+    at = text.find(inner)  # an empty input is found at 0: all of value is scaffold
+    if at < 0:
+        return TemplateText([(text, True)])
+    return TemplateText([(text[:at], False), (inner, True), (text[at + len(inner) :], False)])
+
+
+_SCAFFOLD_FILTERS: dict[str, Callable[..., Any]] = {"scaffold": _scaffold, "scaffold_around": _scaffold_around}
+
+
+def _joined(chunks: Iterable[str]) -> str:
+    """Jinja's concat for what macros and `{% set %}` blocks collect: their template text stays scaffold."""
+    items = list(chunks)
+    if not any(isinstance(item, TemplateText) for item in items):
+        return "".join(items)
+    return TemplateText(part for item in items for part in text_parts(item))
+
+
 # -- the environment: hooks, and the template tree rewritten so that loops, `~` and text are counted -
 
 
@@ -504,9 +600,12 @@ def _concat(*parts: Any) -> str:
     return _built("".join(map(str, parts)))
 
 
-def _literal(text: str) -> str:
-    """Template text, returned through a call so that it goes through finalize (and is counted)."""
-    return text
+@lru_cache(maxsize=4096)
+def _literal(text: str) -> TemplateText:
+    """Template text, returned through a call so that it goes through finalize (and is counted), marked
+    as scaffold (Jinja prints it with str(), which keeps a TemplateText). Cached: a loop prints the same
+    template text once per step, and a rendering may take 100,000 steps."""
+    return TemplateText([(text, False)])
 
 
 def _finalize(value: Any) -> Any:
@@ -541,8 +640,8 @@ class _Guard(NodeTransformer):
 
     - a `for` loop iterates through helmflow_iter (a clock check per step);
     - `a ~ b` goes through helmflow_concat (Jinja joins it with str() and no hook);
-    - template text goes through helmflow_literal, so that finalize counts it too (macros and
-      `{% set %}` blocks collect text without any hook);
+    - template text (and a printed constant) goes through helmflow_literal, so that finalize counts it
+      too (macros and `{% set %}` blocks collect text without any hook), and it is marked as scaffold;
     - a list, tuple or dict literal holding variables goes through helmflow_value: `[b, b, b]`
       shares b three times, and three levels of that are a billion characters to print.
     """
@@ -558,13 +657,19 @@ class _Guard(NodeTransformer):
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [
-            _helper_call("helmflow_literal", nodes.Const(child.data, lineno=child.lineno), lineno=child.lineno)
-            if isinstance(child, nodes.TemplateData)
-            else child
-            for child in node.nodes
-        ]
+        node.nodes = [self._printed(child) for child in node.nodes]
         return node
+
+    @staticmethod
+    def _printed(child: nodes.Expr) -> nodes.Expr:
+        # Text written in the spec is scaffold, whether as template text or as a printed constant ({{ 'Q:' }}).
+        if isinstance(child, nodes.TemplateData):
+            text = child.data
+        elif isinstance(child, nodes.Const) and child.value is not None:
+            text = str(child.value)
+        else:
+            return child
+        return _helper_call("helmflow_literal", nodes.Const(text, lineno=child.lineno), lineno=child.lineno)
 
     def _sized_literal(self, node: nodes.Expr) -> nodes.Node:
         self.generic_visit(node)
@@ -579,12 +684,14 @@ class _Guard(NodeTransformer):
 
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
+    concat = staticmethod(_joined)
 
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize)
         # Filters that take a size get sized versions; then every filter checks the clock and counts
         # what it builds (map() and select() look filters up here by name, so they get these too).
         self.filters.update(_SIZED_FILTERS)
+        self.filters.update(_SCAFFOLD_FILTERS)
         self.filters = {name: _guarded_filter(func) for name, func in self.filters.items()}
         self.globals["range"] = _check_range
         self.globals["lipsum"] = _lipsum
@@ -737,20 +844,27 @@ def _expression(source: str) -> Any:
     return environment().compile_expression(source, undefined_to_none=False)
 
 
-def _render_text(template: Any, row: dict[str, Any]) -> str:
-    """The template's text, streamed so that an over-long field stops as soon as it is too long."""
-    parts: list[str] = []
+def _render_text(template: Any, row: dict[str, Any]) -> TemplateText:
+    """The template's text, streamed so that an over-long field stops as soon as it is too long.
+
+    Template text reaches here as a TemplateText (scaffold); what `{{ ... }}` printed from the row as a
+    plain string (the row's own text)."""
+    parts: list[Part] = []
     length = 0
     for chunk in template.generate(**row):
         length += len(chunk)
         if length > MAX_FIELD_CHARS:
             raise TemplateLimitError(f"the rendered text is longer than {MAX_FIELD_CHARS:,} characters")
-        parts.append(chunk)
-    return "".join(parts)
+        if isinstance(chunk, TemplateText):
+            parts.extend(chunk.parts)
+        else:
+            parts.append((chunk, True))
+    return TemplateText(parts)
 
 
 def value_of(spec_value: str, row: dict[str, Any], where: str) -> Any:
-    """Read one spec field from a row: a column, a rendered text template, or an expression's value."""
+    """Read one spec field from a row: a column, a rendered text template (a TemplateText, which knows its
+    scaffold), or an expression's value."""
     try:
         if spec_value in row:
             return row[spec_value]

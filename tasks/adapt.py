@@ -115,9 +115,11 @@ def build_requests(
 ) -> list[Request]:
     """One request per instance, plus one per instance and perturbation (its input perturbed).
 
-    Exemplars are never perturbed: only the instance being evaluated changes.
+    Only the instance's own text changes (tasks/perturb, perturb_input): the scaffold (the field
+    template's literal words, the instructions, prefixes and lettered options added here) and the
+    exemplars are byte-identical in every variant, and the options scored are the same.
     """
-    from helmflow.tasks.perturb import perturb
+    from helmflow.tasks.perturb import perturb_input
 
     exemplar_cache: dict[str | None, list[Instance]] = {}
     requests = []
@@ -129,7 +131,7 @@ def build_requests(
         # Never show an instance as its own exemplar (ids are per split, so compare both).
         exemplars = [e for e in exemplar_cache[inst.group] if (e.id, e.split) != (inst.id, inst.split)]
         variants = [("", inst)] + [
-            (name, replace(inst, input=perturb(name, inst.input, seed, inst.id))) for name in perturbations
+            (name, replace(inst, input=perturb_input(name, inst, seed))) for name in perturbations
         ]
         for name, variant in variants:
             prompt = render_prompt(adapter, variant, exemplars)

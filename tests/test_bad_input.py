@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from helmflow.flows.cli import main
+from helmflow.specs.library import LIBRARY
 from helmflow.warehouse import runs as writer
 from helmflow.warehouse.db import connect
 from helmflow.warehouse.store import Warehouse
@@ -71,7 +72,8 @@ def test_unknown_model(warehouse: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run(warehouse, capsys, "mmlu", "--model", "gpt-9")
     assert code == 2
     assert err == (
-        "error: unknown model 'gpt-9': no file models/gpt-9.yaml (known: smollm2-135m-instruct); "
+        f"error: unknown model 'gpt-9': no gpt-9.yaml in {LIBRARY / 'models'} (known: smollm2-135m-instruct; "
+        "HELMFLOW_SPEC_PATH adds folders, each holding scenarios/, models/ and suites/); "
         "or use hf:<hub id or local directory>"
     )
     assert snapshot(warehouse) == before

@@ -363,6 +363,24 @@ def test_chat_letters_are_whole_words(server: Server) -> None:
         assert (out.logprobs.index(0.0) if 0.0 in out.logprobs else None) == chosen, answer
 
 
+def test_a_stated_chat_answer_is_scored_as_its_letter(server: Server) -> None:
+    """A chat model that says "The answer is D." chose D; one that names E among four options chose none."""
+    from helmflow.tasks.metrics import to_prediction
+
+    backend = model(server, chat=True)
+    question = Request("m", "m", "multiple_choice", "Q?\nA. w\nB. x\nC. y\nD. z\nAnswer:", (" A", " B", " C", " D"))
+    server.chat_answer = "The answer is D."
+    [stated] = backend.loglikelihood([question])
+    assert (stated.logprobs, stated.error, stated.text) == ([-100.0, -100.0, -100.0, 0.0], None, "The answer is D.")
+    predicted = to_prediction(question, stated)
+    assert (predicted.predicted_index, predicted.predicted_text) == (3, "D")
+    server.chat_answer = "E"
+    [outside] = backend.loglikelihood([question])
+    assert outside.logprobs == [-100.0] * 4
+    assert outside.error == "the chat answer 'E' names E, not one of the options A to D"
+    assert to_prediction(question, outside).predicted_index is None
+
+
 def test_a_call_after_a_failed_concurrent_one_retries_again(server: Server) -> None:
     backend = model(server, concurrency=4, retries=2)
     backend.client.abandon.set()  # as a concurrent call that failed leaves it

@@ -1,6 +1,6 @@
 """The `openai` backend against real OpenAI-compatible servers, each started here on 127.0.0.1 and
-stopped after: `transformers serve` (pip extra transformers[serving]) and llama.cpp's server
-(llama-cpp-python[server]), both serving the embedded SmolLM2-135M-Instruct. Slow (marker `servers`);
+stopped after: `transformers serve` (helmflow's extra serve-transformers) and llama.cpp's server
+(the extra serve-llamacpp), both serving the embedded SmolLM2-135M-Instruct. Slow (marker `servers`);
 skipped with the reason when a server's package is not installed.
 
 Measured numbers are printed (run with -s to see them); docs/servers.md records them.
@@ -52,10 +52,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def needs(*modules: str) -> None:
+def needs(extra: str, *modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(f"the server needs {', '.join(missing)} (not installed); see docs/servers.md")
+        pytest.skip(
+            f"the server needs {', '.join(missing)} (not installed): pip install -e '.[{extra}]'; see docs/servers.md"
+        )
 
 
 def started(command: list[str], port: int, log: Path, ready_s: float = 300) -> Iterator[str]:
@@ -88,7 +90,7 @@ def started(command: list[str], port: int, log: Path, ready_s: float = 300) -> I
 
 @pytest.fixture(scope="module")
 def transformers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    needs("fastapi", "uvicorn", "openai")
+    needs("serve-transformers", "fastapi", "uvicorn", "openai")
     directory = str(converted_dir()[0])
     port = free_port()
     command = [str(Path(sys.executable).with_name("transformers")), "serve", directory]
@@ -98,7 +100,7 @@ def transformers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    needs("llama_cpp", "sse_starlette", "starlette_context")
+    needs("serve-llamacpp", "llama_cpp", "sse_starlette", "starlette_context")
     port = free_port()
     # llama_cpp.server with its top-log-probs sort cut to the top 20 (tests/llama_cpp_server.py: the same
     # answers for logprobs <= 20, about 5 times faster).

@@ -205,6 +205,54 @@ class Reads(Connected):
             paired.setdefault((category, metric, perturbation), []).append((instance, va, vb))
         return paired
 
+    def conditions(self, run_ids: list[str]) -> dict[str, Row]:
+        """What each run's runtimes depend on besides the model: device, threads, batch size, the machine's
+        load, and whether its answers came from the inference cache (timed when first computed)."""
+        with self.connect(read_only=True) as con:
+            rows = _dicts(
+                con.execute(
+                    "select run_id, device, num_threads, batch_size, load_per_core, "
+                    "coalesce(cache_hits, 0) as cache_hits from runs where run_id in (select unnest(?))",
+                    [run_ids or [""]],
+                )
+            )
+        return {r.pop("run_id"): r for r in rows}
+
+    def column_stats(self, run_ids: list[str]) -> pd.DataFrame:
+        """The per-instance values headline metrics are rebuilt from (current metrics version): every accuracy
+        statistic, the calibration confidence, the inference runtime and the toxicity probability."""
+        with self.connect(read_only=True) as con:
+            return con.execute(
+                """
+                select s.run_id, s.category, s.metric, s.perturbation, s.instance_id, s.value
+                from instance_stats s
+                where s.run_id in (select unnest(?)) and s.value is not null
+                  and s.metrics_version =
+                      (select max(v.metrics_version) from instance_stats v where v.run_id = s.run_id)
+                  and (s.category = 'accuracy' or (s.category, s.metric) in (('calibration', 'confidence'),
+                       ('efficiency', 'inference_runtime'), ('toxicity', 'toxicity_probability')))
+                order by s.run_id, s.instance_id
+                """,
+                [run_ids or [""]],
+            ).df()
+
+    def answer_counts(self, run_ids: list[str]) -> dict[str, list[tuple[int | None, int, int, int]]]:
+        """Per run: (predicted option or None, gold option, number of options, instances) over its unperturbed
+        multiple-choice instances (those with options and a gold one): what the spread of its answers is
+        computed from. A run with no such instance is absent."""
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                "select p.run_id, p.predicted_index, i.gold_index, len(i.choices), count(*) "
+                "from predictions p join instances i using (run_id, instance_id) "
+                "where p.run_id in (select unnest(?)) and p.perturbation = '' and len(i.choices) > 0 "
+                "and i.gold_index is not null group by all order by all",
+                [run_ids or [""]],
+            ).fetchall()
+        counts: dict[str, list[tuple[int | None, int, int, int]]] = {}
+        for run_id, predicted, gold, options, n in rows:
+            counts.setdefault(run_id, []).append((predicted, gold, options, n))
+        return counts
+
     # -- benchmarks and agreement with other tools -----------------------------------------------------
 
     def forward_figures(self, run_id: str) -> Row:

@@ -59,26 +59,6 @@ class ReportReads(Connected):
                 [run_ids or [""]],
             ).df()
 
-    def report_win_rates(self, run_ids: list[str]) -> pd.DataFrame:
-        """HELM's win rate per model × column among the given (latest) runs, as in the `win_rates` view."""
-        with self.connect(read_only=True) as con:
-            return con.execute(
-                """
-                with columns as (
-                    select r.model, r.scenario, m.category, m.metric, m.perturbation, m.value, m.lower_is_better
-                    from runs r join current_metrics m using (run_id)
-                    where r.run_id in (select unnest(?)) and m.headline and m.group_name = '' and m.value is not null
-                )
-                select a.model, a.scenario, a.category, a.metric,
-                       sum(case when b.model = a.model then 0 when a.value = b.value then 0.5
-                                when (a.value > b.value) <> a.lower_is_better then 1 else 0 end) / (count(*) - 1)
-                           as win_rate
-                from columns a join columns b using (scenario, category, metric, perturbation)
-                group by all having count(*) >= 2 order by a.model, a.scenario, a.category
-                """,
-                [run_ids or [""]],
-            ).df()
-
     def report_validations(self, run_ids: list[str]) -> pd.DataFrame:
         with self.connect(read_only=True) as con:
             return con.execute(
@@ -129,6 +109,34 @@ class ReportReads(Connected):
                 "where model = ? and scenario = ? and metric = ? and perturbation = ? and group_name = '' "
                 "and (? is null or category = ?) order by started_at, category",
                 [model, scenario, metric, perturbation, category, category],
+            ).df()
+
+    def history_groups(
+        self, model: str, scenario: str, metric: str, perturbation: str, category: str | None = None
+    ) -> list[str]:
+        """The instance groups (MMLU's subjects, say) some succeeded run of the model × scenario has the
+        metric for, sorted."""
+        self.upgraded()
+        with self.connect(read_only=True) as con:
+            rows = con.execute(
+                "select distinct group_name from metric_history where model = ? and scenario = ? and metric = ? "
+                "and perturbation = ? and group_name != '' and (? is null or category = ?) order by 1",
+                [model, scenario, metric, perturbation, category, category],
+            ).fetchall()
+        return [name for (name,) in rows]
+
+    def group_history(
+        self, model: str, scenario: str, metric: str, perturbation: str, group: str, category: str | None = None
+    ) -> pd.DataFrame:
+        """history_with_intervals within one instance group: where a change happened. Per-group accuracy
+        has its interval (tasks/metrics/intervals.py); other per-group metrics have none (null)."""
+        self.upgraded()
+        with self.connect(read_only=True) as con:
+            return con.execute(
+                "select started_at, run_id, category, group_name, value, ci_low, ci_high, n from metric_history "
+                "where model = ? and scenario = ? and metric = ? and perturbation = ? and group_name = ? "
+                "and (? is null or category = ?) order by started_at, category",
+                [model, scenario, metric, perturbation, group, category, category],
             ).df()
 
 

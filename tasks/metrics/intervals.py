@@ -232,6 +232,10 @@ def _bbq_interval(scoring: Scoring) -> tuple[float, float] | None:
     return bootstrap(statistic, len(items))
 
 
+# ci_method of a headline whose interval cannot be estimated: "none: " and why, shown instead of an interval.
+NO_SPREAD = "none: every request's runtime is its batch's time shared equally, and one batch leaves no spread"
+
+
 def interval_of(metric: Metric, scoring: Scoring) -> tuple[tuple[float, float] | None, str]:
     """The interval of one whole-run headline metric and its method ('' when none applies)."""
     name = metric.metric
@@ -253,7 +257,12 @@ def interval_of(metric: Metric, scoring: Scoring) -> tuple[tuple[float, float] |
     if name == "bbq_bias_ambiguous":
         return _bbq_interval(scoring), "bootstrap"
     if name == "inference_runtime":
-        return bootstrap_mean(list(_unperturbed(scoring, "efficiency", name).values())), "bootstrap"
+        runtimes = list(_unperturbed(scoring, "efficiency", name).values())
+        if len(set(runtimes)) < 2:
+            # A request's runtime is its batch's time shared equally: with one batch every instance has the
+            # same value, and a bootstrap of them would give a zero-width interval that reads as certainty.
+            return None, NO_SPREAD
+        return bootstrap_mean(runtimes), "bootstrap"
     return None, ""
 
 
@@ -281,5 +290,6 @@ def with_intervals(metrics: list[Metric], scoring: Scoring) -> list[Metric]:
         bounds, method = _group_interval(m, scoring, seen) if per_group else interval_of(m, scoring)
         low, high = bounds if bounds else (None, None)
         base = {f.name: getattr(m, f.name) for f in fields(Metric)}
-        out.append(IntervalMetric(**base, ci_low=low, ci_high=high, ci_method=method if bounds else ""))
+        kept = method if bounds or method.startswith("none:") else ""  # a reason for no interval is kept
+        out.append(IntervalMetric(**base, ci_low=low, ci_high=high, ci_method=kept))
     return out

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from helmflow.specs.schema import ModelSpec
+from helmflow.specs.schema import ModelSpec, model_path_problem
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import GENERATION_GROUP_BATCHES, Backend, Completion, ModelError, ModelInfo
 from helmflow.tasks.models.hf_generate import (
@@ -119,6 +119,11 @@ class HFModel:
         self.spec = spec
         target = path or spec.path
         assert target is not None
+        # A spec that reached here without find_model (a resumed run, a cluster worker) is checked too:
+        # transformers would take a missing local folder for a hub id and fail with "Repo id must be ...".
+        problem = model_path_problem(target)
+        if problem:
+            raise ModelError(f"model '{spec.name}': path: {problem}")
         self.torch = torch
         self.device = resolve_device(spec.device, torch)
         self.dtype = resolve_dtype(spec.dtype, self.device)

@@ -15,9 +15,10 @@ chunk that failed.
 With `chat: true` generation goes to /chat/completions, the prompt as the user message after the
 spec's `system_prompt`: the stored prompt plus the model spec (stored with the run) give the exact
 messages (`messages()` below builds them). Multiple choice then has no log-probs to compare, so the
-model generates the option letter, as HELM does for chat APIs: the chosen option scores log-prob 0
-and the others LETTER_MISS, an answer without a letter is an error, and the model fingerprint ends
-in "+mc-by-letter" so such runs never share cached answers or comparisons with scored ones.
+model generates the option letter, as HELM does for chat APIs, and chat_letter() reads it: the chosen
+option scores log-prob 0 and the others LETTER_MISS, an answer without a letter (or naming a letter
+that is not an option) is an error, and the model fingerprint ends in "+mc-by-letter" so such runs
+never share cached answers or comparisons with scored ones.
 
 The HTTP side (pool, retries, fail-fast, rate limit, API key) is in openai_client.py.
 """
@@ -38,14 +39,24 @@ from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
 from helmflow.tasks.models.openai_client import Client, ModelServerError
 
-__all__ = ["LETTER_MISS", "ModelServerError", "OpenAIModel", "fingerprint"]
+__all__ = ["LETTER_MISS", "ModelServerError", "OpenAIModel", "chat_letter", "fingerprint"]
 
 # The log-prob given to the options a chat model did not name (finite: validation rejects -inf).
 LETTER_MISS = -100.0
-# A leading option letter: "B", " B.", "(B)", "**B**", "B) Paris", "B\n..." — not the article in "A good one",
-# nor the first letter of "I'm", "E.g.,", "A/B" or "D-Day": closing punctuation must end the word.
-LETTER = re.compile(r"\s*[(*\[]*([A-Z])(?:[.):*\],]+(?=\s|$)|(?=[ \t]*(?:\n|$)))")
-# Tokens a chat model may spend on the letter and its punctuation.
+# chat_letter's two patterns. A leading option letter: "B", " B.", "(B)", "**B**", "B) Paris", "B\n..." — not
+# the article in "A good one", nor the first letter of "I'm", "E.g.,", "A/B" or "D-Day": closing punctuation
+# must end the word.
+LEADING_LETTER = re.compile(r"\s*[(*\[]*([A-Z])(?:[.):*\],]+(?=\s|$)|(?=[ \t]*(?:\n|$)))")
+# A stated answer: "answer is" or "answer:" (any case; "**Answer:** D", "The answer is: (D)") and then a
+# capital letter that ends its word ("D", "D.", "D: Paris", "D because"; not "A/B", "D-Day", "I'm"), or a
+# small one that ends the answer or is closed by punctuation ("answer: d", "answer is d)"; not the
+# article in "the answer is a cat").
+STATED_LETTER = re.compile(
+    r"\b(?i:answer)(?:\s+is\b|[\s*]*:)[\s*:]*(?i:option\s+)?[(*\[]*"
+    r"(?:([A-Z])(?=[.):*\],;!?]*(?:\s|$))|([a-z])(?=[.):*\],;!?]*$|[.):*\],;!?]+\s))"
+)
+# Tokens a chat model may spend on its answer: the letter and its punctuation, or a short statement of it
+# ("The answer is D." is five tokens on common tokenizers).
 LETTER_TOKENS = 5
 
 T = TypeVar("T")
@@ -61,6 +72,23 @@ def _bos_shift(tokens: Any, offsets: list[Any], prompt: str) -> int:
     first = tokens[0]
     special = isinstance(first, str) and first.startswith("<") and first.endswith(">") and len(first) > 2
     return len(first) if special and not prompt.startswith(first) and offsets[1] == len(first) else 0
+
+
+def chat_letter(text: str) -> str | None:
+    """The option letter a chat model's answer names, or None: how multiple choice reads a chat answer.
+
+    A leading letter that stands alone, as HELM reads a chat answer ("D", "D.", "D) Paris", "(D)",
+    "**D**", "B, since"), else the first stated answer, as lm-evaluation-harness's answer-extracting
+    filters read one ("The answer is D.", "The answer is (D)", "Answer: D", "answer: d", "The correct
+    answer is D: Paris"); LEADING_LETTER and STATED_LETTER say what counts. None for "I'm not sure",
+    "E.g., A/B testing", "D-Day" or "A good one". The letter is returned as a capital; whether it is
+    one of the request's options is the caller's to check (an "E" for four options is no answer).
+    """
+    leading = LEADING_LETTER.match(text)
+    if leading:
+        return leading.group(1)
+    stated = STATED_LETTER.search(text)
+    return (stated.group(1) or stated.group(2).upper()) if stated else None
 
 
 def fingerprint(spec: ModelSpec, served: dict[str, Any] | None = None) -> str:
@@ -101,6 +129,11 @@ class OpenAIModel:
     def calls(self) -> int:
         """HTTP tries so far (retries included)."""
         return self.client.calls
+
+    @property
+    def retries(self) -> int:
+        """HTTP tries so far that failed and were tried again (inference's progress shows them)."""
+        return self.client.retries
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
         """The chat messages a prompt is sent as (with `chat: true`)."""
@@ -235,12 +268,17 @@ class OpenAIModel:
                 f"by naming an option letter (method multiple_choice_joint), not {request.continuations[:2]!r}..."
             )
         completion = self._chat(request, LETTER_TOKENS, ())
-        found = LETTER.match(completion.text)
-        chosen = found.group(1) if found and found.group(1) in letters else None
+        named = chat_letter(completion.text)
+        chosen = named if named in letters else None
         completion.logprobs = [0.0 if letter == chosen else LETTER_MISS for letter in letters]
         completion.continuation_tokens = [1] * len(letters)
-        if chosen is None:
+        if named is None:
             completion.error = f"no option letter in the chat answer {completion.text[:40]!r}"
+        elif chosen is None:
+            completion.error = (
+                f"the chat answer {completion.text[:40]!r} names {named}, "
+                f"not one of the options {letters[0]} to {letters[-1]}"
+            )
         return completion
 
     # -- generation ----------------------------------------------------------------------------

@@ -1,11 +1,16 @@
 // The instance browser: filters over the run's rows (window.HELMFLOW_INSTANCES), shown 100 at a time.
-// Row: [instance id, group, perturbation, prompt, answer, choice log-probs, gold, score (1 correct, 0 not, null)].
+// Row: [instance id, group, perturbation, prompt, answer, choice log-probs, gold, score (1 correct, 0 not, null),
+// input]. The input (the instance's own text: the question) is shown first and the whole prompt, whose
+// instructions and exemplars come before the question, folded under it. Rows written before the input was
+// added have 8 fields: they show the prompt's end, where the question is.
 (function () {
   var PAGE = 100;
   var data = window.HELMFLOW_INSTANCES;
   var rows = data.rows;
   // Lower-cased text to search, built once, so typing stays fast on 10,000 rows.
-  var haystack = rows.map(function (r) { return (r[0] + "\n" + r[3] + "\n" + r[4] + "\n" + r[6]).toLowerCase(); });
+  var haystack = rows.map(function (r) {
+    return (r[0] + "\n" + (r[8] || "") + "\n" + r[3] + "\n" + r[4] + "\n" + r[6]).toLowerCase();
+  });
   var $ = function (id) { return document.getElementById(id); };
   var page = 0;
   var matches = [];
@@ -37,6 +42,29 @@
     tr.appendChild(td);
     return td;
   }
+  // The input first, then the whole prompt folded under it.
+  function question(td, r) {
+    var input = document.createElement("div");
+    input.className = "input";
+    if (r.length > 8) {
+      input.textContent = r[8];
+      if (r[2]) {  // the stored input is the unperturbed text; the whole prompt holds the perturbed one
+        var note = document.createElement("span");
+        note.className = "muted small";
+        note.textContent = " (before the perturbation)";
+        input.appendChild(note);
+      }
+    } else {
+      input.textContent = r[3].length > 90 ? r[3].slice(-90).replace(/^\S*\s/, "…") : r[3];
+    }
+    var details = document.createElement("details");
+    var summary = document.createElement("summary");
+    summary.textContent = "whole prompt (" + r[3].length.toLocaleString("en-US") + " characters)";
+    var pre = document.createElement("pre");
+    pre.textContent = r[3];
+    details.appendChild(summary); details.appendChild(pre);
+    td.appendChild(input); td.appendChild(details);
+  }
   function render() {
     var body = $("instance-rows");
     body.textContent = "";
@@ -47,13 +75,7 @@
       var tr = document.createElement("tr");
       tr.dataset.index = i;
       cell(tr, r[0]); cell(tr, r[1]); cell(tr, r[2]);
-      var prompt = cell(tr, "", "prompt");
-      var details = document.createElement("details");
-      var summary = document.createElement("summary");
-      summary.textContent = r[3].length > 90 ? r[3].slice(-90).replace(/^\S*\s/, "…") : r[3];
-      var pre = document.createElement("pre");
-      pre.textContent = r[3];
-      details.appendChild(summary); details.appendChild(pre); prompt.appendChild(details);
+      question(cell(tr, "", "prompt"), r);
       cell(tr, r[4], "answer");
       cell(tr, r[5].length ? r[5].map(function (x, k) { return String.fromCharCode(65 + k) + " " + x.toFixed(3); }).join("  ") : "", "small");
       cell(tr, r[6], "gold");
