@@ -47,8 +47,8 @@ test-fast: $(STAMP)
 
 # The 514-instance flow bench, then the same kind of slice on a 2-worker Dask cluster against the local runner.
 bench: $(STAMP)
-	$(PY) -m helmflow.flows.bench
-	$(PY) -m helmflow.flows.bench_runner
+	$(PY) -m tests.bench.bench
+	$(PY) -m tests.bench.bench_runner
 
 # The openai backend against real servers (transformers serve, llama.cpp). Each test skips, saying why,
 # when its server's packages are missing: `pip install -e '.[serve-transformers]'` (wheels only) for
@@ -58,13 +58,13 @@ test-servers: $(STAMP)
 	$(VENV)/bin/pytest -q -rs -m servers
 
 bench-concurrency: $(STAMP)
-	$(PY) -m helmflow.flows.bench_concurrency
+	$(PY) -m tests.bench.bench_concurrency
 
 bench-runner: $(STAMP)
-	$(PY) -m helmflow.flows.bench_runner
+	$(PY) -m tests.bench.bench_runner
 
 bench-refresh: $(STAMP)
-	$(PY) -m helmflow.flows.bench_refresh
+	$(PY) -m tests.bench.bench_refresh
 
 # helmflow against lm-evaluation-harness on the same instances and byte-identical prompts, each timed as a
 # whole command (docs/benchmarks.md). lm-eval installs once into the helmflow cache, never into .venv.
@@ -72,7 +72,7 @@ bench-refresh: $(STAMP)
 # BENCH_LMEVAL_REPEAT times, alternating, and each tool's fastest run is compared (about 14 minutes a repeat).
 BENCH_LMEVAL_REPEAT ?= 2
 bench-lmeval: $(STAMP)
-	$(PY) -m helmflow.flows.bench_lmeval --repeat $(BENCH_LMEVAL_REPEAT)
+	$(PY) -m tests.bench.bench_lmeval --repeat $(BENCH_LMEVAL_REPEAT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,7 @@ The @task wrappers are thin; the work is in `tasks/`.
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
+from typing import NoReturn
 
 import pandas as pd
 from prefect import flow, task
@@ -23,6 +25,7 @@ from prefect.cache_policies import NONE
 from prefect.utilities.annotations import quote
 
 from helmflow.flows import progress, validation_process
+from helmflow.flows.failures import cannot_write
 from helmflow.flows.inference import infer
 from helmflow.flows.plans import ScenarioPlan
 from helmflow.specs.loader import spec_hash
@@ -218,9 +221,10 @@ def infer_stage(
 ) -> tuple[list[Prediction], int, int]:
     """Predictions for every request, and how many requests went to the model or came from the cache."""
     sent, baselines = with_baselines(requests)
-    progress.reporter.start_inference(label, len(sent))
-    result = infer(model, sent, db, run_id, use_cache, lambda done, total: progress.reporter.advance(done))
-    progress.reporter.end_inference()
+    try:
+        result = infer(model, sent, db, run_id, use_cache, progress.InferenceProgress(label, progress.task_retries()))
+    finally:
+        progress.reporter.end_inference()
     return predictions_of(requests, baselines, result.completions), result.model_calls, result.cache_hits
 
 
@@ -393,6 +397,9 @@ def complete_run(
         "num_parameters": info.num_parameters,
         "model_calls": calls,
         "cache_hits": hits,
+        # What the runtimes were measured under: a busy machine makes every request slower (history.py
+        # compares efficiency only between runs whose conditions match).
+        "load_per_core": os.getloadavg()[0] / (os.cpu_count() or 1),
     }
     write_stage(db, run_id, status, quote(tables), updates)
     progress.reporter.stage(label, f"{status} (run {run_id}; {calls} model calls, {hits} from the cache)")
@@ -403,11 +410,29 @@ def complete_run(
 
 
 def fail(db: str | None, run_id: str, label: tuple[str, str], exc: BaseException) -> RunOutcome:
-    """Record a run as failed (what its inference cached stays for --resume) and say so."""
+    """Record a run as failed (what its inference cached stays for --resume) and say so.
+
+    A write the machine refused (flows/failures.py: a full disk under the warehouse) is raised again once
+    recorded, if it can be: it stops the command, as it would fail every run after this one."""
     message = f"{type(exc).__name__}: {exc}"
+    if cannot_write(exc):
+        _stop_on(db, run_id, label, exc)
     Warehouse(db).fail_run(run_id, message + "\n" + "".join(traceback.format_exception(exc, limit=5)))
     progress.reporter.stage(f"{label[0]} × {label[1]}", f"failed: {message}")
     return RunOutcome(run_id, label[0], label[1], "failed", message)
+
+
+def _stop_on(db: str | None, run_id: str, label: tuple[str, str], exc: BaseException) -> NoReturn:
+    """Mark the run failed if the warehouse still takes that, say which run was lost, and raise `exc` again."""
+    run = f"run {run_id} ({label[0]} × {label[1]}) was not stored"
+    try:
+        Warehouse(db).fail_run(run_id, f"{type(exc).__name__}: {exc}")
+    except Exception:  # the same full disk: the row stays running, and reads as interrupted once we exit
+        exc.add_note(f"{run}; it shows as failed (interrupted) after this command")
+    else:
+        exc.add_note(f"{run} and is marked failed")
+    exc.add_note(f"`helmflow run --resume {run_id}` finishes it once the warehouse can be written")
+    raise exc
 
 
 def evaluate(

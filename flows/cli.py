@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from helmflow.flows import termination
+from helmflow.flows.api import DEFAULT_MODEL as DEFAULT_MODEL  # the CLI's default model is the API's
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from helmflow.flows.cli_history import (
     cmd_compare,
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
     from helmflow.flows.runners import RunnerSpec
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
 
 def _quiet_environment(verbose: bool) -> None:
     defaults = {
@@ -60,50 +59,35 @@ def _quiet_environment(verbose: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Parsing and printing around `helmflow.flows.api.evaluate`, which does the run."""
+    from helmflow.flows.api import evaluate
     from helmflow.flows.display import Display, results_table
 
     if args.resume:
         return _resume(args)
     if not args.specs:
         raise SpecError("helmflow run needs a suite or scenario (or --resume RUN_ID)")
-    from helmflow.flows.plans import run_targets
-    from helmflow.specs.library import find_model
-    from helmflow.warehouse.store import Warehouse
-
-    targets = run_targets(args.specs, args.max_instances)
-    model_specs = [find_model(m) for m in (args.model or targets.models or [DEFAULT_MODEL])]
-    seed = args.seed if args.seed is not None else (targets.seed or 0)
-    Warehouse(args.db).check()  # a path that is not a warehouse fails now, before data and model load
-    from helmflow.flows.benchmark import benchmark
-    from helmflow.flows.runners import suite_runner
-    from helmflow.flows.startup import get_ready
-
-    runner = _runner(args, suite_runner(args.specs))
-    # Bad data fails here, before any flow runs; meanwhile Prefect's server starts and the model loads.
-    get_ready(targets.plans, model_specs, seed, args.source, load_model=not runner.fans_out)
-    display = Display()
-    from helmflow.flows import progress
-
-    progress.set_reporter(display)
-    with display:
-        outcomes = _on(benchmark, runner)(
-            targets.plans,
-            model_specs,
-            seed=seed,
-            db=args.db,
-            prefer=args.source,
-            use_cache=not args.no_cache,
-            fan_out=runner.fans_out,
-            shards=args.shards,
-        )
-    results_table(args.db, [o.run_id for o in outcomes])
-    for outcome in outcomes:
+    results = evaluate(
+        args.specs,
+        args.model,
+        db=args.db,
+        max_instances=args.max_instances,
+        seed=args.seed,
+        source=args.source,
+        runner=args.runner,
+        use_cache=not args.no_cache,
+        workers=args.workers,
+        shards=args.shards,
+        progress=Display(),
+    )
+    results_table(args.db, results.run_ids)
+    for outcome in results.outcomes:
         if outcome.status != "succeeded":
             print(
                 f"run {outcome.run_id} ({outcome.scenario} × {outcome.model}) {outcome.status}: {outcome.error}",
                 file=sys.stderr,
             )
-    return EXIT_OK if all(o.status == "succeeded" for o in outcomes) else EXIT_FAILED
+    return EXIT_OK if results.ok else EXIT_FAILED
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -125,20 +109,16 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _runner(args: argparse.Namespace, from_suite: str | None) -> RunnerSpec:
     """--runner, else the suite's `runner:`, else local; --shards needs a runner that fans out."""
-    from helmflow.flows.runners import parse_runner
+    from helmflow.flows.api import runner_spec
 
-    runner = parse_runner(args.runner or from_suite or "local", args.workers)
-    if args.shards > 1 and not runner.fans_out:
-        raise SpecError("--shards splits runs over a cluster's workers: give --runner dask or ray too")
-    return runner
+    return runner_spec(args.runner or from_suite, args.workers, args.shards)
 
 
 def _on(flow: Flow[..., Any], runner: RunnerSpec) -> Flow[..., Any]:
     """The flow as it is for the local runner; for dask or ray, a copy with that task runner."""
-    from helmflow.flows.runners import task_runner
+    from helmflow.flows.api import on_runner
 
-    chosen = task_runner(runner)
-    return flow if chosen is None else flow.with_options(task_runner=chosen)
+    return on_runner(flow, runner)
 
 
 # -- merge -------------------------------------------------------------------------------------------
@@ -384,6 +364,7 @@ def console_main() -> NoReturn:
             print(exc.code, file=sys.stderr)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        termination.stop_children()
         code = 130
     except termination.Terminated:
         print("terminated", file=sys.stderr)

@@ -132,17 +132,29 @@ def compute_chunk(model: ModelBackend, requests: list[Request]) -> dict[str, Com
     return computed
 
 
+def retries_of(model: ModelBackend) -> int:
+    """The retries a backend has made so far (a model server's HTTP retries); 0 for one that never retries."""
+    return int(getattr(model, "retries", 0))
+
+
+Progress = Callable[[int, int, int], None]  # (requests answered, of how many, retries so far)
+
+
 def infer(
     model: ModelBackend,
     requests: list[Request],
     db: str | None,
     run_id: str,
     use_cache: bool = True,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> InferenceResult:
+    """`progress` is called once before the first chunk (what the cache answered) and after every chunk."""
     warehouse = Warehouse(db)
     plan = plan_inference(requests, ModelIdentity.of(model), warehouse, use_cache)
     total, done, calls = len(plan.distinct), len(plan.answers), 0
+    retried = retries_of(model)  # the model may have retried for earlier runs: count this run's only
+    if progress:
+        progress(done, total, 0)
     for lacking in plan.missing():
         computed = compute_chunk(model, lacking)
         keyed = {plan.keys[r.id]: computed[r.id] for r in lacking}
@@ -153,5 +165,5 @@ def infer(
         calls += len(lacking)
         done += len(lacking)
         if progress:
-            progress(done, total)
+            progress(done, total, retries_of(model) - retried)
     return plan.result(calls)

@@ -5,6 +5,10 @@ and no API is configured, but it first imports its server package into the calli
 Starting the subprocess ourselves keeps that import (4–5 s) out of this process, and lets the server
 boot while the data is checked and the model loads. The process and everything it starts afterwards
 (Dask or Ray workers) find the server through `PREFECT_API_URL`; it stops when the process exits.
+
+What the server prints goes to a temporary file unless Prefect's logs are shown (`helmflow -v`): a server
+stopped while it starts or works (the command refused its input meanwhile) may log its services' errors,
+tracebacks included, after the command's own last line. Its last line is quoted if it fails to start.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import closing
+from typing import IO
 
 # Prefect's own exit code for "the port was taken between choosing it and binding it".
 _PORT_IN_USE = 3
@@ -40,9 +46,12 @@ class PrefectServerError(RuntimeError):
 
 
 class TemporaryPrefectServer:
-    def __init__(self, environment: dict[str, str], timeout_s: float) -> None:
+    def __init__(self, environment: dict[str, str], timeout_s: float, quiet: bool = False) -> None:
         self._environment = environment
         self._timeout_s = timeout_s
+        # quiet: the server's output in a file with no name (gone with this process), for error messages only.
+        # Open as long as the server runs, so not in a with block.
+        self._output: IO[bytes] | None = tempfile.TemporaryFile() if quiet else None  # noqa: SIM115
         self._began = time.perf_counter()
         self.healthy_after: float | None = None  # seconds from start to the first healthy answer
         self.port = _free_port()
@@ -63,7 +72,16 @@ class TemporaryPrefectServer:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--log-level", "error", "--lifespan", "on",
         ]  # fmt: skip
-        return subprocess.Popen(command, env=self._environment)
+        return subprocess.Popen(command, env=self._environment, stdout=self._output, stderr=self._output)
+
+    def _last_words(self) -> str:
+        """The server's last line of output, for an error message ("" when it printed none, or not to us)."""
+        if self._output is None:
+            return ""
+        self._output.seek(0)
+        lines = [line.strip() for line in self._output.read().decode(errors="replace").splitlines()]
+        last = next((line for line in reversed(lines) if line), "")
+        return f": {last}" if last else ""
 
     def wait_until_healthy(self) -> None:
         """Block until the server answers its health check (once; later calls return at once)."""
@@ -79,7 +97,9 @@ class TemporaryPrefectServer:
                     _point_prefect_at(self.api_url)
                     self.process = self._launch()
                 elif code is not None:
-                    raise PrefectServerError(f"Prefect's temporary server exited with code {code} while starting")
+                    raise PrefectServerError(
+                        f"Prefect's temporary server exited with code {code} while starting{self._last_words()}"
+                    )
                 try:
                     if client.get(f"{self.api_url}/health", timeout=1.0).status_code == 200:
                         self.healthy_after = time.perf_counter() - self._began
@@ -100,6 +120,8 @@ class TemporaryPrefectServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._output is not None:
+            self._output.close()
 
 
 def start_prefect_api() -> TemporaryPrefectServer | None:
@@ -122,7 +144,9 @@ def start_prefect_api() -> TemporaryPrefectServer | None:
         "PREFECT__SERVER_EPHEMERAL": "1",
         "PREFECT__SERVER_FINAL": "1",
     }
-    _server = TemporaryPrefectServer(environment, settings.server.ephemeral.startup_timeout_seconds)
+    # Quiet unless Prefect's logs are shown: the CLI sets PREFECT_LOGGING_LEVEL=CRITICAL without -v.
+    quiet = settings.logging.level == "CRITICAL"
+    _server = TemporaryPrefectServer(environment, settings.server.ephemeral.startup_timeout_seconds, quiet)
     _point_prefect_at(_server.api_url)
     return _server
 

@@ -6,11 +6,21 @@ busy core while the other had only Prefect's server to start. `start` opens a on
 whose worker imports it at once; every check of this process then runs there. The checks and their
 records are the same functions (`tasks/validate.py`); only the process differs. A process that never
 calls `start` (a test calling a flow, a Dask worker) checks in-process, as before.
+
+The worker ends with this process, however it ends. On a normal exit (and on SIGTERM, which the
+`helmflow` command turns into one) the pool is shut down; when this process is killed outright, Linux
+sends the worker SIGKILL (PR_SET_PDEATHSIG, asked for first thing in the worker). Without that the
+worker waited forever on a queue whose other end it holds itself, and kept multiprocessing's resource
+tracker alive with it.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -23,13 +33,52 @@ Out = TypeVar("Out")
 _pool: ProcessPoolExecutor | None = None
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int, signal_number: int = signal.SIGKILL) -> None:
+    """In a child process: ask Linux for `signal_number` when the parent dies, and leave at once if it has
+    died already (before the request was made). Elsewhere than Linux this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal_number)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def start() -> None:
     """Start the worker (once per process); it imports Great Expectations while this process goes on."""
     global _pool
     if _pool is None:
         # spawn, not fork: by now this process may hold threads (Prefect's) that a fork would copy mid-work.
-        _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        context = multiprocessing.get_context("spawn")
+        # Linux sends the signal when the *thread* that started the child ends: only the main thread lives
+        # as long as this process (the worker is started by the submit below, in this thread).
+        if threading.current_thread() is threading.main_thread():
+            _pool = ProcessPoolExecutor(1, mp_context=context, initializer=die_with_parent, initargs=(os.getpid(),))
+        else:
+            _pool = ProcessPoolExecutor(1, mp_context=context)
         _pool.submit(warm)  # the worker's first job: the import
+
+
+def stop(grace_s: float = 2.0) -> None:
+    """End the worker soon, whatever it is doing: an idle one leaves as on a normal exit, one still busy
+    after `grace_s` (a check, the import) is terminated (a SIGTERM'd command does not wait for it)."""
+    global _pool
+    pool, _pool = _pool, None
+    if pool is None:
+        return
+    workers = list(getattr(pool, "_processes", {}).values())  # the executor has no public handle on them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        # Leaving by itself, it releases what it holds: killed, it leaves its semaphores for
+        # multiprocessing's resource tracker to warn about.
+        worker.join(timeout=grace_s)
+        if worker.is_alive():
+            worker.terminate()
+            worker.join(timeout=5)
 
 
 def run(check: Callable[Args, Out], *args: Args.args, **kwargs: Args.kwargs) -> Out:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from helmflow.flows.bench_lmeval import Result, table
-from helmflow.flows.bench_lmeval_tasks import Agreement, worst
+from tests.bench.bench_lmeval import Result, table
+from tests.bench.bench_lmeval_tasks import Agreement, worst
 
 
 def test_the_weakest_agreement_of_two_repeats_is_kept_field_by_field() -> None:

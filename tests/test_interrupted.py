@@ -1,4 +1,4 @@
-"""A run killed mid-way leaves no run that looks complete."""
+"""A run killed or terminated mid-way leaves no run that looks complete, and no process behind it."""
 
 import os
 import signal
@@ -15,6 +15,10 @@ from helmflow.warehouse.db import WarehouseError, connect
 
 pytestmark = pytest.mark.model
 
+# What a `helmflow run` starts: Prefect's temporary server, the Great Expectations worker (a spawned
+# process pool) and multiprocessing's resource tracker.
+VALIDATION_WORKER = "from multiprocessing.spawn import spawn_main"
+
 
 def statuses(db: Path) -> list[str]:
     try:
@@ -24,25 +28,55 @@ def statuses(db: Path) -> list[str]:
         return []
 
 
-def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    db = tmp_path / "killed.duckdb"
+def session_processes(session: int) -> dict[int, str]:
+    """The live processes of a session (zombies are dead: only their exit status is left), by pid: their command."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
+        state, _ppid, _pgrp, sid = stat[stat.rindex(")") + 2 :].split()[:4]
+        if int(sid) == session and state != "Z":
+            found[int(entry.name)] = command
+    return found
+
+
+def start_mid_inference(db: Path, log: Path) -> subprocess.Popen:
+    """`helmflow run` in a session of its own, returned once its validation worker runs and its run's row
+    says running (inference is under way)."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "helmflow.flows.cli", "--db", str(db), "run", "quickstart", "--max-instances", "400"],
+        [sys.executable, "-m", "helmflow.flows.cli", "--db", str(db), "run", "mmlu", "--max-instances", "200"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("w"),
         env=os.environ.copy(),
         start_new_session=True,
     )
     deadline = time.monotonic() + 300
-    while not (db.exists() and statuses(db)):
-        assert child.poll() is None, "the run ended before it could be killed"
+    while not (
+        any(VALIDATION_WORKER in command for command in session_processes(child.pid).values())
+        and db.exists()
+        and statuses(db)
+    ):
+        assert child.poll() is None, "the run ended before it could be stopped: " + log.read_text()[-2000:]
         assert time.monotonic() < deadline
-        time.sleep(0.5)
-    time.sleep(3)  # inference is under way: its row says running
-    # The whole process group: the run and the temporary Prefect server it started.
-    os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
+        time.sleep(0.2)
+    return child
 
+
+def none_left(session: int, within_s: float) -> dict[int, str]:
+    """Waits up to `within_s` for the session to have no live process; what is still there."""
+    deadline = time.monotonic() + within_s
+    while (left := session_processes(session)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def shows_interrupted_then_reaped(db: Path, capsys: pytest.CaptureFixture) -> None:
     assert statuses(db) == ["running"]
     with connect(db, read_only=True) as con:
         for table in writer.RESULT_TABLES:
@@ -53,3 +87,27 @@ def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture)
     with connect(db) as con:  # the next writer records it
         writer.reap_interrupted(con)
     assert statuses(db) == ["failed"]
+
+
+def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """SIGKILL to the run alone: no exit hook runs, and every child still ends (PR_SET_PDEATHSIG)."""
+    db = tmp_path / "killed.duckdb"
+    child = start_mid_inference(db, tmp_path / "stderr")
+    time.sleep(3)  # inference is under way: its row says running
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert none_left(child.pid, 10) == {}
+    shows_interrupted_then_reaped(db, capsys)
+
+
+def test_sigterm_during_inference_ends_every_child(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """SIGTERM to the run alone (as a scheduler or `kill` sends it): the command unwinds, says so, and
+    leaves no process of its session behind (the validation worker outlived it by hours)."""
+    db = tmp_path / "terminated.duckdb"
+    log = tmp_path / "stderr"
+    child = start_mid_inference(db, log)
+    os.kill(child.pid, signal.SIGTERM)
+    assert child.wait(timeout=10) == 128 + signal.SIGTERM
+    assert none_left(child.pid, 10) == {}
+    assert log.read_text().splitlines()[-1] == "terminated"
+    shows_interrupted_then_reaped(db, capsys)

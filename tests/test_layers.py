@@ -82,6 +82,11 @@ def test_the_wheel_has_one_top_level_name(wheel: Path) -> None:
     assert {n.split("/")[0] for n in names} == {"helmflow", "helmflow-0.1.0.dist-info"}
     assert "helmflow/warehouse/migrations/001_initial.sql" in names
     assert "helmflow/specs/scenarios/mmlu.yaml" in names
+    # The benchmarks and the lm-eval comparison are development tools (tests/bench/), not installed.
+    assert [n for n in names if n.startswith(("helmflow/flows/bench", "helmflow/flows/compare_lm_eval"))] == [
+        "helmflow/flows/benchmark.py"
+    ]
+    assert not any(n.startswith("tests/") for n in names)
     entry_points = zipfile.ZipFile(wheel).read("helmflow-0.1.0.dist-info/entry_points.txt").decode()
     assert "helmflow = helmflow.flows.cli:console_main" in entry_points
 

@@ -76,8 +76,7 @@ def test_a_folder_that_exists_wins_over_a_hub_id_of_the_same_spelling(
     (tmp_path / "models" / "my-model").mkdir(parents=True)
     # A folder here, but no model in it: said now, not as transformers' traceback at run time.
     assert model_path_problem("models/my-model") == (
-        "models/my-model is a folder without config.json: not a transformers model folder "
-        "(save_pretrained writes one)"
+        "models/my-model is a folder without config.json: not a transformers model folder (save_pretrained writes one)"
     )
     (tmp_path / "models" / "my-model" / "config.json").write_text("{}")
     assert model_path_problem("models/my-model") is None  # the folder here

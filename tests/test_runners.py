@@ -9,6 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,9 @@ from helmflow.flows.cli import main
 from helmflow.flows.plans import run_targets
 from helmflow.specs.library import find_model
 from helmflow.specs.loader import SpecError
-from helmflow.tasks.records import Request
+from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.models.base import ModelInfo
+from helmflow.tasks.records import Completion, Request
 from helmflow.warehouse.db import WarehouseError, connect
 from tests.conftest import write
 
@@ -76,6 +81,24 @@ METRICS = (
 )
 
 
+# Torch threads of the local reference and of the flow process of every cluster run: more than the one
+# thread Dask and Ray start a worker process with, so the answers match only because the workers take
+# the flow process's count.
+THREADS = 2
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    import torch
+
+    own = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
+
+
 def rows(db: Path, sql: str) -> list[tuple]:
     with connect(db, read_only=True) as con:
         return con.execute(sql).fetchall()
@@ -96,21 +119,15 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def reference(specs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The local runner's run of the suite: what every other runner must reproduce, bit for bit.
 
-    With torch on one thread, as in each worker process: float32 sums over a different number of
-    threads round differently (generated tokens' log-probs move in the 7th digit, the text does not).
+    On THREADS torch threads, as the cluster runs' flow processes: float32 sums over a different number
+    of threads round differently (log-probs move by around 1e-5, the text does not).
     """
-    import torch
-
     db = tmp_path_factory.mktemp("reference") / "local.duckdb"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(THREADS):
         assert main(["--db", str(db), "run", str(specs["suite"]), "--model", str(specs["model"])]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert rows(db, "select scenario, status, model_calls from runs order by 1") == [
-        ("tiny_gen", "succeeded", 8),
-        ("tiny_mc", "succeeded", 24),
+    assert rows(db, "select scenario, status, model_calls, num_threads from runs order by 1") == [
+        ("tiny_gen", "succeeded", 8, THREADS),
+        ("tiny_mc", "succeeded", 24, THREADS),
     ]
     return db
 
@@ -155,6 +172,70 @@ def test_shards_are_whole_chunks_in_order() -> None:
     assert runners.shard([], 4) == []
 
 
+class ThreadsSeen:
+    """A stand-in model for a worker: records torch's thread count when it loads and when it answers."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.info = ModelInfo("seen", "embedded", "seen@1", "cpu", "float32", 2, torch.get_num_threads(), None)
+        self.answered_on: list[int] = []
+
+    def loglikelihood(self, requests: list[Request], progress: object = None) -> list[Completion]:
+        import torch
+
+        self.answered_on.append(torch.get_num_threads())
+        return [Completion(r.id, logprobs=[-1.0] * len(r.continuations)) for r in requests]
+
+    def generate(self, requests: list[Request], progress: object = None) -> list[Completion]:
+        raise AssertionError("no generation here")
+
+
+def test_workers_run_torch_on_the_threads_the_flow_process_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    loaded: list[ThreadsSeen] = []
+    monkeypatch.setattr(runners, "load_model", lambda spec: loaded.append(ThreadsSeen()) or loaded[-1])
+    monkeypatch.setattr(runners, "_MODELS", OrderedDict())
+    spec = find_model("smollm2-135m-instruct")
+    remote = ModelSpec(name="remote", backend="openai", path="http://127.0.0.1:9/v1")
+    chunks = [[(f"k{i}", Request(f"r{i}", f"i{i}", "multiple_choice", "Sky?", (" A", " B")))] for i in range(2)]
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # the flow process's
+        assert (runners.flow_threads(spec), runners.flow_threads(remote)) == (3, None)
+        torch.set_num_threads(1)  # as Dask and Ray start a worker process
+        info, identity = runners.describe_model.fn(spec, 3)
+        assert (torch.get_num_threads(), info.num_threads, loaded[0].info.num_threads) == (3, 3, 3)
+        torch.set_num_threads(1)
+        heard: list[runners.ChunkDone] = []
+        with runners.listening(heard.append) as channel:  # outside a flow: a channel in this process
+            result = runners.infer_shard.fn(spec, identity, chunks, "tiny × seen [1/1]", 3, channel)
+    finally:
+        torch.set_num_threads(own)
+    assert loaded[0].answered_on == [3, 3] and len(loaded) == 1
+    assert sorted(result.answers) == ["k0", "k1"] and result.retries == 0
+    assert heard == [runners.ChunkDone("tiny × seen [1/1]", 1, 0), runners.ChunkDone("tiny × seen [1/1]", 2, 0)]
+
+
+def test_the_flow_threads_are_counted_as_before_a_local_cluster_changed_the_environment() -> None:
+    """Dask's nanny sets OMP_NUM_THREADS and MKL_NUM_THREADS to 1 in the flow process's own environment, for
+    the workers it spawns; torch imported after that would count 1 thread where a local run counts more."""
+    fan_out = (
+        "import os\n"
+        "from helmflow.flows import runners\n"
+        "from helmflow.specs.library import find_model\n"
+        "runners.task_runner(runners.parse_runner('dask'))\n"
+        "os.environ.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')  # what the local cluster does\n"
+        "print(runners.flow_threads(find_model('smollm2-135m-instruct')), os.environ['OMP_NUM_THREADS'])\n"
+    )
+    env = {name: value for name, value in os.environ.items() if name not in runners.THREAD_VARIABLES}
+    local = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    fanned = subprocess.run([sys.executable, "-c", fan_out], env=env, capture_output=True, text=True, check=True)
+    assert fanned.stdout.split() == [local.stdout.strip(), "1"]
+
+
 def test_shards_need_a_runner_that_fans_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--db", str(tmp_path / "w.duckdb"), "run", "mmlu", "--shards", "2"]) == 2
     assert "--shards splits runs over a cluster's workers" in capsys.readouterr().err
@@ -167,29 +248,48 @@ def test_shards_need_a_runner_that_fans_out(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_dask_cluster_equals_local_runner(specs: dict[str, Path], reference: Path, tmp_path: Path) -> None:
+def test_dask_cluster_equals_local_runner(
+    specs: dict[str, Path], reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     db = tmp_path / "dask.duckdb"
-    args = ["--runner", "dask", "--workers", "2", "--shards", "3", "--model", str(specs["model"])]
-    assert main(["--db", str(db), "run", str(specs["suite"]), *args]) == 0
+    args = ["--runner", "dask", "--workers", "2", "--shards", "2", "--model", str(specs["model"])]
+    capsys.readouterr()
+    with torch_threads(THREADS):
+        assert main(["--db", str(db), "run", str(specs["suite"]), *args]) == 0
     assert rows(db, "select scenario, status, model_calls, num_threads from runs order by 1") == [
-        ("tiny_gen", "succeeded", 8, 1),  # one thread per worker process
-        ("tiny_mc", "succeeded", 24, 1),
+        ("tiny_gen", "succeeded", 8, THREADS),  # the flow process's threads, in every worker process
+        ("tiny_mc", "succeeded", 24, THREADS),
     ]
     assert len(rows(db, PREDICTIONS)) == 32
+    # Log-probs and all: equal, not close.
     assert rows(db, PREDICTIONS) == rows(reference, PREDICTIONS)
     assert rows(db, METRICS) == rows(reference, METRICS)
     assert rows(db, "select count(*) from inference_cache") == [(32,)]
+    # One progress line per chunk, as the workers answer them, not per shard: tiny_mc's shards of two chunks
+    # and of one, tiny_gen's of one (stderr is pytest's capture, not a terminal).
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("2 runs (3 shards): ")]
+    assert said[0] == "2 runs (3 shards): 32 requests"
+    assert [int(line.split(": ")[1].split("/")[0]) for line in said[1:]] == [8, 16, 24, 32]
+    assert all(line.endswith(", 0 retries") for line in said[1:])
 
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_ray_equals_local_runner(specs: dict[str, Path], reference: Path, tmp_path: Path) -> None:
+def test_ray_equals_local_runner(
+    specs: dict[str, Path], reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     db = tmp_path / "ray.duckdb"
     args = ["--runner", "ray", "--workers", "2", "--shards", "2", "--model", str(specs["model"])]
-    assert main(["--db", str(db), "run", str(specs["suite"]), *args]) == 0
-    assert [s for (s,) in rows(db, "select status from runs")] == ["succeeded", "succeeded"]
+    capsys.readouterr()
+    with torch_threads(THREADS):
+        assert main(["--db", str(db), "run", str(specs["suite"]), *args]) == 0
+    assert rows(db, "select status, num_threads from runs") == [("succeeded", THREADS), ("succeeded", THREADS)]
     assert rows(db, PREDICTIONS) == rows(reference, PREDICTIONS)
     assert rows(db, METRICS) == rows(reference, METRICS)
+    # Chunks reported from a Ray queue drained by a thread: a chunk's line may be overtaken by its shard's.
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("2 runs (3 shards): ")]
+    counts = [int(line.split(": ")[1].split("/")[0]) for line in said[1:]]
+    assert said[0] == "2 runs (3 shards): 32 requests" and counts == sorted(set(counts)) and counts[-1] == 32
 
 
 def cached(db: Path) -> int:
@@ -217,7 +317,8 @@ def test_a_killed_worker_is_retried(specs: dict[str, Path], reference: Path, tmp
             [*command, "--model", str(specs["model"]), "--runner", f"dask://{address}", "--shards", "3"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=os.environ.copy(),
+            # Torch's threads there, and so the workers' (this process's environment has Dask's 1s by now).
+            env={**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)},
         )
         deadline = time.monotonic() + 300
         victim = None
@@ -246,16 +347,10 @@ def test_a_shard_that_keeps_failing_fails_its_run_and_resume_finishes_it(
 ) -> None:
     """Threads in this process as the runner, so that a fault can be planted in the worker's code.
 
-    With torch on one thread, as the reference ran: its float32 sums are then rounded the same way.
+    With torch on the reference's threads: its float32 sums are then rounded the same way.
     """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(THREADS):
         _shard_fault_then_resume(specs, reference, tmp_path, monkeypatch)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _shard_fault_then_resume(

@@ -97,6 +97,7 @@ class Client:
         # trust_env=False: no proxy or .netrc from the environment decides where the key goes.
         self.http = httpx.Client(headers=headers, timeout=spec.timeout_s, limits=pool, trust_env=False)
         self.calls = 0
+        self.retries = 0  # tries that failed and were tried again (what progress shows as retries)
         self._count = threading.Lock()
         # Set when one request of a concurrent batch has failed: the others stop retrying.
         self.abandon = threading.Event()
@@ -121,6 +122,8 @@ class Client:
             if attempt < self.spec.retries:
                 if self.abandon.is_set():
                     break  # another request of this batch has failed already; its error is the one raised
+                with self._count:
+                    self.retries += 1
                 self.sleep(max(delay, wait_s))
                 delay *= 2
         raise ModelServerError(f"{url}: no answer after {attempt + 1} tries ({failure})")

@@ -1,6 +1,6 @@
 """The cost of fanning out: one MMLU zero-shot slice on the local runner, then on a 2-worker local Dask cluster.
 
-`python -m helmflow.flows.bench_runner [INSTANCES] [SHARDS]` prints one line per runner and the
+`python -m tests.bench.bench_runner [INSTANCES] [SHARDS]` prints one line per runner and the
 overhead. Both runs go into fresh warehouses (nothing comes from the inference cache) and the
 Prefect server is started before either is timed. On a machine with as many cores as workers
 there is no speed-up to expect: the local runner's torch already uses every core, and each

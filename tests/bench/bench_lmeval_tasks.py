@@ -1,4 +1,4 @@
-"""The pieces of `make bench-lmeval` around its timing loop (flows/bench_lmeval.py).
+"""The pieces of `make bench-lmeval` around its timing loop (tests/bench/bench_lmeval.py).
 
 - lm-evaluation-harness in a virtual environment of its own under the helmflow cache, installed
   with helmflow's pins (constraints.txt: the same torch and transformers), made once and reused
@@ -35,7 +35,7 @@ from helmflow.tasks.records import Completion, Request
 from helmflow.warehouse.store import Warehouse
 
 LM_EVAL_VERSION = "0.4.13"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONSTRAINTS = REPO / "constraints.txt"
 
 

@@ -1,4 +1,4 @@
-"""What concurrency buys against a slow server: `python -m helmflow.flows.bench_concurrency`.
+"""What concurrency buys against a slow server: `python -m tests.bench.bench_concurrency`.
 
 A local OpenAI-compatible server on 127.0.0.1 answers every request after a fixed delay (200 ms,
 like a remote model's latency); the `openai` backend sends the same 200 generation requests at

@@ -1,6 +1,6 @@
 """`make bench-lmeval`: helmflow and lm-evaluation-harness on the same requests, timed in one session.
 
-    python -m helmflow.flows.bench_lmeval [--limit N] [--shape NAME ...] [--repeat N] [--keep]
+    python -m tests.bench.bench_lmeval [--limit N] [--shape NAME ...] [--repeat N] [--keep]
 
 For each shape, in turn: `helmflow run` of the shape's scenario into a fresh warehouse (so its
 inference cache serves nothing), then `lm_eval` on a task made from that run's requests (the same
@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helmflow.flows.bench import SUBJECTS
-from helmflow.flows.bench_lmeval_tasks import (
+from tests.bench.bench import SUBJECTS
+from tests.bench.bench_lmeval_tasks import (
     LM_EVAL_VERSION,
     Agreement,
     Shape,

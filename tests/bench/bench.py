@@ -32,10 +32,10 @@ class StageClock:
         if message.startswith(("succeeded", "validation_failed", "failed")):
             self.mark("run_written")
 
-    def start_inference(self, label: str, total: int) -> None:
+    def start_inference(self, label: str, total: int, done: int = 0, retries: int = 0) -> None:
         self.mark("inference_started")
 
-    def advance(self, done: int) -> None:
+    def advance(self, done: int, retries: int = 0) -> None:
         pass
 
     def end_inference(self) -> None:

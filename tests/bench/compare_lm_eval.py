@@ -1,7 +1,7 @@
 """Compare a helmflow run with lm-evaluation-harness's logged samples, instance by instance.
 
-    python -m helmflow.flows.compare_lm_eval --db W.duckdb --run RUN_ID SAMPLES_DIR        # MMLU (joint)
-    python -m helmflow.flows.compare_lm_eval --db W.duckdb --run RUN_ID --separate REF.jsonl  # acc / acc_norm
+    python -m tests.bench.compare_lm_eval --db W.duckdb --run RUN_ID SAMPLES_DIR        # MMLU (joint)
+    python -m tests.bench.compare_lm_eval --db W.duckdb --run RUN_ID --separate REF.jsonl  # acc / acc_norm
 
 SAMPLES_DIR holds lm-eval's `samples_<task>_<time>.jsonl` files (from `--log_samples`) for MMLU
 subject tasks whose names end in the subject (e.g. `mmlu_abstract_algebra`), scored zero-shot

@@ -1,0 +1,80 @@
+"""The Python API (`helmflow.flows.api`) runs what `helmflow run` runs and gives the same metrics."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helmflow.flows.api import Results, evaluate, open_warehouse
+from helmflow.flows.cli import main
+from helmflow.specs.loader import SpecError
+from helmflow.warehouse.db import connect
+
+# The quickstart suite's MMLU entry (zero-shot, three subjects) on the embedded model, 10 instances.
+SUITE = """\
+name: api-quickstart
+models: [smollm2-135m-instruct]
+seed: 0
+scenarios:
+  - scenario: mmlu
+    groups: [abstract_algebra, high_school_geography, us_foreign_policy]
+    num_train: 0
+"""
+KEY = ["category", "metric", "perturbation", "group_name"]
+COMPARED = [*KEY, "value", "n", "ci_low", "ci_high"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Results]:
+    folder = tmp_path_factory.mktemp("api")
+    suite = folder / "suite.yaml"
+    suite.write_text(SUITE)
+    cli_db = folder / "cli.duckdb"
+    assert main(["--db", str(cli_db), "run", str(suite), "--max-instances", "10"]) == 0
+    results = evaluate(str(suite), db=folder / "api.duckdb", max_instances=10)
+    return cli_db, results
+
+
+def _all_metrics(db: Path | str | None, run_ids: list[str]) -> pd.DataFrame:
+    frame = open_warehouse(db).report_metrics(run_ids)
+    frame = frame[frame.category != "efficiency"]  # runtimes differ from run to run
+    return frame[COMPARED].sort_values(KEY).reset_index(drop=True)
+
+
+@pytest.mark.model
+def test_evaluate_gives_the_metrics_of_helmflow_run(runs: tuple[Path, Results]) -> None:
+    cli_db, results = runs
+    assert results.ok and list(results.statuses.values()) == ["succeeded"] and results.errors == {}
+    with connect(cli_db, read_only=True) as con:
+        [cli_run] = con.execute("select run_id from runs").fetchall()
+    expected = _all_metrics(cli_db, [cli_run[0]])
+    assert len(expected) > 0
+    pd.testing.assert_frame_equal(_all_metrics(results.db, results.run_ids), expected)
+    headline = results.metrics
+    assert set(headline.category) >= {"accuracy", "calibration", "robustness", "fairness", "efficiency"}
+    cli_headline = open_warehouse(cli_db).report_metrics([cli_run[0]])
+    cli_headline = cli_headline[cli_headline.headline.astype(bool) & (cli_headline.group_name == "")]
+    cli_headline = cli_headline[cli_headline.category != "efficiency"]
+    mine = headline[headline.category != "efficiency"]
+    columns = ["category", "metric", "perturbation", "value", "n", "ci_low", "ci_high"]
+    pd.testing.assert_frame_equal(
+        mine[columns].sort_values(columns[:3]).reset_index(drop=True),
+        cli_headline[columns].sort_values(columns[:3]).reset_index(drop=True),
+    )
+
+
+@pytest.mark.model
+def test_results_to_frame_has_one_row_per_run_with_each_category(runs: tuple[Path, Results]) -> None:
+    _, results = runs
+    frame = results.to_frame()
+    assert list(frame.columns[:5]) == ["run_id", "scenario", "model", "status", "error"]
+    assert frame.scenario.tolist() == ["mmlu"] and frame.model.tolist() == ["smollm2-135m-instruct"]
+    accuracy = results.metrics.query("category == 'accuracy'").value.iloc[0]
+    assert frame.accuracy.iloc[0] == accuracy
+
+
+def test_evaluate_refuses_nothing_to_run_and_unknown_names_before_anything_starts() -> None:
+    with pytest.raises(SpecError):
+        evaluate([])
+    with pytest.raises((SpecError, LookupError)):
+        evaluate("no-such-scenario-anywhere")
