@@ -42,6 +42,7 @@ def _all_metrics(db: Path | str | None, run_ids: list[str]) -> pd.DataFrame:
 
 
 @pytest.mark.model
+@pytest.mark.slow  # two real runs of the model (about a minute): make test-slow
 def test_evaluate_gives_the_metrics_of_helmflow_run(runs: tuple[Path, Results]) -> None:
     cli_db, results = runs
     assert results.ok and list(results.statuses.values()) == ["succeeded"] and results.errors == {}
@@ -64,6 +65,7 @@ def test_evaluate_gives_the_metrics_of_helmflow_run(runs: tuple[Path, Results]) 
 
 
 @pytest.mark.model
+@pytest.mark.slow
 def test_results_to_frame_has_one_row_per_run_with_each_category(runs: tuple[Path, Results]) -> None:
     _, results = runs
     frame = results.to_frame()

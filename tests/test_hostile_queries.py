@@ -123,9 +123,9 @@ def test_a_plain_select_still_works(warehouse: Path, capsys: pytest.CaptureFixtu
             "(or raise the bound with --max-rows)",
         ),
         (
-            "select repeat('x', 100000) from range(20000)",
-            ["--memory-limit", "128"],
-            "query: the result takes more than 128 MB; select fewer rows or columns "
+            "select repeat('x', 100000) from range(2000)",
+            ["--memory-limit", "64"],
+            "query: the result takes more than 64 MB; select fewer rows or columns "
             "(or raise the bound with --memory-limit)",
         ),
     ],

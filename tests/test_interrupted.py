@@ -100,6 +100,7 @@ def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture)
     shows_interrupted_then_reaped(db, capsys)
 
 
+@pytest.mark.slow  # a real run started and stopped (about 20 s): make test-slow
 def test_sigterm_during_inference_ends_every_child(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """SIGTERM to the run alone (as a scheduler or `kill` sends it): the command unwinds, says so, and
     leaves no process of its session behind (the validation worker outlived it by hours)."""

@@ -29,6 +29,7 @@ def cached(db: Path) -> int:
         return 0
 
 
+@pytest.mark.slow  # a killed run, its resume and a clean run of 100 instances (minutes): make test-slow
 def test_killed_then_resumed_equals_uninterrupted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     spec = write(tmp_path / "mmlu_plain.yaml", SCENARIO)
     killed_db = tmp_path / "killed.duckdb"

@@ -88,6 +88,7 @@ def logprobs(model, requests: list[Request], share: bool) -> list[list[float]]: 
 
 
 @pytest.mark.model
+@pytest.mark.slow  # six full scorings of the real model (about 3 minutes on 2 cores): make test-slow
 @pytest.mark.parametrize(
     "requests", [FEWSHOT, SEPARATE, FEWSHOT[:3] + SEPARATE + FEWSHOT[3:]], ids=["fewshot", "separate", "mixed"]
 )
