@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q -m "not servers and not slow"
 
 # The slower tier: every offline scenario of the library on the model, the Dask/Ray cluster runners and a
-# cron deployment under serve (about 11.5 minutes on 2 cores). .ci/run runs it after make test.
+# cron deployment under serve, kill-and-resume, SIGTERM, shared-prefix equality (about 16 minutes on 2 cores). .ci/run runs it after make test.
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m "slow and not servers"
 
