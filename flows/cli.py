@@ -362,6 +362,10 @@ def console_main() -> NoReturn:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
+    except BrokenPipeError:  # the reader went away (`helmflow leaderboard | head`): what it wanted was shown
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at the final flush
+        code = 1  # as rich exits when its own write meets the closed pipe
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         termination.stop_children()

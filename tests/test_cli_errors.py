@@ -347,3 +347,23 @@ def test_a_quiet_server_that_fails_to_start_is_quoted_in_the_error(monkeypatch: 
     assert (
         str(failed.value) == "Prefect's temporary server exited with code 1 while starting: ERROR: database is locked"
     )
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`helmflow leaderboard | head -1`: the pipe closes before helmflow is done writing."""
+    import subprocess
+    import sys
+
+    from tests.test_merge import record_run
+
+    db = tmp_path / "w.duckdb"
+    record_run(db, "run-a", "model-a", "s1", [0, 1, 0])
+    record_run(db, "run-b", "model-b", "s1", [1, 1, 0])
+    helmflow = Path(sys.executable).with_name("helmflow")
+    reader = subprocess.Popen(
+        [str(helmflow), "--db", str(db), "leaderboard"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert reader.stdout is not None
+    reader.stdout.close()  # before helmflow writes: its first line meets a closed pipe, as after `head -1`
+    _, err = reader.communicate(timeout=60)
+    assert (reader.returncode, err) == (1, b"")  # the output was cut: 1, and nothing on stderr
