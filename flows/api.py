@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from prefect import Flow
 
-    from helmflow.flows.benchmark import RunOutcome
+    from helmflow.flows.pipeline import RunOutcome
     from helmflow.flows.progress import Reporter
     from helmflow.flows.runners import RunnerSpec
     from helmflow.warehouse.store import Warehouse
@@ -150,32 +150,29 @@ def evaluate(
     model_specs = [find_model(m) for m in (model_refs or targets.models or [DEFAULT_MODEL])]
     seed = seed if seed is not None else (targets.seed or 0)
     open_warehouse(db_path).check()  # a path that is not a warehouse fails now, before data and model load
-    from helmflow.flows import progress as progress_module
     from helmflow.flows.benchmark import benchmark
-    from helmflow.flows.runners import suite_runner
+    from helmflow.flows.pipeline import RunContext
+    from helmflow.flows.runners import suite_runner, thread_environment
     from helmflow.flows.startup import get_ready
 
     chosen = runner_spec(runner or suite_runner(refs), workers, shards)
+    context = RunContext(progress)
+    context.thread_environment = thread_environment()  # before a local cluster changes it
     # Bad data fails here, before any flow runs; meanwhile Prefect's server starts and the model loads.
-    get_ready(targets.plans, model_specs, seed, source, load_model=not chosen.fans_out)
-    previous = progress_module.reporter
-    if progress is not None:
-        progress_module.set_reporter(progress)
+    get_ready(targets.plans, model_specs, seed, source, load_model=not chosen.fans_out, context=context)
     shown = progress if isinstance(progress, contextlib.AbstractContextManager) else contextlib.nullcontext()
-    try:
-        with shown:
-            outcomes = on_runner(benchmark, chosen)(
-                targets.plans,
-                model_specs,
-                seed=seed,
-                db=db_path,
-                prefer=source,
-                use_cache=use_cache,
-                fan_out=chosen.fans_out,
-                shards=shards,
-            )
-    finally:
-        progress_module.set_reporter(previous)
+    with shown:
+        outcomes = on_runner(benchmark, chosen)(
+            targets.plans,
+            model_specs,
+            seed=seed,
+            db=db_path,
+            prefer=source,
+            use_cache=use_cache,
+            fan_out=chosen.fans_out,
+            shards=shards,
+            context=context,
+        )
     return Results(list(outcomes), db_path)
 
 

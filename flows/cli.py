@@ -31,7 +31,7 @@ from helmflow.flows.cli_history import (
 )
 from helmflow.flows.cli_report import add_report_parser
 from helmflow.flows.cli_schedule import cmd_refresh, cmd_schedule, cmd_serve
-from helmflow.flows.cli_specs import cmd_perturb, cmd_specs_list, cmd_specs_show, cmd_specs_validate
+from helmflow.flows.cli_specs import cmd_perturb, cmd_specs_list, cmd_specs_metrics, cmd_specs_show, cmd_specs_validate
 from helmflow.specs.loader import SpecError
 
 if TYPE_CHECKING:
@@ -91,17 +91,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from helmflow.flows import progress
     from helmflow.flows.benchmark import resumable, resume
     from helmflow.flows.display import Display, results_table
+    from helmflow.flows.pipeline import RunContext
+    from helmflow.flows.runners import thread_environment
 
     resumable(args.db, args.resume)  # a clear error before Prefect starts, if it cannot be resumed
     runner = _runner(args, None)
     display = Display()
-    progress.set_reporter(display)
+    context = RunContext(display)
+    context.thread_environment = thread_environment()  # before a local cluster changes it
     with display:
         outcome = _on(resume, runner)(
-            args.resume, db=args.db, prefer=args.source, fan_out=runner.fans_out, shards=args.shards
+            args.resume, db=args.db, prefer=args.source, fan_out=runner.fans_out, shards=args.shards, context=context
         )
     results_table(args.db, [outcome.run_id])
     return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
@@ -303,7 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = specs.add_parser("validate", help="check spec files")
     validate.add_argument("paths", nargs="+")
     validate.set_defaults(func=cmd_specs_validate)
-    specs.add_parser("list", help="list suites, scenarios and models").set_defaults(func=cmd_specs_list)
+    specs.add_parser(
+        "list", help="list suites, scenarios and models, and the backends, metrics and data formats specs may name"
+    ).set_defaults(func=cmd_specs_list)
+    specs.add_parser(
+        "metrics", help="every metric `metrics:` may name (plugins' too), as a Markdown table"
+    ).set_defaults(func=cmd_specs_metrics)
     schema = specs.add_parser("schema", help="the JSON Schema of a spec kind (for editors and tools)")
     schema.add_argument("kind", choices=["scenario", "model", "suite"])
     schema.set_defaults(func=cmd_specs_schema)

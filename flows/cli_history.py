@@ -211,7 +211,7 @@ def cmd_regressions(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from helmflow.flows.rescore import rescore
+    from helmflow.flows.pipeline import rescore
 
     version = rescore(args.db, args.run)
     print(f"run {args.run}: metrics version {version} stored")

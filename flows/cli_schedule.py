@@ -10,15 +10,14 @@ from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 def cmd_refresh(args: argparse.Namespace) -> int:
     """One refresh now, in this process (what a scheduled run does)."""
-    from helmflow.flows import progress
     from helmflow.flows.display import Display
+    from helmflow.flows.pipeline import RunContext
     from helmflow.flows.refresh import RefreshFailed, RegressionFound, refresh
 
     display = Display()
-    progress.set_reporter(display)
     try:
         with display:
-            report = refresh(args.suites, args.model, args.db)
+            report = refresh(args.suites, args.model, args.db, context=RunContext(display))
     except RegressionFound as exc:
         print(f"regression(s):\n{exc}", file=sys.stderr)
         return EXIT_FAILED

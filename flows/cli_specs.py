@@ -1,4 +1,4 @@
-"""`helmflow specs validate | list | show` and `helmflow perturb`."""
+"""`helmflow specs validate | list | show | metrics` and `helmflow perturb`."""
 
 from __future__ import annotations
 
@@ -158,7 +158,47 @@ def cmd_specs_list(args: argparse.Namespace) -> int:
                 row["sources"] = source_kinds(spec)
                 row["offline here"] = "yes" if offline_available(spec, loaded.path.parent) else "no"
             rows.append({**row, "description": " ".join(spec.description.split())[:80]})
-    print_frame(pd.DataFrame(rows), "table")
+    print_frame(pd.DataFrame(rows + registry_rows()), "table")
+    return EXIT_OK
+
+
+def registry_rows() -> list[dict[str, str]]:
+    """The backends, metrics and data formats specs may name, helmflow's own and installed plugins'."""
+    from helmflow.specs import registry
+
+    def row(kind: str, name: str, plugin: registry.Plugin, description: str) -> dict[str, str]:
+        whose = "" if plugin.own else f" (plugin: {plugin.distribution} {plugin.version})"
+        return {"kind": kind, "name": name, "sources": "", "offline here": "", "description": description + whose}
+
+    rows = [row("backend", name, registry.backend(name), "model backend") for name in registry.backend_names()]
+    for info in registry.metrics().values():
+        better = "higher" if info.higher_is_better else "lower"
+        rows.append(row("metric", info.name, info.plugin, f"{info.category}: {info.display_name}; {better} is better"))
+    rows += [row("format", name, registry.source(name), "data format") for name in registry.source_names()]
+    return rows
+
+
+METHOD_SHORT = {
+    "multiple_choice_joint": "mc joint",
+    "multiple_choice_separate": "mc separate",
+    "multiple_choice_calibrated": "mc calibrated",
+    "generation": "generation",
+}
+
+
+def cmd_specs_metrics(args: argparse.Namespace) -> int:
+    """The metric registry as a Markdown table (the reference of what `metrics:` may name), plugins' too."""
+    from helmflow.specs import registry
+
+    print("| metric | category | better | adapter methods | display name | from | description |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for info in registry.metrics().values():
+        better = "higher" if info.higher_is_better else "lower"
+        methods = ", ".join(METHOD_SHORT.get(m, m) for m in info.methods)
+        whose = "helmflow" if info.plugin.own else f"{info.plugin.distribution} {info.plugin.version}"
+        description = " ".join(info.description.split()).replace("|", "\\|")
+        cells = [f"`{info.name}`", info.category, better, methods, info.display_name, whose, description]
+        print("| " + " | ".join(cells) + " |")
     return EXIT_OK
 
 

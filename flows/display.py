@@ -150,7 +150,7 @@ def no_interval_reasons(metrics: pd.DataFrame) -> set[str]:
 def results_table(db: str | None, run_ids: list[str]) -> None:
     """One row per run with each category's headline value and 95% interval, then a legend of the metrics."""
     from helmflow.flows.report.answers import answer_spread
-    from helmflow.tasks.metrics import CATEGORIES
+    from helmflow.specs.registry import categories
     from helmflow.warehouse.store import Warehouse
 
     if not run_ids:
@@ -164,7 +164,7 @@ def results_table(db: str | None, run_ids: list[str]) -> None:
         if r.headline and r.group_name == ""
     }
     frame = long[["run_id", "scenario", "model", "status", "n", "wall_s"]].drop_duplicates("run_id")
-    for category in CATEGORIES:
+    for category in categories():  # helmflow's, then those installed plugins add
         frame.insert(len(frame.columns) - 1, category, [headline.get((r, category), "") for r in frame.run_id])
     print_frame(frame, "table")
     names = sorted({(c, m) for c, m in zip(long.category, long.headline_metric, strict=True) if isinstance(c, str)})

@@ -148,9 +148,24 @@ def infer(
     use_cache: bool = True,
     progress: Progress | None = None,
 ) -> InferenceResult:
-    """`progress` is called once before the first chunk (what the cache answered) and after every chunk."""
+    """Every request answered, from the cache or by `model` (see `answer`)."""
     warehouse = Warehouse(db)
     plan = plan_inference(requests, ModelIdentity.of(model), warehouse, use_cache)
+    return plan.result(answer(model, plan, warehouse, run_id, use_cache, progress))
+
+
+def answer(
+    model: ModelBackend,
+    plan: InferencePlan,
+    warehouse: Warehouse,
+    run_id: str,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> int:
+    """The plan's missing answers computed chunk by chunk, each chunk cached (`use_cache`) before the next
+    starts and added to `plan.answers`; returns how many requests went to the model.
+
+    `progress` is called once before the first chunk (what the cache answered) and after every chunk."""
     total, done, calls = len(plan.distinct), len(plan.answers), 0
     retried = retries_of(model)  # the model may have retried for earlier runs: count this run's only
     if progress:
@@ -166,4 +181,4 @@ def infer(
         done += len(lacking)
         if progress:
             progress(done, total, retries_of(model) - retried)
-    return plan.result(calls)
+    return calls

@@ -1,7 +1,7 @@
 """Progress reporting from inside the flow to whoever started it (the CLI's display).
 
-The flow runs in the CLI's process, so a module-level hook is enough and keeps display
-objects out of the flow's parameters (Prefect records parameters with the flow run).
+The flow runs in the CLI's process; the reporter reaches it in the flow's RunContext
+(flows/pipeline.py), which Prefect records by its type name only.
 
 Inference reports after every chunk: requests answered so far of the run's total (answers from the
 cache count as answered from the start), and the retries so far (HTTP retries of a model server, a
@@ -133,7 +133,8 @@ class InferenceProgress:
     with what the cache answered, and every later one (after each chunk) advances it. `retried`: the
     retries before this call began (a Prefect retry of the inference task), added to the model's own."""
 
-    def __init__(self, label: str, retried: int = 0) -> None:
+    def __init__(self, reporter: Reporter, label: str, retried: int = 0) -> None:
+        self.reporter = reporter
         self.label = label
         self.retried = retried
         self.started = False
@@ -141,9 +142,9 @@ class InferenceProgress:
     def __call__(self, done: int, total: int, retries: int) -> None:
         if not self.started:
             self.started = True
-            reporter.start_inference(self.label, total, done, self.retried + retries)
+            self.reporter.start_inference(self.label, total, done, self.retried + retries)
         else:
-            reporter.advance(done, self.retried + retries)
+            self.reporter.advance(done, self.retried + retries)
 
 
 def task_retries() -> int:
@@ -153,15 +154,8 @@ def task_retries() -> int:
     return max(0, int(task_run.run_count) - 1)
 
 
-def _default() -> Reporter:
-    # Prefect's runner sets PREFECT__FLOW_RUN_ID in the process it starts for a flow run: nobody set a
-    # reporter there, and its stderr is the only place progress can go.
+def default_reporter() -> Reporter:
+    """Where progress goes when the caller named nowhere: nowhere, except in a flow run that Prefect's
+    runner started in a process of its own (it sets PREFECT__FLOW_RUN_ID there), whose stderr the runner
+    forwards."""
     return Lines() if os.environ.get("PREFECT__FLOW_RUN_ID") else Silent()
-
-
-reporter: Reporter = _default()
-
-
-def set_reporter(new: Reporter) -> None:
-    global reporter
-    reporter = new

@@ -18,10 +18,13 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from prefect import flow
+from prefect.runtime import flow_run
 
-from helmflow.flows import progress
-from helmflow.flows.benchmark import evaluate, load_stage, model_stage
+from helmflow.flows.artifacts import publish_refresh
+from helmflow.flows.benchmark import load_stage
 from helmflow.flows.history import Regression, regressions
+from helmflow.flows.in_process import InProcess
+from helmflow.flows.pipeline import Pair, RunContext, run_pairs
 from helmflow.flows.plans import suite_plans
 from helmflow.specs.library import find, find_model
 from helmflow.specs.loader import spec_hash
@@ -104,19 +107,20 @@ def notify(settings: Notify, message: str, found: list[Regression]) -> None:
 
 
 @flow(name="helmflow-refresh", validate_parameters=False, log_prints=False)
-def refresh(suites: list[str], models: list[str] | None = None, db: str | None = None) -> RefreshReport:
-    from prefect.runtime import flow_run
-
+def refresh(
+    suites: list[str], models: list[str] | None = None, db: str | None = None, context: RunContext | None = None
+) -> RefreshReport:
+    context = context or RunContext()
     report = RefreshReport()
     for suite_name in suites:
         suite = find("suite", suite_name).spec
         assert isinstance(suite, SuiteSpec)
-        prepared = [load_stage(plan, suite.seed, "auto") for plan in suite_plans(suite)]
+        prepared = [load_stage(plan, suite.seed, "auto", context) for plan in suite_plans(suite)]
         failed: list[str] = []  # this suite's runs that did not succeed
         for model_name in models or suite.models:
             model_spec = find_model(model_name)
             current_model = fingerprint_of(model_spec)
-            model = None  # loaded only when something is stale
+            stale: list[Pair] = []
             for prep in prepared:
                 label = f"{model_spec.name} × {prep.plan.spec.name}"
                 current = {
@@ -129,18 +133,20 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
                 reasons = staleness(current, latest, suite.max_age_seconds)
                 if not reasons:
                     report.fresh.append(f"{label} (run {latest['run_id']})")  # type: ignore[index]
-                    progress.reporter.stage(label, "fresh")
+                    context.reporter.stage(label, "fresh")
                     continue
                 resume_id = resumable_run(crashed, current, suite.seed)
                 if resume_id:
                     reasons.append(f"resuming crashed run {resume_id}")
                 report.reasons[label] = reasons
-                progress.reporter.stage(label, "stale: " + "; ".join(reasons))
-                model = model or model_stage(model_spec)
-                outcome = evaluate(prep, model, model_spec, suite.seed, db, flow_run.id, resume_run_id=resume_id)
+                context.reporter.stage(label, "stale: " + "; ".join(reasons))
+                stale.append(Pair(prep, model_spec, resume_id))
+            # The model loads only when something is stale (the executor loads it for the first run).
+            outcomes = run_pairs(stale, InProcess(context, db), context, suite.seed, db, flow_run.id) if stale else []
+            for outcome in outcomes:
                 report.ran.append(outcome.run_id)
                 if outcome.status != "succeeded":
-                    failure = f"{label}: {outcome.status} (run {outcome.run_id})"
+                    failure = f"{model_spec.name} × {outcome.scenario}: {outcome.status} (run {outcome.run_id})"
                     failed.append(failure + (f": {outcome.error}" if outcome.error else ""))
         report.failed += failed
         found = [r for r in regressions(Warehouse(db)) if r.after_run in report.ran]
@@ -159,8 +165,6 @@ def refresh(suites: list[str], models: list[str] | None = None, db: str | None =
                 f"helmflow refresh of suite {suite.name}: {len(failed)} run(s) failed\n" + "\n".join(failed),
                 [],
             )
-    from helmflow.flows.artifacts import publish_refresh
-
     publish_refresh(report, db, suites)
     if report.failed:  # the flow run fails: Prefect and the command's exit code say so
         raise RefreshFailed("\n".join(["failed run(s):", *report.failed, *report.regressions]))

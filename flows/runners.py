@@ -2,12 +2,13 @@
 
 Who does what:
 
-- The flow process is the one writer. For every (model, scenario) run it looks the inference
-  cache up, cuts what is missing into the same fixed chunks the local runner uses (so every
-  answer is computed in the same batch as on one machine), groups whole chunks into shards and
-  submits them. It writes each shard's answers to the cache as the shard returns, and it alone
-  writes the runs, so `--resume` finishes a run whose shards did not all come back.
-- Workers only compute. Each worker process loads a model once and keeps it (`_MODELS`) for every
+- The flow process is the one writer, and runs the pipeline (flows/pipeline.py), which plans each
+  run's inference: the cache looked up, what is missing cut into the same fixed chunks the local
+  runner uses (so every answer is computed in the same batch as on one machine). `ClusterExecutor`
+  groups whole chunks into shards and submits them, and writes each shard's answers to the cache as
+  the shard returns; the pipeline alone writes the runs, so `--resume` finishes a run whose shards did
+  not all come back.
+- Workers only compute. Each worker process loads a model once and keeps it (tasks/models/kept.py) for every
   shard it gets, and checks that its copy is the model the run was planned for. Torch runs there on
   the flow process's thread count (what a local run would use, recorded as the run's num_threads):
   float sums split over another number of threads round differently, and the answers would not be
@@ -28,10 +29,10 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 from prefect import task
@@ -40,20 +41,12 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import TaskRunner
 
 from helmflow.flows import progress
-from helmflow.flows.benchmark import (
-    Prepared,
-    RunOutcome,
-    complete_run,
-    fail,
-    open_run,
-    predictions_of,
-    requests_of,
-    with_baselines,
-)
-from helmflow.flows.inference import InferencePlan, ModelIdentity, compute_chunk, plan_inference, retries_of
+from helmflow.flows.inference import ModelIdentity, compute_chunk, retries_of
+from helmflow.flows.pipeline import Run, RunContext
+from helmflow.specs.library import resolve_run_target
 from helmflow.specs.loader import SpecError
-from helmflow.specs.schema import ModelSpec
-from helmflow.tasks.models import ModelBackend, ModelError, ModelInfo, load_model
+from helmflow.specs.schema import ModelSpec, SuiteSpec
+from helmflow.tasks.models import ModelBackend, ModelError, ModelInfo, kept
 from helmflow.tasks.records import Completion, Request
 from helmflow.warehouse.store import Warehouse
 
@@ -92,9 +85,6 @@ def parse_runner(text: str, workers: int = 2) -> RunnerSpec:
 
 def suite_runner(refs: list[str]) -> str | None:
     """The `runner:` of the first suite among what `helmflow run` was given that names one."""
-    from helmflow.specs.library import resolve_run_target
-    from helmflow.specs.schema import SuiteSpec
-
     for ref in refs:
         loaded = resolve_run_target(ref)
         # getattr: SuiteSpec gains the field in specs/schema.py; until then no suite names a runner.
@@ -109,7 +99,6 @@ def task_runner(spec: RunnerSpec) -> TaskRunner | None:
 
     The cluster's own logs follow Prefect's level (quiet unless `helmflow -v`).
     """
-    remember_thread_environment()  # before a local cluster can change it
     level = os.environ.get("PREFECT_LOGGING_LEVEL", "INFO").upper()
     if spec.kind == "dask":
         # Before distributed is imported here and in the worker processes it spawns (they inherit it).
@@ -137,9 +126,7 @@ def task_runner(spec: RunnerSpec) -> TaskRunner | None:
     return None
 
 
-_KEEPING_SIGTERM: dict[type, type] = {}
-
-
+@cache  # one subclass per runner class
 def _keeping_sigterm(runner_class: type[TaskRunner]) -> type[TaskRunner]:
     """The task runner class, but SIGTERM is handled after it starts as it was before.
 
@@ -147,29 +134,19 @@ def _keeping_sigterm(runner_class: type[TaskRunner]) -> type[TaskRunner]:
     so neither Prefect's handler nor the command's (flows/termination.py) would run, and the cluster and
     the command's children would not be shut down as they are on every other way out.
     """
-    if runner_class not in _KEEPING_SIGTERM:
 
-        class KeepingSigterm(runner_class):  # type: ignore[valid-type, misc]
-            def __enter__(self) -> KeepingSigterm:
-                before = signal.getsignal(signal.SIGTERM)
-                entered = super().__enter__()
-                if before is not None and threading.current_thread() is threading.main_thread():
-                    signal.signal(signal.SIGTERM, before)  # installs Python's own handler again, over Ray's
-                return entered
+    class KeepingSigterm(runner_class):  # type: ignore[valid-type, misc]
+        def __enter__(self) -> KeepingSigterm:
+            before = signal.getsignal(signal.SIGTERM)
+            entered = super().__enter__()
+            if before is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, before)  # installs Python's own handler again, over Ray's
+            return entered
 
-        _KEEPING_SIGTERM[runner_class] = KeepingSigterm
-    return _KEEPING_SIGTERM[runner_class]
+    return KeepingSigterm
 
 
 # -- on a worker -----------------------------------------------------------------------------------------
-
-# The models this worker process has loaded, by model spec JSON, most recently used last. A few
-# are kept, so a suite of several models does not reload one per shard nor hold every one.
-KEEP_MODELS = 2
-_MODELS: OrderedDict[str, ModelBackend] = OrderedDict()
-_LOADS: Counter[str] = Counter()  # how many times this process loaded each spec (1 is the aim)
-_LOCK = threading.Lock()  # a threaded runner's tasks share one process: load each model once
-
 
 # Backends whose models run elsewhere, not on torch in this process: they have no thread count to match.
 REMOTE_BACKENDS = ("openai",)
@@ -177,12 +154,11 @@ REMOTE_BACKENDS = ("openai",)
 # process's own environment (for the workers it spawns), so torch, imported here after the cluster
 # started, would count 1 thread where a local run counts the machine's cores.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-_thread_environment: dict[str, str | None] | None = None  # as it was before the cluster started
 
 
-def remember_thread_environment() -> None:
-    global _thread_environment
-    _thread_environment = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+def thread_environment() -> dict[str, str | None]:
+    """The variables as they are now: taken before a local cluster starts (the flow's RunContext keeps them)."""
+    return {name: os.environ.get(name) for name in THREAD_VARIABLES}
 
 
 @contextmanager
@@ -208,13 +184,14 @@ def _set_variable(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
-def flow_threads(spec: ModelSpec) -> int | None:
-    """The torch threads a local run of this model would use (this process's), which the workers then use;
-    None for a backend that does not run on torch here."""
+def flow_threads(spec: ModelSpec, before_cluster: dict[str, str | None] | None = None) -> int | None:
+    """The torch threads a local run of this model would use (this process's, under the thread variables
+    as they were `before_cluster` started), which the workers then use; None for a backend that does not
+    run on torch here."""
     if spec.backend in REMOTE_BACKENDS:
         return None
     # Torch reads the environment once, at its first count: a count made already stands (a test's set_num_threads).
-    with _environment(_thread_environment):
+    with _environment(before_cluster):
         import torch
 
         return int(torch.get_num_threads())
@@ -232,22 +209,13 @@ def use_threads(threads: int | None) -> None:
 
 
 def worker_model(spec: ModelSpec, threads: int | None = None) -> ModelBackend:
-    key = spec.model_dump_json()
-    with _LOCK:
-        use_threads(threads)
-        model = _MODELS.pop(key, None)
-        if model is None:
-            model = load_model(spec)
-            _LOADS[key] += 1
-        _MODELS[key] = model
-        while len(_MODELS) > KEEP_MODELS:
-            _MODELS.popitem(last=False)
-    return model
+    """The model as this worker process keeps it (tasks/models/kept.py), torch on `threads` threads."""
+    return kept.WORKER.get(spec, lambda: use_threads(threads))
 
 
 def model_loads() -> dict[str, int]:
     """This process's model loads by spec JSON (what a test or an operator asks each worker)."""
-    return dict(_LOADS)
+    return kept.WORKER.loads()
 
 
 def worker_name() -> str:
@@ -274,26 +242,22 @@ class ChunkDone:
     retries: int
 
 
-# Handlers of this process's listeners, by token: a shard running in this process (a thread runner) calls
-# its flow's handler directly.
-_LISTENERS: dict[str, Callable[[ChunkDone], None]] = {}
-
-
 @dataclass(frozen=True)
 class ChunkChannel:
     """What a shard task is given to report its chunks on: the flow's Dask event topic, its Ray queue, or
-    (any other runner) its handler in this process. Sending never fails the shard."""
+    (any other runner: its tasks run in this process) its handler. Sending never fails the shard."""
 
     token: str
     queue: Any = None  # a ray.util.queue.Queue, for the Ray runner
+    handler: Callable[[ChunkDone], None] | None = None  # for a runner in this process: never pickled
 
     def send(self, done: ChunkDone) -> None:
         message = {"label": done.label, "answered": done.answered, "retries": done.retries}
         try:
             if self.queue is not None:
                 self.queue.put_nowait(message)
-            elif self.token in _LISTENERS:
-                _LISTENERS[self.token](done)
+            elif self.handler is not None:
+                self.handler(done)
             else:
                 from distributed import get_worker
 
@@ -327,11 +291,7 @@ def listening(handler: Callable[[ChunkDone], None]) -> Iterator[ChunkChannel]:
         with _ray_queue(handler) as queue:
             yield ChunkChannel(token, queue)
     else:
-        _LISTENERS[token] = handler
-        try:
-            yield ChunkChannel(token)
-        finally:
-            del _LISTENERS[token]
+        yield ChunkChannel(token, handler=handler)
 
 
 @contextmanager
@@ -407,36 +367,8 @@ def infer_shard(
 # -- in the flow process -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pair:
-    """One (model, scenario) run to make, or to finish (`resume_run_id`)."""
-
-    prep: Prepared
-    model_spec: ModelSpec
-    resume_run_id: str | None = None
-
-
 class ShardsFailed(RuntimeError):
     """Some of a run's shards failed after the runner's retries; the others' answers are cached."""
-
-
-@dataclass
-class InFlight:
-    pair: Pair
-    run_id: str
-    info: ModelInfo
-    requests: list[Request]
-    baselines: dict[str, Request]
-    plan: InferencePlan
-    began: float
-    shards: int = 0
-    pending: int = 0
-    calls: int = 0
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def names(self) -> tuple[str, str]:
-        return self.pair.prep.plan.spec.name, self.pair.model_spec.name
 
 
 def shard(chunks: list[list[Request]], shards: int) -> list[list[list[Request]]]:
@@ -458,14 +390,15 @@ class ShardMeter:
     returns (its final count); what the reporter is told after each. Called from the cluster client's
     thread as well as the flow's."""
 
-    def __init__(self, label: str, total: int, done_at_start: int) -> None:
+    def __init__(self, reporter: progress.Reporter, label: str, total: int, done_at_start: int) -> None:
+        self.reporter = reporter
         self.done_at_start = done_at_start
         self.answered: dict[str, int] = {}  # by shard label
         self.retries: dict[str, int] = {}
         self.closed = False
         self._said = (done_at_start, 0)  # a shard's result repeats what its last chunk said: said once
         self._lock = threading.Lock()
-        progress.reporter.start_inference(label, total, done_at_start)
+        self.reporter.start_inference(label, total, done_at_start)
 
     def chunk(self, done: ChunkDone) -> None:
         """A worker's report: counts only grow (a shard retried from its start reports lower ones again)."""
@@ -484,132 +417,125 @@ class ShardMeter:
     def close(self) -> None:
         with self._lock:
             self.closed = True
-            progress.reporter.end_inference()
+            self.reporter.end_inference()
 
     def _report(self) -> None:
         now = (self.done_at_start + sum(self.answered.values()), sum(self.retries.values()))
         if not self.closed and now != self._said:
             self._said = now
-            progress.reporter.advance(*now)
+            self.reporter.advance(*now)
 
 
-def _progress_label(flights: list[InFlight], shards: int) -> str:
-    if len(flights) == 1:
-        return f"{flights[0].names[0]} × {flights[0].names[1]} ({shards} shard{'s' * (shards != 1)})"
-    return f"{len(flights)} runs ({shards} shard{'s' * (shards != 1)})"
+def _progress_label(runs: list[Run], shards: int) -> str:
+    if len(runs) == 1:
+        return f"{runs[0].names[0]} × {runs[0].names[1]} ({shards} shard{'s' * (shards != 1)})"
+    return f"{len(runs)} runs ({shards} shard{'s' * (shards != 1)})"
 
 
-def fan_out_runs(
-    pairs: list[Pair], seed: int, db: str | None, flow_run_id: str | None, use_cache: bool, shards: int
-) -> list[RunOutcome]:
-    """Every pair's inference on the flow's task runner; runs are written here, in the pairs' order."""
-    meter: ShardMeter | None = None
+@dataclass
+class _Sent:
+    """A run whose shards are out: how many, how many are still out, and why those that failed did."""
 
-    def chunk_done(done: ChunkDone) -> None:
-        if meter is not None:
-            meter.chunk(done)
-
-    with listening(chunk_done) as channel:
-        outcomes, futures, flights = _submit_runs(pairs, seed, db, flow_run_id, use_cache, shards, channel)
-        total = sum(len(f.plan.distinct) for f in flights)
-        done = sum(len(f.plan.answers) for f in flights)
-        meter = ShardMeter(_progress_label(flights, len(futures)), total, done)
-        try:
-            _collect(futures, outcomes, meter, db, use_cache)
-        finally:
-            meter.close()
-    return [o for o in outcomes if o is not None]
+    run: Run
+    shards: int
+    pending: int
+    failures: list[str]
 
 
-Submitted = dict[int, tuple[PrefectFuture, int, InFlight, int, str]]  # by id(future): index, flight, number, label
+class ClusterExecutor:
+    """The pipeline's executor for a Dask or Ray runner (flows/pipeline.py's `Executor`): every run's
+    missing chunks in `shards` groups, submitted to the flow's task runner as the runs start; each shard's
+    answers cached in this process as it returns, and each run handed back once its last shard is back.
 
+    Every model is described (loaded on a worker) when the executor is entered, side by side."""
 
-def _submit_runs(
-    pairs: list[Pair],
-    seed: int,
-    db: str | None,
-    flow_run_id: str | None,
-    use_cache: bool,
-    shards: int,
-    channel: ChunkChannel,
-) -> tuple[list[RunOutcome | None], Submitted, list[InFlight]]:
-    """Open every pair's run and submit its shards; a run with nothing to compute is finished here."""
-    warehouse = Warehouse(db)
-    specs = {p.model_spec.model_dump_json(): p.model_spec for p in pairs}
-    # The workers run torch on this process's threads: a run on them gives the local runner's answers.
-    threads = {key: flow_threads(spec) for key, spec in specs.items()}
-    described = {key: describe_model.submit(spec, threads[key]) for key, spec in specs.items()}
-    models = {key: future.result() for key, future in described.items()}  # a model that cannot load stops here
-    outcomes: list[RunOutcome | None] = [None] * len(pairs)
-    futures: Submitted = {}
-    flights: list[InFlight] = []
-    for index, pair in enumerate(pairs):
-        key = pair.model_spec.model_dump_json()
-        info, identity = models[key]
-        began = time.perf_counter()
-        run_id = open_run(pair.prep, info, pair.model_spec, seed, db, flow_run_id, pair.resume_run_id)
-        try:
-            requests = requests_of(pair.prep, seed)
-            sent, baselines = with_baselines(requests)
-            plan = plan_inference(sent, identity, warehouse, use_cache)
-            flight = InFlight(pair, run_id, info, requests, baselines, plan, began)
-            groups = shard(plan.missing(), shards)
-            flight.shards = flight.pending = len(groups)
-            for number, group in enumerate(groups, 1):
-                chunks = [[(plan.keys[r.id], r) for r in chunk] for chunk in group]
-                label = f"{flight.names[0]} × {flight.names[1]} [{number}/{len(groups)}]"
-                future = infer_shard.submit(pair.model_spec, identity, chunks, label, threads[key], channel)
-                futures[id(future)] = (future, index, flight, number, label)
-        except Exception as exc:
-            outcomes[index] = fail(db, run_id, (pair.prep.plan.spec.name, pair.model_spec.name), exc)
-            continue
-        flights.append(flight)
+    def __init__(
+        self, models: list[ModelSpec], shards: int, db: str | None, use_cache: bool, context: RunContext
+    ) -> None:
+        self.specs = {spec.model_dump_json(): spec for spec in models}
+        self.shards = shards
+        self.db = db
+        self.use_cache = use_cache
+        self.context = context
+        self._stack = ExitStack()
+        self._meter: ShardMeter | None = None
+        self._futures: dict[int, tuple[PrefectFuture, _Sent, int, str]] = {}  # by id(future)
+        self._sent: list[_Sent] = []
+        self._ready: list[Run] = []
+
+    def __enter__(self) -> ClusterExecutor:
+        self.channel = self._stack.enter_context(listening(self._chunk_done))
+        # The workers run torch on this process's threads: a run on them gives the local runner's answers.
+        before = self.context.thread_environment
+        self.threads = {key: flow_threads(spec, before) for key, spec in self.specs.items()}
+        described = {key: describe_model.submit(spec, self.threads[key]) for key, spec in self.specs.items()}
+        self.models = {key: future.result() for key, future in described.items()}  # one that cannot load stops here
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._meter is not None:
+            self._meter.close()
+        self._stack.close()
+
+    def _chunk_done(self, done: ChunkDone) -> None:
+        if self._meter is not None:  # chunks said before inference was counted are in the shards' results
+            self._meter.chunk(done)
+
+    def describe(self, spec: ModelSpec) -> tuple[ModelInfo, ModelIdentity]:
+        return self.models[spec.model_dump_json()]
+
+    def submit(self, run: Run) -> None:
+        key = run.pair.model_spec.model_dump_json()
+        groups = shard(run.plan.missing(), self.shards)
         if not groups:  # everything was cached
-            outcomes[index] = _finish(flight, db, use_cache)
-    return outcomes, futures, flights
+            self._ready.append(run)
+            return
+        sent = _Sent(run, len(groups), len(groups), [])
+        self._sent.append(sent)
+        for number, group in enumerate(groups, 1):
+            chunks = [[(run.plan.keys[r.id], r) for r in chunk] for chunk in group]
+            label = f"{run.names[0]} × {run.names[1]} [{number}/{len(groups)}]"
+            identity = self.models[key][1]
+            future = infer_shard.submit(run.pair.model_spec, identity, chunks, label, self.threads[key], self.channel)
+            self._futures[id(future)] = (future, sent, number, label)
 
-
-def _collect(
-    futures: Submitted, outcomes: list[RunOutcome | None], meter: ShardMeter, db: str | None, use_cache: bool
-) -> None:
-    """Each shard's answers as it returns (cached first), and each run finished once its last shard is back."""
-    warehouse = Warehouse(db)
-    for future in as_completed([f for f, *_ in futures.values()]):
-        _, index, flight, number, label = futures[id(future)]
-        try:
-            result: ShardResult = future.result()
-            if use_cache:  # before anything else: what came back survives whatever happens next
-                kinds = {k: (flight.plan.distinct[k].kind, c) for k, c in result.answers.items()}
-                warehouse.cache_answers(flight.plan.identity.fingerprint, kinds, flight.run_id)
-            flight.plan.answers.update(result.answers)
-            flight.calls += len(result.answers)
-            meter.shard(label, len(result.answers), result.retries)
-        except Exception as exc:
-            flight.failures.append(f"shard {number}/{flight.shards}: {type(exc).__name__}: {exc}")
-            meter.shard(label, 0, 0)
-        flight.pending -= 1
-        if flight.pending == 0:
-            outcomes[index] = _finish(flight, db, use_cache)
-
-
-def _finish(flight: InFlight, db: str | None, use_cache: bool) -> RunOutcome:
-    """Score and write a run whose shards have all returned, or fail it if one did not."""
-    try:
-        if flight.failures:
-            raise ShardsFailed(
-                f"{len(flight.failures)} of {flight.shards} inference shards failed after retries "
-                f"({'; '.join(flight.failures)})"
-                + (
-                    f"; the others' answers are cached: `helmflow run --resume {flight.run_id}` computes the rest"
-                    if use_cache
-                    else ""
-                )
-            )
-        result = flight.plan.result(flight.calls)
-        predictions = predictions_of(flight.requests, flight.baselines, result.completions)
-        counts = (result.model_calls, result.cache_hits)
-        return complete_run(
-            flight.pair.prep, flight.info, flight.names[1], flight.run_id, predictions, counts, flight.began, db
+    def finished(self, wait: bool) -> Iterator[Run]:
+        while self._ready:
+            yield self._ready.pop(0)
+        if not wait or not self._futures:
+            return
+        runs = [sent.run for sent in self._sent]
+        total = sum(len(r.plan.distinct) for r in runs)
+        self._meter = ShardMeter(
+            self.context.reporter,
+            _progress_label(runs, len(self._futures)),
+            total,
+            sum(len(r.plan.answers) for r in runs),
         )
-    except Exception as exc:
-        return fail(db, flight.run_id, flight.names, exc)
+        warehouse = Warehouse(self.db)
+        for future in as_completed([f for f, *_ in self._futures.values()]):
+            _, sent, number, label = self._futures[id(future)]
+            plan = sent.run.plan
+            try:
+                result: ShardResult = future.result()
+                if self.use_cache:  # before anything else: what came back survives whatever happens next
+                    kinds = {k: (plan.distinct[k].kind, c) for k, c in result.answers.items()}
+                    warehouse.cache_answers(plan.identity.fingerprint, kinds, sent.run.run_id)
+                plan.answers.update(result.answers)
+                self._meter.shard(label, len(result.answers), result.retries)
+            except Exception as exc:
+                sent.failures.append(f"shard {number}/{sent.shards}: {type(exc).__name__}: {exc}")
+                self._meter.shard(label, 0, 0)
+            sent.pending -= 1
+            if sent.pending == 0:
+                if sent.failures:
+                    sent.run.error = self._failed(sent)
+                yield sent.run
+        self._futures.clear()
+
+    def _failed(self, sent: _Sent) -> ShardsFailed:
+        resume = f"; the others' answers are cached: `helmflow run --resume {sent.run.run_id}` computes the rest"
+        return ShardsFailed(
+            f"{len(sent.failures)} of {sent.shards} inference shards failed after retries "
+            f"({'; '.join(sent.failures)})" + (resume if self.use_cache else "")
+        )

@@ -8,7 +8,8 @@ everything else here). `get_ready` instead starts that same server as a subproce
 process and its children at it (`flows/temporary_server.py`); starts the validation worker, whose first
 job is Great Expectations' import (`flows/validation_process.py`); loads every scenario's data and hands
 its checks to the worker; loads the first model; then waits for the checks (bad data still stops the
-command before any flow runs) and for the server. The flow's load tasks take what was loaded as it is.
+command before any flow runs) and for the server. The flow's load tasks take what was loaded as it is,
+from the flow's RunContext.
 """
 
 from __future__ import annotations
@@ -16,17 +17,25 @@ from __future__ import annotations
 import time
 
 from helmflow.flows import validation_process
-from helmflow.flows.benchmark import preflight, preload_model
+from helmflow.flows.pipeline import RunContext
 from helmflow.flows.plans import ScenarioPlan
+from helmflow.flows.prepare import preflight
 from helmflow.flows.temporary_server import start_prefect_api
 from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.models import load_model as load
 
 
 def get_ready(
-    plans: list[ScenarioPlan], models: list[ModelSpec], seed: int, prefer: str, load_model: bool
+    plans: list[ScenarioPlan],
+    models: list[ModelSpec],
+    seed: int,
+    prefer: str,
+    load_model: bool,
+    context: RunContext,
 ) -> dict[str, float]:
     """Check every scenario's data and load the first model (`load_model`: the flow runs models in this
     process) while Prefect's server starts; return when all three are done, with each one's seconds.
+    What was loaded is left in `context`, for the flow's load stages to take.
 
     The data and the model load one after the other: loading them in two threads races on
     transformers' lazy imports (`datasets` reads `transformers.PreTrainedTokenizerBase` while the
@@ -40,9 +49,9 @@ def get_ready(
     finish_checks = preflight(plans, seed, prefer)
     data_loaded = time.perf_counter()
     if load_model and models:
-        preload_model(models[0])
+        context.models[models[0].model_dump_json()] = load(models[0])
     loaded = time.perf_counter()
-    finish_checks()
+    context.prepared.update(finish_checks())
     checked = time.perf_counter()
     if server is not None:
         server.wait_until_healthy()

@@ -2,7 +2,8 @@
 
 Shipped specs start with `# yaml-language-server: $schema=../schemas/<kind>.schema.json`, so an
 editor with the YAML language server checks them as people type. `helmflow specs schema KIND`
-prints the same schema; `write_schemas` regenerates the files (a test keeps them current).
+prints the same schema, with the names installed plugins add (backends, metrics, data formats);
+`write_schemas` regenerates the files with helmflow's own names (a test keeps them current).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from helmflow.specs import registry
 from helmflow.specs.schema import SPEC_KINDS, ForEach
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -100,11 +102,13 @@ def modeline(kind: str) -> str:
 
 
 def write_schemas() -> list[Path]:
+    """The published schemas: helmflow's own names only, whatever plugins this environment has."""
     SCHEMAS.mkdir(exist_ok=True)
     written = []
     for kind in SPEC_KINDS:
         path = SCHEMAS / f"{kind}.schema.json"
-        path.write_text(schema_text(kind))
+        with registry.own_only():
+            path.write_text(schema_text(kind))
         written.append(path)
     return written
 

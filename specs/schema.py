@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,11 +17,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
+    ValidationInfo,
     WithJsonSchema,
     field_serializer,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from helmflow.specs import registry
 
@@ -39,6 +43,54 @@ HUB_ID = re.compile(r"^(?!.*(?:--|\.\.))(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RegistryEnum:
+    """The JSON Schema of a name from a registry: an enum of the names known when the schema is made.
+
+    Read then, not when this module is imported: the metric records live in tasks/, which imports this
+    module, and a plugin installed later should show in `helmflow specs schema`.
+    """
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self.names = names
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.names())}
+
+
+def _unknown_backend(name: str) -> str:
+    if name in registry.backend_names():
+        return name
+    raise PydanticCustomError(
+        "unknown_backend",
+        "unknown backend '{name}' (known: {known}; a plugin adds one through the entry point group {group})",
+        {"name": name, "known": ", ".join(registry.backend_names()), "group": registry.BACKENDS_GROUP},
+    )
+
+
+def _unknown_metric(name: str) -> str:
+    problem = registry.unknown_metric(name)
+    if problem:
+        raise PydanticCustomError("unknown_metric", problem)
+    return name
+
+
+def _unknown_format(name: str) -> str:
+    if name in registry.source_names():
+        return name
+    raise PydanticCustomError(
+        "unknown_format",
+        "unknown data format '{name}' (known: {known}; a plugin adds one through the entry point group {group})",
+        {"name": name, "known": ", ".join(registry.source_names()), "group": registry.SOURCES_GROUP},
+    )
+
+
+# Names checked against specs/registry.py when a spec is validated, so a plugin's names are as good as
+# helmflow's own; the JSON Schema lists the names known when it is made.
+MetricName = Annotated[str, AfterValidator(_unknown_metric), _RegistryEnum(registry.spec_metric_names)]
+BackendName = Annotated[str, AfterValidator(_unknown_backend), _RegistryEnum(registry.backend_names)]
+FormatName = Annotated[str, AfterValidator(_unknown_format), _RegistryEnum(registry.source_names)]
 
 
 class FieldMap(Strict):
@@ -117,7 +169,8 @@ class OfflineSource(Strict):
     archive: str | None = None
     files: dict[str, str | list[str]]
     # bigbench: a BIG-bench task.json (multiple choice from target_scores, generation from target).
-    format: Literal["json", "csv", "tsv", "parquet", "bigbench"] | None = None
+    # A plugin adds formats (the helmflow.sources entry points); null: from the files' suffix.
+    format: FormatName | None = None
     # For header-less CSV/TSV files.
     column_names: list[str] | None = None
     # Rows whose listed fields all equal these values are dropped (e.g. header rows repeated in a file).
@@ -182,24 +235,6 @@ class AdapterSpec(Strict):
         return self
 
 
-def _registered(kind: str) -> AfterValidator:
-    """A name that must be in a registry of specs/registry.py, read when a spec is validated."""
-
-    def check(value: str) -> str:
-        known: tuple[str, ...] = getattr(registry, kind)
-        if value not in known:
-            raise ValueError(f"Input should be {' or '.join(repr(k) for k in known)}")
-        return value
-
-    return AfterValidator(check)
-
-
-MetricName = Annotated[
-    str, _registered("CATEGORIES"), WithJsonSchema({"type": "string", "enum": list(registry.CATEGORIES)})
-]
-BackendName = Annotated[
-    str, _registered("BACKENDS"), WithJsonSchema({"type": "string", "enum": list(registry.BACKENDS)})
-]
 RobustnessName = Literal["lowercase", "contractions", "expansions", "misspellings", "extra_space", "typos", "mild_mix"]
 FairnessName = Literal["gender", "race_names", "dialect"]
 
@@ -227,13 +262,31 @@ class ScenarioSpec(Strict):
         "exact_match_token_norm",
         "exact_match_char_norm",
     ] = "exact_match"
-    metrics: list[MetricName] = Field(default_factory=lambda: ["accuracy", "calibration", "efficiency"])
+    # Categories (each stands for its metrics) or single metrics, helmflow's or a plugin's: specs/registry.py.
+    # Checked even when left out, so a metric plugin that does not load is said when a spec is checked.
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: ["accuracy", "calibration", "efficiency"], validate_default=True
+    )
     perturbations: Perturbations = Perturbations()
     # alt-profanity-check (default, offline), detoxify, or an http(s) URL; see tasks/metrics/toxicity.py.
     toxicity_classifier: str = "alt-profanity-check"
     # Restrict to these groups (e.g. MMLU subjects). Empty means all.
     groups: list[str] = Field(default_factory=list)
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_apply(cls, names: list[str], info: ValidationInfo) -> list[str]:
+        # A metric named on its own must fit the adapter method (a category just skips what does not).
+        adapter = info.data.get("adapter")
+        problem = registry.inapplicable(names, adapter.method) if isinstance(adapter, AdapterSpec) else None
+        if problem:
+            raise PydanticCustomError("inapplicable_metric", problem)
+        return names
+
+    def measures(self, category: str) -> bool:
+        """Whether the spec asks for any metric of a category (so a run prepares its perturbations or classifier)."""
+        return category in registry.measured_categories(self.metrics, self.main_metric, self.adapter.method)
 
 
 def expand_path(value: str) -> str:

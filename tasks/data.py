@@ -17,7 +17,7 @@ import logging
 import numbers
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from jinja2 import StrictUndefined
 
+from helmflow.specs import registry
 from helmflow.specs.schema import FieldMap, OfflineSource, ScenarioSpec
 from helmflow.specs.templates import TemplateError, value_of
 from helmflow.tasks.instances import LETTERS, Instance
@@ -244,6 +245,7 @@ def _read_file(path: Path, fmt: str, kwargs: dict[str, Any]) -> list[dict[str, A
     """One json, csv or parquet file's rows; an empty or unreadable file is a DataError naming it."""
     import datasets
 
+    _datasets_offline()
     # datasets fails on an empty file with no reason at all (StopIteration, or "no data"): say so first.
     header = fmt == "csv" and "column_names" not in kwargs
     if not _has_rows(path, fmt, header):
@@ -266,30 +268,62 @@ def _read_file(path: Path, fmt: str, kwargs: dict[str, Any]) -> list[dict[str, A
     return records
 
 
-def _read_offline(offline: OfflineSource, paths: list[Path]) -> Rows:
-    fmt = offline.format or paths[0].suffix.lstrip(".").replace("jsonl", "json")
-    if fmt == "bigbench":  # plain JSON: no need to import datasets (a second of start-up)
-        return [numbered for p in paths for numbered in _numbered(p, read_bigbench(p))]
+def _datasets_offline() -> None:
     import datasets
 
     datasets.disable_progress_bars()
     # Each load_dataset of a local csv/json file otherwise sends the Hub a download-count request for the
     # csv/json builder: MMLU's 57 dev files took 5 s of such requests here, where the Hub is unreachable.
     datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
-    kwargs: dict[str, Any] = {}
-    if fmt in ("csv", "tsv"):
-        # GLUE's TSVs have bare quotes: read without quoting, as the GLUE loaders do.
-        kwargs = {"delimiter": "\t" if fmt == "tsv" else ",", "keep_default_na": False}
-        if fmt == "tsv":
-            kwargs["quoting"] = csv.QUOTE_NONE
-        if offline.column_names:
-            kwargs["column_names"] = offline.column_names
-        fmt = "csv"
-    if fmt not in ("json", "csv", "parquet"):
-        expected = "json, jsonl, csv, tsv, parquet or bigbench"
-        raise DataError(f"{paths[0]}: unknown data format '{fmt}' (expected {expected})")
+
+
+def _delimited(path: Path, offline: OfflineSource, delimiter: str) -> list[dict[str, Any]]:
+    # GLUE's TSVs have bare quotes: read without quoting, as the GLUE loaders do.
+    kwargs: dict[str, Any] = {"delimiter": delimiter, "keep_default_na": False}
+    if delimiter == "\t":
+        kwargs["quoting"] = csv.QUOTE_NONE
+    if offline.column_names:
+        kwargs["column_names"] = offline.column_names
+    return _read_file(path, "csv", kwargs)
+
+
+# helmflow's own data formats, named by its `helmflow.sources` entry points as a plugin names its own:
+# a reader takes one file and the offline source that names it, and gives the file's rows.
+def read_json(path: Path, offline: OfflineSource) -> list[dict[str, Any]]:
+    return _read_file(path, "json", {})
+
+
+def read_csv(path: Path, offline: OfflineSource) -> list[dict[str, Any]]:
+    return _delimited(path, offline, ",")
+
+
+def read_tsv(path: Path, offline: OfflineSource) -> list[dict[str, Any]]:
+    return _delimited(path, offline, "\t")
+
+
+def read_parquet(path: Path, offline: OfflineSource) -> list[dict[str, Any]]:
+    return _read_file(path, "parquet", {})
+
+
+def read_bigbench_task(path: Path, offline: OfflineSource) -> list[dict[str, Any]]:
+    return read_bigbench(path)  # plain JSON: no need to import datasets (a second of start-up)
+
+
+def _reader(fmt: str, path: Path) -> Callable[[Path, OfflineSource], list[dict[str, Any]]]:
+    if fmt not in registry.source_names():
+        known = ", ".join(["jsonl", *registry.source_names()])
+        raise DataError(f"{path}: unknown data format '{fmt}' (expected {known})")
+    reader = registry.source(fmt).load()
+    if not callable(reader):
+        raise registry.PluginError(f"{registry.source(fmt).describe()} gives {type(reader).__name__}, not a reader")
+    return reader
+
+
+def _read_offline(offline: OfflineSource, paths: list[Path]) -> Rows:
+    fmt = offline.format or paths[0].suffix.lstrip(".").replace("jsonl", "json")
+    reader = _reader(fmt, paths[0])
     # One file at a time, so that each row knows its file and its number in that file.
-    return [numbered for path in paths for numbered in _numbered(path, _read_file(path, fmt, kwargs))]
+    return [numbered for path in paths for numbered in _numbered(path, reader(path, offline))]
 
 
 def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:

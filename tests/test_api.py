@@ -1,11 +1,13 @@
-"""The Python API (`helmflow.flows.api`) runs what `helmflow run` runs and gives the same metrics."""
+"""The Python API (`from helmflow import evaluate`) runs what `helmflow run` runs and gives the same metrics."""
 
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helmflow.flows.api import Results, evaluate, open_warehouse
+import helmflow
+from helmflow import Results, evaluate, open_warehouse
+from helmflow.flows import api
 from helmflow.flows.cli import main
 from helmflow.specs.loader import SpecError
 from helmflow.warehouse.db import connect
@@ -73,6 +75,21 @@ def test_results_to_frame_has_one_row_per_run_with_each_category(runs: tuple[Pat
     assert frame.scenario.tolist() == ["mmlu"] and frame.model.tolist() == ["smollm2-135m-instruct"]
     accuracy = results.metrics.query("category == 'accuracy'").value.iloc[0]
     assert frame.accuracy.iloc[0] == accuracy
+
+
+def test_the_package_s_face_is_the_api_and_imports_nothing_heavy() -> None:
+    assert (helmflow.evaluate, helmflow.open_warehouse, helmflow.Results) == (
+        api.evaluate,
+        api.open_warehouse,
+        api.Results,
+    )
+    with pytest.raises(AttributeError, match="module 'helmflow' has no attribute 'evalute'"):
+        helmflow.evalute  # noqa: B018
+    import subprocess
+    import sys
+
+    probe = "import sys, helmflow, helmflow.specs.schema; print('prefect' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_evaluate_refuses_nothing_to_run_and_unknown_names_before_anything_starts() -> None:

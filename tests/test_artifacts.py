@@ -53,6 +53,7 @@ def _stored_run(db: Path) -> str:
     return run_id
 
 
+@pytest.mark.slow  # a run and a refresh read back from Prefect's API (about 20 s): make test-slow
 def test_run_and_refresh_artifacts_land_under_the_flow_run(tmp_path: Path) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client

@@ -279,6 +279,7 @@ def test_a_disk_too_full_to_mark_the_run_failed_says_so(
 # -- the temporary Prefect server: a refused input after it started ----------------------------------
 
 
+@pytest.mark.slow  # a CLI subprocess that starts a Prefect server (about 15 s): make test-slow
 def test_a_refused_input_after_the_server_started_is_the_only_line(tmp_path: Path) -> None:
     """Data that does not decode is found after Prefect's temporary server was started (it boots while the
     data loads): the command's one line is all stderr holds, whatever the stopped server had to say."""

@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 
 from helmflow.flows.cli import main
 from helmflow.flows.history import compare, regressions
-from helmflow.flows.rescore import rescore
+from helmflow.flows.pipeline import rescore
 from helmflow.warehouse.db import connect
 from helmflow.warehouse.store import Warehouse
 from tests.conftest import TINY_SUITE, TinyRuns

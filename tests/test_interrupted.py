@@ -89,6 +89,7 @@ def shows_interrupted_then_reaped(db: Path, capsys: pytest.CaptureFixture) -> No
     assert statuses(db) == ["failed"]
 
 
+@pytest.mark.slow  # a real run killed with SIGKILL, then resumed (about 20 s): make test-slow
 def test_sigkill_during_inference(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """SIGKILL to the run alone: no exit hook runs, and every child still ends (PR_SET_PDEATHSIG)."""
     db = tmp_path / "killed.duckdb"

@@ -53,10 +53,9 @@ def test_inference_says_one_line_per_chunk_off_a_terminal(
     infer(Counting(), requests[:4], db, "earlier")  # r0–r3 are in the cache
     display = Display()
     assert not display.live  # stderr is pytest's capture
-    monkeypatch.setattr(progress, "reporter", display)
     with display:
         display.stage("quiz", "20 instances from offline")
-        result = infer(Counting(), requests, db, "run-1", progress=progress.InferenceProgress("quiz × fake"))
+        result = infer(Counting(), requests, db, "run-1", progress=progress.InferenceProgress(display, "quiz × fake"))
         display.end_inference()
     assert (result.model_calls, result.cache_hits) == (16, 4)
     assert capsys.readouterr().err.splitlines() == [
@@ -69,14 +68,9 @@ def test_inference_says_one_line_per_chunk_off_a_terminal(
 
 
 def test_a_retried_inference_task_counts_its_earlier_tries(ticking: None, capsys: pytest.CaptureFixture) -> None:
-    lines = progress.Lines()
-    report = progress.InferenceProgress("quiz × remote", retried=2)
-    progress.set_reporter(lines)
-    try:
-        report(32, 40, 0)  # what the first tries cached
-        report(40, 40, 1)
-    finally:
-        progress.set_reporter(progress.Silent())
+    report = progress.InferenceProgress(progress.Lines(), "quiz × remote", retried=2)
+    report(32, 40, 0)  # what the first tries cached
+    report(40, 40, 1)
     assert capsys.readouterr().err.splitlines() == [
         "quiz × remote: 40 requests, 32 from the cache",
         "quiz × remote: 40/40 requests (100%), 8.0 req/s, 3 retries",
@@ -85,18 +79,14 @@ def test_a_retried_inference_task_counts_its_earlier_tries(ticking: None, capsys
 
 def test_cluster_shards_report_chunk_by_chunk(ticking: None, capsys: pytest.CaptureFixture) -> None:
     """What the flow process says as workers report chunks and shards return (ShardMeter's lines)."""
-    progress.set_reporter(progress.Lines())
-    try:
-        meter = runners.ShardMeter("tiny_mc × m (2 shards)", 24, 0)
-        meter.chunk(runners.ChunkDone("tiny_mc × m [1/2]", 8, 0))
-        meter.chunk(runners.ChunkDone("tiny_mc × m [2/2]", 8, 1))
-        meter.shard("tiny_mc × m [1/2]", 8, 0)  # its one chunk was said already: no line
-        meter.chunk(runners.ChunkDone("tiny_mc × m [2/2]", 16, 1))
-        meter.shard("tiny_mc × m [2/2]", 16, 1)
-        meter.close()
-        meter.chunk(runners.ChunkDone("tiny_mc × m [2/2]", 16, 1))  # late: after inference ended
-    finally:
-        progress.set_reporter(progress.Silent())
+    meter = runners.ShardMeter(progress.Lines(), "tiny_mc × m (2 shards)", 24, 0)
+    meter.chunk(runners.ChunkDone("tiny_mc × m [1/2]", 8, 0))
+    meter.chunk(runners.ChunkDone("tiny_mc × m [2/2]", 8, 1))
+    meter.shard("tiny_mc × m [1/2]", 8, 0)  # its one chunk was said already: no line
+    meter.chunk(runners.ChunkDone("tiny_mc × m [2/2]", 16, 1))
+    meter.shard("tiny_mc × m [2/2]", 16, 1)
+    meter.close()
+    meter.chunk(runners.ChunkDone("tiny_mc × m [2/2]", 16, 1))  # late: after inference ended
     assert capsys.readouterr().err.splitlines() == [
         "tiny_mc × m (2 shards): 24 requests",
         "tiny_mc × m (2 shards): 8/24 requests (33%), 8.0 req/s, 0 retries",
@@ -108,9 +98,9 @@ def test_cluster_shards_report_chunk_by_chunk(ticking: None, capsys: pytest.Capt
 def test_a_flow_run_started_by_prefects_runner_reports_in_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     """`helmflow serve` runs each flow run in a process of its own, where no CLI display was set."""
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
-    assert isinstance(progress._default(), progress.Silent)
+    assert isinstance(progress.default_reporter(), progress.Silent)
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "00000000-0000-0000-0000-000000000000")
-    assert isinstance(progress._default(), progress.Lines)
+    assert isinstance(progress.default_reporter(), progress.Lines)
 
 
 def test_the_openai_backend_reports_its_retries(tmp_path: Path, ticking: None, capsys: pytest.CaptureFixture) -> None:

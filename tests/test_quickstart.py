@@ -7,8 +7,9 @@ import pytest
 from helmflow.flows.cli import main
 from helmflow.warehouse.db import connect
 
-# One worker runs the whole module (its fixtures are module- or session-scoped).
-pytestmark = [pytest.mark.model, pytest.mark.xdist_group("quickstart")]
+# One worker runs the whole module (its fixtures are module- or session-scoped). The whole quickstart suite on the
+# model (about a minute): make test-slow, beside `make demo`, which runs the same suite.
+pytestmark = [pytest.mark.model, pytest.mark.slow, pytest.mark.xdist_group("quickstart")]
 
 
 @pytest.fixture(scope="module")

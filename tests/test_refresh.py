@@ -77,6 +77,7 @@ def test_cache_hits_only_the_same_model_and_decoding(tmp_path: Path) -> None:
     assert infer(model, requests, db, "run4").model_calls == 2  # another model: every request misses
 
 
+@pytest.mark.slow  # three refresh flows on the model (about 20 s): make test-slow
 def test_second_refresh_makes_no_model_call_and_an_edit_runs_again(library: Path) -> None:
     db = str(library / "r.duckdb")
     write(library / "suites" / "tiny.yaml", SUITE.format(name="tiny", extra="", n=8))
@@ -95,6 +96,7 @@ def test_second_refresh_makes_no_model_call_and_an_edit_runs_again(library: Path
     assert 0 < calls[third.ran[0]] <= 6 and hits[third.ran[0]] >= calls[first.ran[0]] - 6
 
 
+@pytest.mark.slow  # two refresh flows on the model (about 20 s): make test-slow
 def test_a_regression_fails_the_refresh_and_notifies(library: Path) -> None:
     db = str(library / "r.duckdb")
     message_file = library / "message.txt"
@@ -143,8 +145,8 @@ def test_a_run_that_fails_fails_the_refresh_and_notifies(
     library: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     from helmflow.flows import refresh as refreshing
-    from helmflow.flows.benchmark import RunOutcome
     from helmflow.flows.cli import main
+    from helmflow.flows.pipeline import RunOutcome
 
     db = str(library / "f.duckdb")
     message_file = library / "message.txt"
@@ -152,9 +154,9 @@ def test_a_run_that_fails_fails_the_refresh_and_notifies(
         library / "suites" / "night.yaml",
         SUITE.format(name="night", extra=f'notify: {{command: "cat > {message_file}"}}', n=4),
     )
-    # The fault: the model server went away mid-run (evaluate marks such a run failed and returns).
+    # The fault: the model server went away mid-run (the pipeline marks such a run failed and returns).
     failed = RunOutcome("r1", "mmlu", "smollm2-135m-instruct", "failed", "ModelServerError: no answer after 4 tries")
-    monkeypatch.setattr(refreshing, "evaluate", lambda *args, **kwargs: failed)
+    monkeypatch.setattr(refreshing, "run_pairs", lambda *args, **kwargs: [failed])
     line = "smollm2-135m-instruct × mmlu: failed (run r1): ModelServerError: no answer after 4 tries"
     with pytest.raises(RefreshFailed, match=re.escape(line)):
         refresh(["night"], None, db)

@@ -308,6 +308,7 @@ def _open_every_page(out: Path) -> tuple[dict[str, tuple[int, int]], list[str], 
 
 
 @needs_browser
+@pytest.mark.slow  # a real run and every page in Chromium (about 20 s): make test-slow
 def test_names_that_look_like_markup_show_as_text_and_break_no_chart(tmp_path: Path) -> None:
     db, out = tmp_path / "w.duckdb", tmp_path / "site"
     runs = _hostile_warehouse(db)

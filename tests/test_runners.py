@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from helmflow.flows.plans import run_targets
 from helmflow.specs.library import find_model
 from helmflow.specs.loader import SpecError
 from helmflow.specs.schema import ModelSpec
+from helmflow.tasks.models import kept
 from helmflow.tasks.models.base import ModelInfo
 from helmflow.tasks.records import Completion, Request
 from helmflow.warehouse.db import WarehouseError, connect
@@ -195,8 +195,7 @@ def test_workers_run_torch_on_the_threads_the_flow_process_passes(monkeypatch: p
     import torch
 
     loaded: list[ThreadsSeen] = []
-    monkeypatch.setattr(runners, "load_model", lambda spec: loaded.append(ThreadsSeen()) or loaded[-1])
-    monkeypatch.setattr(runners, "_MODELS", OrderedDict())
+    monkeypatch.setattr(kept, "WORKER", kept.KeptModels(load=lambda spec: loaded.append(ThreadsSeen()) or loaded[-1]))
     spec = find_model("smollm2-135m-instruct")
     remote = ModelSpec(name="remote", backend="openai", path="http://127.0.0.1:9/v1")
     chunks = [[(f"k{i}", Request(f"r{i}", f"i{i}", "multiple_choice", "Sky?", (" A", " B")))] for i in range(2)]
@@ -225,9 +224,10 @@ def test_the_flow_threads_are_counted_as_before_a_local_cluster_changed_the_envi
         "import os\n"
         "from helmflow.flows import runners\n"
         "from helmflow.specs.library import find_model\n"
+        "before = runners.thread_environment()  # what helmflow run keeps in the flow's RunContext\n"
         "runners.task_runner(runners.parse_runner('dask'))\n"
         "os.environ.update(OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')  # what the local cluster does\n"
-        "print(runners.flow_threads(find_model('smollm2-135m-instruct')), os.environ['OMP_NUM_THREADS'])\n"
+        "print(runners.flow_threads(find_model('smollm2-135m-instruct'), before), os.environ['OMP_NUM_THREADS'])\n"
     )
     env = {name: value for name, value in os.environ.items() if name not in runners.THREAD_VARIABLES}
     local = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=env,

@@ -112,6 +112,7 @@ def test_shared_prefix_logprobs_equal_the_whole_computation(
 
 
 @pytest.mark.model
+@pytest.mark.slow  # two scorings of the real model (about 15 s): make test-slow
 def test_the_tokens_saved_are_counted(local_model) -> None:
     """Requested: every sequence whole. Computed: each group's prefix once, shared by its members."""
     requests = FEWSHOT[:3] + SEPARATE

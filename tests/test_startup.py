@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from helmflow.flows import validation_process
 from helmflow.tasks.validate import validate_instances
@@ -49,6 +50,7 @@ def _environment(tmp_path: Path) -> dict[str, str]:
     return {**env, "PREFECT_HOME": str(tmp_path / "prefect")}
 
 
+@pytest.mark.slow  # a real Prefect server started and stopped (about 20 s): make test-slow
 def test_a_flow_runs_on_the_temporary_server_which_stops_with_the_process(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", SERVER_SCRIPT], env=_environment(tmp_path), capture_output=True, text=True, timeout=300
@@ -94,6 +96,7 @@ def test_the_validation_worker_returns_what_checking_here_returns() -> None:
     ]
 
 
+@pytest.mark.slow  # a real Prefect server and a kill -9 (about 20 s): make test-slow
 def test_the_temporary_server_ends_with_a_process_killed_outright(tmp_path: Path) -> None:
     """SIGKILL runs no exit hook: the server asked Linux for SIGTERM when its parent ends."""
     import time
@@ -119,6 +122,7 @@ def test_the_temporary_server_ends_with_a_process_killed_outright(tmp_path: Path
     assert not _alive(server)
 
 
+@pytest.mark.slow  # a real server start that times out (about 20 s): make test-slow
 def test_a_server_that_does_not_start_is_an_error_without_a_traceback(tmp_path: Path) -> None:
     import json
 

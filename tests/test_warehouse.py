@@ -195,7 +195,7 @@ def test_letter_misses_cached_before_version_8_are_dropped(db: Path, monkeypatch
 
 
 def test_only_a_finished_run_is_rescored(db: Path) -> None:
-    from helmflow.flows.rescore import rescore
+    from helmflow.flows.pipeline import rescore
 
     warehouse = Warehouse(db)
     warehouse.start_run(RUN)

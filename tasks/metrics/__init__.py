@@ -1,13 +1,14 @@
 """Metrics: predictions -> per-instance stats -> run metrics, one module per HELM category.
 
-Category `y` (named in specs/registry.py) is the module `helmflow.tasks.metrics.y`, whose `CATEGORY`
-owns both its per-instance stats and its aggregation; `score` loops over the spec's categories.
+Each metric is a `MetricRecord` (scoring.py); each category's module lists its records in `METRICS`,
+which the `helmflow.metrics` entry points name (pyproject.toml), as a plugin names its own
+(specs/registry.py). `score` computes the metrics the spec asks for, and only those.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
+from itertools import groupby
 
 from helmflow.specs import registry
 from helmflow.specs.schema import ScenarioSpec
@@ -15,7 +16,7 @@ from helmflow.tasks.adapt import Request
 from helmflow.tasks.instances import LETTERS, Instance
 from helmflow.tasks.metrics import calibration
 from helmflow.tasks.metrics.intervals import with_intervals
-from helmflow.tasks.metrics.scoring import Category, Scoring
+from helmflow.tasks.metrics.scoring import MetricRecord, Scoring
 from helmflow.tasks.metrics.toxicity import ToxicityClassifier
 from helmflow.tasks.metrics.types import CATEGORIES, Metric, Stat
 from helmflow.tasks.records import Completion, Prediction
@@ -57,13 +58,16 @@ def to_prediction(request: Request, completion: Completion) -> Prediction:
     return Prediction(request, completion, None, completion.text, confidence)
 
 
-def categories_of(spec: ScenarioSpec) -> list[str]:
-    """Accuracy first (the others read its main metric), then the spec's other categories in registry order."""
-    return ["accuracy"] + [c for c in registry.CATEGORIES if c in spec.metrics and c != "accuracy"]
-
-
-def category(name: str) -> Category:
-    return importlib.import_module(f"{__name__}.{name}").CATEGORY
+def records_of(spec: ScenarioSpec) -> list[MetricRecord]:
+    """The records of the metrics the spec asks for, in scoring order (accuracy first: the others read it)."""
+    records = []
+    for info in registry.selected(spec.metrics, spec.main_metric, spec.adapter.method):
+        if not isinstance(info.record, MetricRecord):
+            raise registry.PluginError(
+                f"{info.plugin.describe()} gives {type(info.record).__name__}, not a helmflow MetricRecord"
+            )
+        records.append(info.record)
+    return records
 
 
 def score(
@@ -74,12 +78,17 @@ def score(
     toxicity_classifier: ToxicityClassifier | None = None,
 ) -> tuple[list[Stat], list[Metric]]:
     """Per-instance stats, then metrics, category by category; headline metrics carry 95% intervals."""
-    scoring = Scoring(spec, instances, predictions, num_parameters, toxicity_classifier)
+    records = records_of(spec)
+    wanted = frozenset(r.name for r in records)
+    scoring = Scoring(spec, instances, predictions, num_parameters, toxicity_classifier, wanted=wanted)
     metrics: list[Metric] = []
-    for name in categories_of(spec):
-        entry = category(name)
-        scoring.stats += entry.instance_stats(scoring)
-        metrics += entry.aggregate(scoring)
+    for _, group in groupby(records, key=lambda r: r.category):
+        own = list(group)
+        # A stats function shared by several metrics (the same object) runs once, before any of them.
+        for stats in dict.fromkeys(r.stats for r in own if r.stats is not None):
+            scoring.stats += stats(scoring)
+        for record in own:
+            metrics += record.function(scoring)
     return scoring.stats, with_intervals(metrics, scoring)
 
 

@@ -1,14 +1,15 @@
-"""Accuracy (METRICS.md §1): exact and quasi-exact match, per instance then the mean."""
+"""Accuracy (docs/metrics.md#accuracy): exact and quasi-exact match, per instance then the mean."""
 
 from __future__ import annotations
 
 import re
 import string
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
 from helmflow.tasks.instances import Instance
-from helmflow.tasks.metrics.scoring import Category, Scoring
+from helmflow.tasks.metrics.scoring import ALL_METHODS, GENERATION, MetricRecord, Scoring
 from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -44,7 +45,7 @@ def quasi_prefix_exact_match(prediction: str, reference: str) -> float:
 
 
 def f1_score(prediction: str, reference: str) -> float:
-    """F1 between the sets of normalised tokens (METRICS.md §1)."""
+    """F1 between the sets of normalised tokens (docs/metrics.md#accuracy)."""
     predicted, gold = set(normalize_text(prediction).split()), set(normalize_text(reference).split())
     common = len(predicted & gold)
     if common == 0:
@@ -75,48 +76,90 @@ GENERATION_METRICS = {
 
 
 def instance_accuracy(
-    inst: Instance, predicted_index: int | None, completion: str, normalized: dict[str, int] | None = None
+    inst: Instance,
+    predicted_index: int | None,
+    completion: str,
+    normalized: dict[str, int] | None = None,
+    names: Collection[str] | None = None,
 ) -> dict[str, float]:
-    """Multiple choice compares the chosen option with the gold one; generation the text with each reference."""
+    """Multiple choice compares the chosen option with the gold one; generation the text with each reference.
+
+    `names`: only these metrics (None: all that apply), so a metric not asked for is not computed.
+    """
+
+    def wanted(name: str) -> bool:
+        return names is None or name in names
+
     if inst.choices:
         correct = float(predicted_index is not None and predicted_index == inst.gold_index)
-        values = {"exact_match": correct, "quasi_exact_match": correct}
+        values = {name: correct for name in ("exact_match", "quasi_exact_match") if wanted(name)}
         for kind, index in (normalized or {}).items():
-            values[f"exact_match_{kind}_norm"] = float(index == inst.gold_index)
+            if wanted(f"exact_match_{kind}_norm"):
+                values[f"exact_match_{kind}_norm"] = float(index == inst.gold_index)
         return values
     refs = references_of(inst)
     if not refs:  # open-ended generation: nothing to be accurate against
         return {}
-    return {name: max(metric(completion, r) for r in refs) for name, metric in GENERATION_METRICS.items()}
+    return {
+        name: max(metric(completion, r) for r in refs) for name, metric in GENERATION_METRICS.items() if wanted(name)
+    }
 
 
-def aggregate(stats: list[Stat], main_metric: str, groups: dict[str, str | None]) -> list[Metric]:
-    """Means over instances, for the whole run and per instance group."""
-    out = []
-    for name in sorted({s.metric for s in stats if s.category == "accuracy"}):
-        values = [s.value for s in stats if s.metric == name and s.value is not None and not s.perturbation]
-        out.append(Metric("accuracy", name, mean(values), len(values), headline=name == main_metric))
-        by_group: dict[str, list[float]] = {}
-        for s in stats:
-            group = groups.get(s.instance_id)
-            if s.metric == name and s.value is not None and not s.perturbation and group:
-                by_group.setdefault(group, []).append(s.value)
-        if len(by_group) > 1:
-            out += [Metric("accuracy", name, mean(v), len(v), group=g) for g, v in sorted(by_group.items())]
+def metric_rows(stats: list[Stat], name: str, main_metric: str, groups: dict[str, str | None]) -> list[Metric]:
+    """One accuracy metric's mean over instances, for the whole run and per instance group ([] without stats)."""
+    if not any(s.category == "accuracy" and s.metric == name for s in stats):
+        return []
+    values = [s.value for s in stats if s.metric == name and s.value is not None and not s.perturbation]
+    out = [Metric("accuracy", name, mean(values), len(values), headline=name == main_metric)]
+    by_group: dict[str, list[float]] = {}
+    for s in stats:
+        group = groups.get(s.instance_id)
+        if s.metric == name and s.value is not None and not s.perturbation and group:
+            by_group.setdefault(group, []).append(s.value)
+    if len(by_group) > 1:
+        out += [Metric("accuracy", name, mean(v), len(v), group=g) for g, v in sorted(by_group.items())]
     return out
 
 
+def aggregate(stats: list[Stat], main_metric: str, groups: dict[str, str | None]) -> list[Metric]:
+    """Means over instances of every accuracy metric in the stats, for the whole run and per instance group."""
+    names = sorted({s.metric for s in stats if s.category == "accuracy"})
+    return [m for name in names for m in metric_rows(stats, name, main_metric, groups)]
+
+
 def _instance_stats(scoring: Scoring) -> list[Stat]:
-    """Every prediction, perturbed ones included, against the instance's gold answer."""
+    """Every prediction, perturbed ones included, against the instance's gold answer (the metrics asked for)."""
     stats = []
+    names = scoring.wanted
     for pred in scoring.predictions:
         inst = scoring.by_id[pred.request.instance_id]
-        values = instance_accuracy(inst, pred.predicted_index, pred.predicted_text, pred.normalized_indices)
+        values = instance_accuracy(inst, pred.predicted_index, pred.predicted_text, pred.normalized_indices, names)
         stats += [Stat(inst.id, "accuracy", name, v, pred.request.perturbation) for name, v in values.items()]
     return stats
 
 
-CATEGORY = Category(
-    instance_stats=_instance_stats,
-    aggregate=lambda scoring: aggregate(scoring.stats, scoring.spec.main_metric, scoring.groups),
-)
+def _record(name: str, display_name: str, methods: tuple[str, ...], description: str) -> MetricRecord:
+    return MetricRecord(
+        name=name,
+        category="accuracy",
+        function=lambda scoring: metric_rows(scoring.stats, name, scoring.spec.main_metric, scoring.groups),
+        display_name=display_name,
+        methods=methods,
+        stats=_instance_stats,
+        description=description,
+    )
+
+
+SEPARATE = ("multiple_choice_separate", "multiple_choice_calibrated")  # each choice scored as a continuation
+
+# In name order: the order of the rows a run has always stored.
+METRICS = [
+    _record("exact_match", "Exact match", ALL_METHODS, "the chosen option, or the stripped text, equals the gold"),
+    _record("exact_match_char_norm", "Exact match (per-character)", SEPARATE, "choice scores divided by length"),
+    _record("exact_match_token_norm", "Exact match (per-token)", SEPARATE, "choice scores divided by tokens"),
+    _record("f1_score", "F1", GENERATION, "F1 between the sets of normalised tokens"),
+    _record("prefix_exact_match", "Prefix exact match", GENERATION, "the answer starts with a reference"),
+    _record("quasi_exact_match", "Quasi-exact match", ALL_METHODS, "exact match after HELM's normalisation"),
+    _record("quasi_prefix_exact_match", "Quasi-prefix exact match", GENERATION, "prefix match after normalisation"),
+    _record("rouge_l", "ROUGE-L", GENERATION, "ROUGE-L F-measure against the best reference"),
+]

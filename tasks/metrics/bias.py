@@ -1,4 +1,4 @@
-"""Bias in generated text (METRICS.md §5): demographic representation and stereotypical associations.
+"""Bias in generated text (docs/metrics.md#bias): demographic representation and stereotypical associations.
 
 The word lists are HELM's (from Garg et al. 2018 and Bolukbasi et al. 2016); `wordlists/SOURCES.md`
 says where each came from. One departure from HELM: completions are tokenised by a regular
@@ -15,7 +15,7 @@ from collections import Counter
 from functools import cache
 from pathlib import Path
 
-from helmflow.tasks.metrics.scoring import Category, Scoring
+from helmflow.tasks.metrics.scoring import GENERATION, MULTIPLE_CHOICE, MetricRecord, Scoring
 from helmflow.tasks.metrics.types import Metric
 
 WORDLISTS = Path(__file__).parent / "wordlists"
@@ -86,45 +86,77 @@ def stereotypical_associations(completions: list[str], category: str, target: st
 HEADLINE = "stereotypical_associations_gender_profession"
 
 
+def representation(completions: list[str], category: str) -> Metric:
+    value = demographic_representation(completions, category)
+    return Metric("bias", f"demographic_representation_{category}", value, len(completions), lower_is_better=True)
+
+
+def associations(completions: list[str], category: str, target: str) -> Metric:
+    name = f"stereotypical_associations_{category}_{target}"
+    value = stereotypical_associations(completions, category, target)
+    return Metric("bias", name, value, len(completions), lower_is_better=True, headline=name == HEADLINE)
+
+
 def aggregate(completions: list[str]) -> list[Metric]:
-    n = len(completions)
-    metrics = [
-        Metric(
-            "bias",
-            f"demographic_representation_{c}",
-            demographic_representation(completions, c),
-            n,
-            lower_is_better=True,
-        )
-        for c in GROUPS
-    ]
-    metrics += [
-        Metric(
-            "bias",
-            f"stereotypical_associations_{c}_{t}",
-            stereotypical_associations(completions, c, t),
-            n,
-            lower_is_better=True,
-            headline=f"stereotypical_associations_{c}_{t}" == HEADLINE,
-        )
-        for c in GROUPS
-        for t in TARGETS
-    ]
-    return metrics
+    metrics = [representation(completions, c) for c in GROUPS]
+    return metrics + [associations(completions, c, t) for c in GROUPS for t in TARGETS]
 
 
-def _aggregate(scoring: Scoring) -> list[Metric]:
-    from helmflow.tasks.metrics import bbq
+def _bbq(name: str) -> MetricRecord:
+    def rows(scoring: Scoring) -> list[Metric]:
+        from helmflow.tasks.metrics import bbq
 
-    metrics = []
-    if any("polarity" in inst.extra for inst in scoring.instances):  # BBQ: bias in the choices made
+        if not any("polarity" in inst.extra for inst in scoring.instances):  # BBQ: bias in the choices made
+            return []
         chosen = {
             p.request.instance_id: p.predicted_index for p in scoring.unperturbed if p.predicted_index is not None
         }
-        metrics += bbq.aggregate(scoring.instances, chosen)
-    if scoring.generated:  # bias in generated text
-        metrics += aggregate([p.predicted_text for p in scoring.generated])
-    return metrics
+        return [m for m in bbq.aggregate(scoring.instances, chosen) if m.metric == name]
+
+    condition = name.removeprefix("bbq_bias_")
+    return MetricRecord(
+        name=name,
+        category="bias",
+        function=rows,
+        higher_is_better=False,
+        display_name=f"BBQ bias ({condition} contexts)",
+        methods=MULTIPLE_CHOICE,
+        description=f"BBQ's bias score in {condition} contexts, in [-1, 1] (0: unbiased)",
+    )
 
 
-CATEGORY = Category(aggregate=_aggregate)
+def _texts(scoring: Scoring) -> list[str]:
+    return [p.predicted_text for p in scoring.generated]
+
+
+def _representation(category: str) -> MetricRecord:
+    return MetricRecord(
+        name=f"demographic_representation_{category}",
+        category="bias",
+        function=lambda scoring: [representation(_texts(scoring), category)] if scoring.generated else [],
+        higher_is_better=False,
+        display_name=f"Demographic representation ({category})",
+        methods=GENERATION,
+        description=f"how unevenly {category} groups' words occur in the answers (0: evenly)",
+    )
+
+
+def _associations(category: str, target: str) -> MetricRecord:
+    return MetricRecord(
+        name=f"stereotypical_associations_{category}_{target}",
+        category="bias",
+        function=lambda scoring: [associations(_texts(scoring), category, target)] if scoring.generated else [],
+        higher_is_better=False,
+        display_name=f"Stereotypical associations ({category}, {target})",
+        methods=GENERATION,
+        description=f"how unevenly {category} groups' words occur beside each {target} word (0: evenly)",
+    )
+
+
+# In the order rows are stored: BBQ's (bias in the choices made), then bias in generated text.
+METRICS = [
+    _bbq("bbq_bias_ambiguous"),
+    _bbq("bbq_bias_disambiguated"),
+    *(_representation(c) for c in GROUPS),
+    *(_associations(c, t) for c in GROUPS for t in TARGETS),
+]

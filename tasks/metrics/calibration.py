@@ -1,4 +1,4 @@
-"""Calibration (METRICS.md §2): ECE with equal-mass bins, selective accuracy, Platt-scaled ECE.
+"""Calibration (docs/metrics.md#calibration): ECE with equal-mass bins, selective accuracy, Platt-scaled ECE.
 
 The binning is that of `uncertainty-calibration` (module `calibration`, the code HELM calls):
 sort the confidences, split them into `num_bins` near-equal runs (numpy's array_split), put the
@@ -13,11 +13,12 @@ to numpy's quicksort.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from itertools import pairwise
 
 import numpy as np
 
-from helmflow.tasks.metrics.scoring import Category, Scoring
+from helmflow.tasks.metrics.scoring import MetricRecord, Scoring
 from helmflow.tasks.metrics.types import Metric
 from helmflow.tasks.records import Stat
 
@@ -73,19 +74,36 @@ def platt_scaled(confidences: list[float], correct: list[int]) -> np.ndarray | N
     return 1 / (1 + np.exp(-z))
 
 
-def aggregate(confidences: list[float], correct: list[int]) -> list[Metric]:
-    n = len(confidences)
-    area, top10 = selective_stats(confidences, correct)
+Measure = Callable[[list[float], list[int]], float | None]
+
+
+def _platt_ece(confidences: list[float], correct: list[int]) -> float | None:
+    if not confidences:
+        return None
     scaled = platt_scaled(confidences, correct)
-    # All-equal correctness leaves nothing to fit: METRICS.md defines Platt ECE as 0 then.
-    platt = (ece(scaled, correct, 10) if scaled is not None else 0.0) if n else None
-    return [
-        Metric("calibration", "ece_10_bin", ece(confidences, correct, 10), n, lower_is_better=True, headline=True),
-        Metric("calibration", "ece_1_bin", ece(confidences, correct, 1), n, lower_is_better=True),
-        Metric("calibration", "selective_cov_acc_area", area, n),
-        Metric("calibration", "selective_acc@10", top10, n),
-        Metric("calibration", "platt_ece_10_bin", platt, n, lower_is_better=True),
-    ]
+    # All-equal correctness leaves nothing to fit: docs/metrics.md#calibration defines Platt ECE as 0 then.
+    return ece(scaled, correct, 10) if scaled is not None else 0.0
+
+
+# name -> (its value from confidences and correctness, lower is better, headline), in the order rows are stored.
+MEASURES: dict[str, tuple[Measure, bool, bool]] = {
+    "ece_10_bin": (lambda p, y: ece(p, y, 10), True, True),
+    "ece_1_bin": (lambda p, y: ece(p, y, 1), True, False),
+    "selective_cov_acc_area": (lambda p, y: selective_stats(p, y)[0], False, False),
+    "selective_acc@10": (lambda p, y: selective_stats(p, y)[1], False, False),
+    "platt_ece_10_bin": (_platt_ece, True, False),
+}
+
+
+def measure(name: str, confidences: list[float], correct: list[int]) -> Metric:
+    value, lower_is_better, headline = MEASURES[name]
+    return Metric(
+        "calibration", name, value(confidences, correct), len(confidences), lower_is_better, headline=headline
+    )
+
+
+def aggregate(confidences: list[float], correct: list[int]) -> list[Metric]:
+    return [measure(name, confidences, correct) for name in MEASURES]
 
 
 def _instance_stats(scoring: Scoring) -> list[Stat]:
@@ -98,10 +116,29 @@ def _instance_stats(scoring: Scoring) -> list[Stat]:
     ]
 
 
-def _aggregate(scoring: Scoring) -> list[Metric]:
+def _paired(scoring: Scoring) -> tuple[list[float], list[int]]:
+    """Each instance's confidence and whether its main metric was right (int of its value)."""
     main = scoring.main_values()
     own = [s for s in scoring.stats if s.category == "calibration" and s.value is not None]
-    return aggregate([s.value for s in own], [int(main[s.instance_id] or 0) for s in own])  # type: ignore[misc]
+    return [s.value for s in own], [int(main[s.instance_id] or 0) for s in own]  # type: ignore[misc]
 
 
-CATEGORY = Category(instance_stats=_instance_stats, aggregate=_aggregate)
+def _record(name: str, display_name: str, description: str) -> MetricRecord:
+    return MetricRecord(
+        name=name,
+        category="calibration",
+        function=lambda scoring: [measure(name, *_paired(scoring))],
+        higher_is_better=not MEASURES[name][1],
+        display_name=display_name,
+        stats=_instance_stats,
+        description=description,
+    )
+
+
+METRICS = [
+    _record("ece_10_bin", "ECE (10 bins)", "expected calibration error over 10 equal-mass bins"),
+    _record("ece_1_bin", "ECE (1 bin)", "mean confidence minus accuracy, in absolute value"),
+    _record("selective_cov_acc_area", "Selective coverage-accuracy area", "area under coverage vs accuracy"),
+    _record("selective_acc@10", "Selective accuracy @10%", "accuracy of the 10% most confident answers"),
+    _record("platt_ece_10_bin", "Platt-scaled ECE (10 bins)", "ECE after a logistic fit of the confidences"),
+]

@@ -1,4 +1,6 @@
-"""Robustness and counterfactual fairness (METRICS.md §3, §4): worst case over perturbed variants.
+"""Robustness and counterfactual fairness: worst case over perturbed variants.
+
+docs/metrics.md#robustness and docs/metrics.md#fairness define them.
 
 For each instance take the worst of its original and every variant — min for higher-is-better
 metrics, max for lower-is-better (HELM only does min) — then the mean over instances. Each
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from helmflow.tasks.metrics.scoring import Category
+from helmflow.tasks.metrics.scoring import MetricRecord
 from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 
@@ -48,8 +50,14 @@ def performance_disparity(stats: list[Stat], metric: str, groups: dict[str, str 
     return [Metric("fairness", f"{metric}_group_gap", gap, len(means), lower_is_better=True)]
 
 
-CATEGORY = Category(
-    aggregate=lambda scoring: worst_case(
-        scoring.stats, scoring.spec.main_metric, list(scoring.spec.perturbations.robustness), "robustness"
+METRICS = [
+    MetricRecord(
+        name="robustness_worst_case",
+        category="robustness",
+        function=lambda scoring: worst_case(
+            scoring.stats, scoring.spec.main_metric, list(scoring.spec.perturbations.robustness), "robustness"
+        ),
+        display_name="Robustness (worst case)",
+        description="the main metric at each instance's worst over the robustness perturbations, and each one's delta",
     )
-)
+]

@@ -1,9 +1,10 @@
-"""What every metric category sees while a run is scored, and what a category is.
+"""What every metric sees while a run is scored, and what a metric is: a `MetricRecord`.
 
-A category (one module each, found through specs/registry.py) turns the run's predictions into
-per-instance stats and then into run-level metrics. Accuracy is scored first, always: the other
-categories read the main metric from its stats (calibration pairs it with confidence; robustness
-and fairness compare it across perturbations and groups).
+Each metric, helmflow's or a plugin's, is one record, found through the `helmflow.metrics` entry
+points (specs/registry.py). Its `stats` function gives per-instance values, its `function` the
+run-level rows. Categories are scored in order, accuracy first: the others read the main metric
+from its stats (calibration pairs it with confidence; robustness and fairness compare it across
+perturbations and groups).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from helmflow.specs.registry import METHODS
 from helmflow.specs.schema import ScenarioSpec
 from helmflow.tasks.records import Instance, Metric, Prediction, Stat
 
@@ -28,6 +30,12 @@ class Scoring:
     num_parameters: int | None = None
     toxicity_classifier: ToxicityClassifier | None = None
     stats: list[Stat] = field(default_factory=list)  # grows category by category, accuracy first
+    # The names of the metrics asked for (None: all): a stats function shared by several metrics computes
+    # only theirs (accuracy's, say: ROUGE-L only where it is asked).
+    wanted: frozenset[str] | None = None
+
+    def wants(self, name: str) -> bool:
+        return self.wanted is None or name in self.wanted
 
     @cached_property
     def by_id(self) -> dict[str, Instance]:
@@ -56,13 +64,26 @@ class Scoring:
         }
 
 
-def no_stats(scoring: Scoring) -> list[Stat]:
-    return []
+ALL_METHODS = METHODS
+MULTIPLE_CHOICE = ALL_METHODS[:3]
+GENERATION = ("generation",)
 
 
 @dataclass(frozen=True)
-class Category:
-    """A registry entry: a category's per-instance stats and its aggregation into metrics."""
+class MetricRecord:
+    """One metric: what specs name (`metrics: [name]`), what listings show, and how it is computed.
 
-    aggregate: Callable[[Scoring], list[Metric]]
-    instance_stats: Callable[[Scoring], list[Stat]] = no_stats
+    `function` gives the metric's run-level rows (the whole run, and per group or perturbation where it
+    has them); [] when nothing in the run applies. `stats`, when set, gives per-instance values first;
+    metrics that share one stats function (the same object) have it run once per run.
+    """
+
+    name: str
+    category: str
+    function: Callable[[Scoring], list[Metric]]
+    higher_is_better: bool = True
+    display_name: str = ""
+    # The adapter methods it applies to: a category named in a spec stands for its metrics that apply.
+    methods: tuple[str, ...] = ALL_METHODS
+    stats: Callable[[Scoring], list[Stat]] | None = None
+    description: str = ""

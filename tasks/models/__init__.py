@@ -1,12 +1,11 @@
-"""Model backends, one module each, found through the registry in specs/registry.py.
+"""Model backends, one module each, found through the `helmflow.backends` entry points (specs/registry.py).
 
-Backend `x` is the module `helmflow.tasks.models.x`, which defines `BACKEND` (a `Backend`). Modules
-are imported only when used, so an `openai` run never imports torch.
+helmflow's own backend `x` is the module `helmflow.tasks.models.x`'s `BACKEND` (a `Backend`), named as
+a plugin's is (pyproject.toml). An entry point is loaded only when its backend is used, so an `openai`
+run never imports torch.
 """
 
 from __future__ import annotations
-
-import importlib
 
 from helmflow.specs import registry
 from helmflow.specs.schema import ModelSpec
@@ -15,9 +14,13 @@ from helmflow.tasks.records import Completion
 
 
 def backend(name: str) -> Backend:
-    if name not in registry.BACKENDS:
-        raise ModelError(f"unknown model backend '{name}' (known: {', '.join(registry.BACKENDS)})")
-    return importlib.import_module(f"{__name__}.{name}").BACKEND
+    if name not in registry.backend_names():
+        raise ModelError(f"unknown model backend '{name}' (known: {', '.join(registry.backend_names())})")
+    plugin = registry.backend(name)
+    found = plugin.load()
+    if not isinstance(found, Backend):
+        raise registry.PluginError(f"{plugin.describe()} gives {type(found).__name__}, not a helmflow Backend")
+    return found
 
 
 def load_model(spec: ModelSpec) -> ModelBackend:

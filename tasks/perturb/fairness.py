@@ -1,4 +1,4 @@
-"""Counterfactual fairness perturbations (METRICS.md §4): change one demographic attribute only.
+"""Counterfactual fairness perturbations (docs/metrics.md#fairness): change one demographic attribute only.
 
 - gender: male terms and pronouns become female ones (HELM's pairs; data/SOURCES.md).
 - race_names: first names typical of white Americans become names typical of Black Americans,

@@ -1,4 +1,4 @@
-"""Meaning-preserving perturbations (METRICS.md §3): lowercase, contractions, expansions,
+"""Meaning-preserving perturbations (docs/metrics.md#robustness): lowercase, contractions, expansions,
 misspellings, extra_space, typos and their canonical blend mild_mix.
 
 The word lists are HELM's (see data/SOURCES.md). Each function takes the text and a seeded

@@ -47,8 +47,8 @@ def main() -> int:
     from helmflow.flows.cli import _quiet_environment
 
     _quiet_environment(verbose=False)
-    from helmflow.flows import progress
     from helmflow.flows.benchmark import ScenarioPlan, benchmark
+    from helmflow.flows.pipeline import RunContext
     from helmflow.flows.startup import get_ready
     from helmflow.specs.library import apply_suite_entry, find_model, find_scenario
     from helmflow.specs.schema import Perturbations
@@ -62,12 +62,12 @@ def main() -> int:
     db = Path(tempfile.mkdtemp(prefix="helmflow-bench-")) / "bench.duckdb"
     clock = StageClock(began)
     clock.mark("imported")
-    progress.set_reporter(clock)
     # As `helmflow run` does: the data checked and the model loaded while Prefect's server starts.
     plans = [ScenarioPlan(spec)]
-    side_by_side = get_ready(plans, [model], 0, "auto", load_model=True)
+    context = RunContext(clock)
+    side_by_side = get_ready(plans, [model], 0, "auto", load_model=True, context=context)
     clock.mark("ready")
-    [outcome] = benchmark(plans, [model], seed=0, db=str(db))
+    [outcome] = benchmark(plans, [model], seed=0, db=str(db), context=context)
     wall = time.perf_counter() - began
     figures = Warehouse(db).forward_figures(outcome.run_id)
     n, forward, tokens = figures["n"], figures["forward_s"], figures["prompt_tokens"]
