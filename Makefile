@@ -28,8 +28,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	$(VENV)/bin/pytest -q -m "not servers and not slow"
 
-# The slower tier: every offline scenario of the library on the model, the Dask/Ray cluster runners and a
-# cron deployment under serve, kill-and-resume, SIGTERM, shared-prefix equality (about 16 minutes on 2 cores). .ci/run runs it after make test.
+# The slower tier: every offline scenario of the library on the model, the quickstart suite, the Dask/Ray cluster
+# runners and a cron deployment under serve, kill-and-resume, SIGKILL and SIGTERM, shared-prefix equality, the
+# Python API against helmflow run, a plugin package's run, the temporary Prefect server's lifecycle, refreshes
+# end to end (about 20 minutes on 2 cores). .ci/run runs it after make test.
 test-slow: $(STAMP)
 	$(VENV)/bin/pytest -q -m "slow and not servers"
 

@@ -19,6 +19,9 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+from helmflow.flows.leaderboard import board_frame, leaderboard_of, tie_lines
+from helmflow.specs.library import find
+from helmflow.specs.registry import CATEGORIES
 from helmflow.warehouse.store import Warehouse
 
 if TYPE_CHECKING:
@@ -121,8 +124,6 @@ def publish_run(db: str | None, run_ids: list[str]) -> bool:
 
 def leaderboard_lines(warehouse: Warehouse, scenarios: list[str]) -> list[str]:
     """The scenarios' leaderboard as markdown: mean win rates with intervals, then ties and pairs not compared."""
-    from helmflow.flows.leaderboard import board_frame, leaderboard_of, tie_lines
-    from helmflow.specs.registry import CATEGORIES
 
     runs = warehouse.report_runs(scenarios)
     result = leaderboard_of(warehouse, runs[runs.latest])
@@ -159,8 +160,6 @@ def publish_refresh(report: RefreshReport, db: str | None, suites: list[str]) ->
     from prefect.artifacts import create_markdown_artifact
 
     try:
-        from helmflow.specs.library import find
-
         scenarios = [e.scenario for name in suites for e in find("suite", name).spec.scenarios]  # type: ignore[union-attr]
         create_markdown_artifact(
             refresh_summary(report, db, scenarios),

@@ -13,10 +13,11 @@ Any difference counts, so a lead resting on one instance ranks like a real one. 
   resampled instances for every model of a column, as the pairs are compared on them): the 2.5th and
   97.5th percentiles of each model's mean win rate.
 
-The win rate itself stays HELM's, so it agrees with the warehouse's `leaderboard` view. A column whose
-value cannot be rebuilt from instances (a bias score, say) keeps its value in every resample, and its
-pairs are not tested. A pair that may not be compared at all (efficiency under different conditions)
-counts in neither model's win rate of that column.
+The win rate itself stays HELM's. A column whose value cannot be rebuilt from instances (a bias score,
+say) keeps its value in every resample, and its pairs are not tested. A pair that may not be compared at
+all (efficiency under different conditions) counts in neither model's win rate of that column: there,
+and only there, the result differs from the warehouse's SQL `leaderboard` view, which knows nothing of
+run conditions.
 """
 
 from __future__ import annotations
