@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from helmflow.flows.runners import RunnerSpec
     from helmflow.warehouse.store import Warehouse
 
-__all__ = ["DEFAULT_MODEL", "Results", "evaluate", "open_warehouse"]
+__all__ = ["DEFAULT_MODEL", "Results", "evaluate", "open_warehouse", "resume"]
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -174,6 +174,38 @@ def evaluate(
             context=context,
         )
     return Results(list(outcomes), db_path)
+
+
+def resume(
+    run_id: str,
+    *,
+    db: str | Path | None = None,
+    source: str = "auto",
+    runner: str | None = None,
+    workers: int = 2,
+    shards: int = 1,
+    progress: Reporter | None = None,
+) -> Results:
+    """Finish a failed or interrupted run, as `helmflow run --resume RUN_ID` does: its scenario, model and
+    seed read back from its row, every answer already in the inference cache used, the rest computed.
+
+    A run that is not failed (or interrupted) raises LookupError before anything starts."""
+    db_path = None if db is None else str(Path(db))
+    from helmflow.flows.benchmark import resumable
+    from helmflow.flows.benchmark import resume as resume_flow
+    from helmflow.flows.pipeline import RunContext
+    from helmflow.flows.runners import thread_environment
+
+    resumable(db_path, run_id)  # a clear error before Prefect starts, if it cannot be resumed
+    chosen = runner_spec(runner, workers, shards)
+    context = RunContext(progress)
+    context.thread_environment = thread_environment()  # before a local cluster changes it
+    shown = progress if isinstance(progress, contextlib.AbstractContextManager) else contextlib.nullcontext()
+    with shown:
+        outcome = on_runner(resume_flow, chosen)(
+            run_id, db=db_path, prefer=source, fan_out=chosen.fans_out, shards=shards, context=context
+        )
+    return Results([outcome], db_path)
 
 
 def runner_spec(runner: str | None, workers: int = 2, shards: int = 1) -> RunnerSpec:

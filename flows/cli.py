@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import NoReturn
 
 from helmflow.flows import termination
 from helmflow.flows.api import DEFAULT_MODEL as DEFAULT_MODEL  # the CLI's default model is the API's
@@ -33,11 +33,6 @@ from helmflow.flows.cli_report import add_report_parser
 from helmflow.flows.cli_schedule import cmd_refresh, cmd_schedule, cmd_serve
 from helmflow.flows.cli_specs import cmd_perturb, cmd_specs_list, cmd_specs_metrics, cmd_specs_show, cmd_specs_validate
 from helmflow.specs.loader import SpecError
-
-if TYPE_CHECKING:
-    from prefect import Flow
-
-    from helmflow.flows.runners import RunnerSpec
 
 
 def _quiet_environment(verbose: bool) -> None:
@@ -91,36 +86,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from helmflow.flows.benchmark import resumable, resume
+    """Parsing and printing around `helmflow.flows.api.resume`."""
+    from helmflow.flows.api import resume
     from helmflow.flows.display import Display, results_table
-    from helmflow.flows.pipeline import RunContext
-    from helmflow.flows.runners import thread_environment
 
-    resumable(args.db, args.resume)  # a clear error before Prefect starts, if it cannot be resumed
-    runner = _runner(args, None)
-    display = Display()
-    context = RunContext(display)
-    context.thread_environment = thread_environment()  # before a local cluster changes it
-    with display:
-        outcome = _on(resume, runner)(
-            args.resume, db=args.db, prefer=args.source, fan_out=runner.fans_out, shards=args.shards, context=context
-        )
-    results_table(args.db, [outcome.run_id])
-    return EXIT_OK if outcome.status == "succeeded" else EXIT_FAILED
-
-
-def _runner(args: argparse.Namespace, from_suite: str | None) -> RunnerSpec:
-    """--runner, else the suite's `runner:`, else local; --shards needs a runner that fans out."""
-    from helmflow.flows.api import runner_spec
-
-    return runner_spec(args.runner or from_suite, args.workers, args.shards)
-
-
-def _on(flow: Flow[..., Any], runner: RunnerSpec) -> Flow[..., Any]:
-    """The flow as it is for the local runner; for dask or ray, a copy with that task runner."""
-    from helmflow.flows.api import on_runner
-
-    return on_runner(flow, runner)
+    results = resume(
+        args.resume,
+        db=args.db,
+        source=args.source,
+        runner=args.runner,
+        workers=args.workers,
+        shards=args.shards,
+        progress=Display(),
+    )
+    results_table(args.db, results.run_ids)
+    return EXIT_OK if results.ok else EXIT_FAILED
 
 
 # -- merge -------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import helmflow
-from helmflow import Results, evaluate, open_warehouse
+from helmflow import Results, evaluate, open_warehouse, resume
 from helmflow.flows import api
 from helmflow.flows.cli import main
 from helmflow.specs.loader import SpecError
@@ -78,9 +78,10 @@ def test_results_to_frame_has_one_row_per_run_with_each_category(runs: tuple[Pat
 
 
 def test_the_package_s_face_is_the_api_and_imports_nothing_heavy() -> None:
-    assert (helmflow.evaluate, helmflow.open_warehouse, helmflow.Results) == (
+    assert (helmflow.evaluate, helmflow.open_warehouse, helmflow.resume, helmflow.Results) == (
         api.evaluate,
         api.open_warehouse,
+        api.resume,
         api.Results,
     )
     with pytest.raises(AttributeError, match="module 'helmflow' has no attribute 'evalute'"):
@@ -97,3 +98,11 @@ def test_evaluate_refuses_nothing_to_run_and_unknown_names_before_anything_start
         evaluate([])
     with pytest.raises((SpecError, LookupError)):
         evaluate("no-such-scenario-anywhere")
+
+
+def test_resume_refuses_a_run_it_cannot_finish_before_anything_starts(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    with connect(db):  # an empty warehouse
+        pass
+    with pytest.raises(LookupError, match="nosuchrun"):
+        resume("nosuchrun", db=db)

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from helmflow.flows.api import Results, evaluate, open_warehouse
+    from helmflow.flows.api import Results, evaluate, open_warehouse, resume
 
-__all__ = ["Results", "evaluate", "open_warehouse"]
+__all__ = ["Results", "evaluate", "open_warehouse", "resume"]
 
 
 def __getattr__(name: str) -> Any:
