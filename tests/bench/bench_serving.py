@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         expected = [c.logprobs for c in in_chunks(threaded, requests)]
         assert [c.logprobs for c in in_chunks(batched, requests)] == expected, "the two paths score differently"
         results = [
-            measure("threaded (OpenAIModel today)", fake, lambda: in_chunks(threaded, requests), args.repeat),
+            measure("OpenAIModel (this tree)", fake, lambda: in_chunks(threaded, requests), args.repeat),
             measure("async (post_many + scoring)", fake, lambda: in_chunks(batched, requests), args.repeat),
             measure("transport: Client + threads", fake, threads, args.repeat),
             measure("transport: AsyncClient", fake, lambda: new.post_many(url, bodies), args.repeat),
