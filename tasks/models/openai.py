@@ -7,10 +7,10 @@ Log-likelihoods use the legacy completions endpoint the way lm-evaluation-harnes
 Generation is greedy (`temperature: 0`) with the request's stop sequences; text past a stop
 sequence is cut here too, since some servers (transformers serve) keep it.
 
-`concurrency` requests are in flight at once (threads over one pooled HTTP client), and answers
-come back in request order. Within one call, answers received before a failure are dropped with
-the call: flows/inference.py stores answers chunk by chunk, so a resumed run recomputes only the
-chunk that failed.
+`concurrency` requests are in flight at once, on one asyncio event loop (openai_async.py: aiohttp,
+`concurrency` keep-alive connections, orjson), and answers come back in request order. Within one call,
+answers received before a failure are dropped with the call: flows/inference.py stores answers chunk by
+chunk, so a resumed run recomputes only the chunk that failed.
 
 With `chat: true` generation goes to /chat/completions, the prompt as the user message after the
 spec's `system_prompt`: the stored prompt plus the model spec (stored with the run) give the exact
@@ -20,7 +20,8 @@ option scores log-prob 0 and the others LETTER_MISS, an answer without a letter 
 that is not an option) is an error, and the model fingerprint ends in "+mc-by-letter" so such runs
 never share cached answers or comparisons with scored ones.
 
-The HTTP side (pool, retries, fail-fast, rate limit, API key) is in openai_client.py.
+The HTTP side (retries, fail-fast, rate limit, API key) is in openai_async.py, over openai_client.py's
+rules and messages.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ import numbers
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
-from helmflow.tasks.models.openai_client import Client, ModelServerError
+from helmflow.tasks.models.openai_async import AsyncClient
+from helmflow.tasks.models.openai_client import ModelServerError
 
 __all__ = ["LETTER_MISS", "ModelServerError", "OpenAIModel", "chat_letter", "fingerprint"]
 
@@ -59,8 +60,7 @@ STATED_LETTER = re.compile(
 # ("The answer is D." is five tokens on common tokenizers).
 LETTER_TOKENS = 5
 
-T = TypeVar("T")
-R = TypeVar("R")
+Progress = Callable[[int, int], None] | None
 
 
 def _bos_shift(tokens: Any, offsets: list[Any], prompt: str) -> int:
@@ -109,7 +109,7 @@ class OpenAIModel:
             raise ModelError(f"model '{spec.name}': backend openai needs path: the server's base URL (http://...)")
         assert isinstance(spec.batch_size, int)  # the spec refuses "auto" for openai
         self.spec = spec
-        self.client = Client(spec, sleep)
+        self.client = AsyncClient(spec, sleep)
         self.base = self.client.base
         self.url = self.base + "/completions"
         self.chat_url = self.base + "/chat/completions"
@@ -142,36 +142,10 @@ class OpenAIModel:
 
     # -- concurrency -------------------------------------------------------------------------------
 
-    def _in_order(
-        self, work: Callable[[T], R], items: Sequence[T], progress: Callable[[int, int], None] | None
-    ) -> list[R]:
-        """work(item) for every item, `concurrency` at a time, results in the items' order. The first
-        failure is raised once the requests in flight have ended; the ones not started never start."""
-        results: list[Any] = [None] * len(items)
-        workers = min(self.spec.concurrency, len(items))
-        self.client.abandon.clear()  # a failed call before this one left it set; this call retries afresh
-        if workers <= 1:
-            for done, item in enumerate(items, start=1):
-                results[done - 1] = work(item)
-                if progress:
-                    progress(done, len(items))
-            return results
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="helmflow-openai") as pool:
-            futures = {pool.submit(work, item): i for i, item in enumerate(items)}
-            pending, done = set(futures), 0
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for future in finished:
-                    if future.exception() is not None:
-                        self.client.abandon.set()
-                        for other in pending:
-                            other.cancel()
-                        raise future.exception()  # type: ignore[misc]
-                    results[futures[future]] = future.result()
-                done += len(finished)
-                if progress:
-                    progress(done, len(items))
-        return results
+    def _post_all(self, url: str, bodies: Sequence[dict[str, Any]], progress: Progress) -> list[tuple[Any, float]]:
+        """Every body posted, `concurrency` at a time, each answer with its seconds, in the bodies' order. The
+        first failure is raised once the others are cancelled: the call's answers are dropped with it."""
+        return self.client.post_many_timed(url, bodies, progress)
 
     # -- checking what came back ----------------------------------------------------------------
 
@@ -221,34 +195,36 @@ class OpenAIModel:
 
     # -- log-likelihoods ------------------------------------------------------------------------
 
-    def _echo(self, group: list[tuple[Request, int]]) -> tuple[list[tuple[list[float], int]], float]:
+    def _echo_body(self, group: list[tuple[Request, int]]) -> dict[str, Any]:
         """One completions request scoring each (request, continuation index) of the group."""
         texts = [request.prompt + request.continuations[k] for request, k in group]
-        began = time.perf_counter()
         prompt = texts[0] if len(texts) == 1 else texts
         body = {"prompt": prompt, "max_tokens": self.spec.echo_max_tokens, "echo": True, "logprobs": 1}
-        answer = self.client.post(self.url, {**body, "temperature": 0})
+        return {**body, "temperature": 0}
+
+    def _echo_scored(self, group: list[tuple[Request, int]], answer: dict[str, Any]) -> list[tuple[list[float], int]]:
         choices = answer["choices"]
-        if len(choices) != len(texts):
-            raise ModelError(f"{self.url} answered {len(choices)} choices for {len(texts)} prompts")
+        if len(choices) != len(group):
+            raise ModelError(f"{self.url} answered {len(choices)} choices for {len(group)} prompts")
         if all(isinstance(c.get("index"), int) for c in choices):
             choices = sorted(choices, key=lambda c: c["index"])
-        scored = [self._scored(c, r, r.continuations[k]) for c, (r, k) in zip(choices, group, strict=True)]
-        return scored, time.perf_counter() - began
+        return [self._scored(c, r, r.continuations[k]) for c, (r, k) in zip(choices, group, strict=True)]
 
     def loglikelihood(
         self, requests: list[Request], progress: Callable[[int, int], None] | None = None
     ) -> list[Completion]:
         if self.spec.chat:
-            return self._in_order(self._letter, requests, progress)
+            answers = self._post_all(self.chat_url, [self._chat_body(r, LETTER_TOKENS, ()) for r in requests], progress)
+            return [self._letter(r, answer, elapsed) for r, (answer, elapsed) in zip(requests, answers, strict=True)]
         assert isinstance(self.spec.batch_size, int)
         pairs = [(r, k) for r in requests for k in range(len(r.continuations))]
         groups = [pairs[i : i + self.spec.batch_size] for i in range(0, len(pairs), self.spec.batch_size)]
         out = {r.id: Completion(request_id=r.id, batch_size=0) for r in requests}
         for c, r in zip(out.values(), requests, strict=True):
             c.logprobs, c.continuation_tokens = [0.0] * len(r.continuations), [0] * len(r.continuations)
-        for group, (scored, elapsed) in zip(groups, self._in_order(self._echo, groups, progress), strict=True):
-            for (request, k), (logprobs, prompt_tokens) in zip(group, scored, strict=True):
+        answers = self._post_all(self.url, [self._echo_body(group) for group in groups], progress)
+        for group, (answer, elapsed) in zip(groups, answers, strict=True):
+            for (request, k), (logprobs, prompt_tokens) in zip(group, self._echo_scored(group, answer), strict=True):
                 completion = out[request.id]
                 completion.logprobs[k] = sum(logprobs)
                 completion.continuation_tokens[k] = len(logprobs)
@@ -259,7 +235,7 @@ class OpenAIModel:
                 completion.batch_size = max(completion.batch_size, len(group))
         return list(out.values())
 
-    def _letter(self, request: Request) -> Completion:
+    def _letter(self, request: Request, answer: dict[str, Any], elapsed: float) -> Completion:
         """Multiple choice through a chat API: the model names an option letter (see the module's doc)."""
         letters = [c.strip() for c in request.continuations]
         if not all(len(letter) == 1 and letter.isalpha() and letter.isupper() for letter in letters):
@@ -267,7 +243,7 @@ class OpenAIModel:
                 f"model '{self.spec.name}' is a chat model (no log-probs): it can answer multiple choice only "
                 f"by naming an option letter (method multiple_choice_joint), not {request.continuations[:2]!r}..."
             )
-        completion = self._chat(request, LETTER_TOKENS, ())
+        completion = self._chatted(request, answer, elapsed)
         named = chat_letter(completion.text)
         chosen = named if named in letters else None
         completion.logprobs = [0.0 if letter == chosen else LETTER_MISS for letter in letters]
@@ -283,31 +259,33 @@ class OpenAIModel:
 
     # -- generation ----------------------------------------------------------------------------
 
-    def _complete(self, request: Request) -> Completion:
-        began = time.perf_counter()
+    def _complete_body(self, request: Request) -> dict[str, Any]:
         body = {"prompt": request.prompt, "max_tokens": request.max_tokens, "temperature": 0, "logprobs": 1}
-        answer = self.client.post(self.url, {**body, "stop": list(request.stop) or None})
+        return {**body, "stop": list(request.stop) or None}
+
+    def _completed(self, request: Request, answer: dict[str, Any], elapsed: float) -> Completion:
         choice = answer["choices"][0]
         if not isinstance(choice.get("text"), str):
             raise ModelError(f"{self.url} answered request '{request.id}' without the generated 'text'")
         # Output log-probs are optional (they only give the confidence), but present ones must be numbers.
         raw = (choice.get("logprobs") or {}).get("token_logprobs") or []
-        return self._generated(request, answer, choice["text"], raw, self.url, began)
+        return self._generated(request, answer, choice["text"], raw, self.url, elapsed)
 
-    def _chat(self, request: Request, max_tokens: int, stop: tuple[str, ...]) -> Completion:
-        began = time.perf_counter()
+    def _chat_body(self, request: Request, max_tokens: int, stop: tuple[str, ...]) -> dict[str, Any]:
         body = {"messages": self.messages(request.prompt), "max_tokens": max_tokens, "temperature": 0}
-        answer = self.client.post(self.chat_url, {**body, "logprobs": True, "stop": list(stop) or None})
+        return {**body, "logprobs": True, "stop": list(stop) or None}
+
+    def _chatted(self, request: Request, answer: dict[str, Any], elapsed: float) -> Completion:
         message = answer["choices"][0].get("message")
         text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(text, str):
             raise ModelError(f"{self.chat_url} answered request '{request.id}' without the message's 'content'")
         content = (answer["choices"][0].get("logprobs") or {}).get("content") or []
         raw = [t.get("logprob") if isinstance(t, dict) else t for t in content]
-        return self._generated(request, answer, text, raw, self.chat_url, began)
+        return self._generated(request, answer, text, raw, self.chat_url, elapsed)
 
     def _generated(
-        self, request: Request, answer: dict[str, Any], text: str, raw: list[Any], url: str, began: float
+        self, request: Request, answer: dict[str, Any], text: str, raw: list[Any], url: str, elapsed: float
     ) -> Completion:
         logprobs = self._checked(raw, request, "its output tokens", url)
         cut = min((text.find(s) for s in request.stop if s and s in text), default=-1)
@@ -320,18 +298,21 @@ class OpenAIModel:
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=produced,
             generated_tokens=produced,
-            latency_s=time.perf_counter() - began,
+            latency_s=elapsed,
             batch_size=1,
         )
 
-    def generate(self, requests: list[Request], progress: Callable[[int, int], None] | None = None) -> list[Completion]:
+    def generate(self, requests: list[Request], progress: Progress = None) -> list[Completion]:
         if self.spec.chat:
-            return self._in_order(lambda r: self._chat(r, r.max_tokens, r.stop), requests, progress)
-        return self._in_order(self._complete, requests, progress)
+            bodies = [self._chat_body(r, r.max_tokens, r.stop) for r in requests]
+            answers = self._post_all(self.chat_url, bodies, progress)
+            return [self._chatted(r, answer, elapsed) for r, (answer, elapsed) in zip(requests, answers, strict=True)]
+        answers = self._post_all(self.url, [self._complete_body(r) for r in requests], progress)
+        return [self._completed(r, answer, elapsed) for r, (answer, elapsed) in zip(requests, answers, strict=True)]
 
 
 def _fingerprint_without_loading(spec: ModelSpec) -> str:
-    client = Client(spec)
+    client = AsyncClient(spec)
     try:
         return fingerprint(spec, client.served_model())
     finally:
