@@ -3,19 +3,18 @@
     python -m tests.bench.bench_serving [--requests K] [--concurrency C] [--words N] [--repeat R]
 
 tests/fake_openai_server.py runs in its own process and answers MMLU-shaped echo requests (the body
-OpenAIModel._echo sends: prompt + " A".." D", echo, max_tokens 0, logprobs 1) with one token per
+OpenAIModel._echo_body makes: prompt + " A".." D", echo, max_tokens 0, logprobs 1) with one token per
 word. K requests (default 2,000: K/4 questions x 4 letters) go out at batch_size 1 and concurrency C
 (default 64) through:
 
-- threaded: OpenAIModel.loglikelihood as it is today (openai_client.Client, one thread per request),
-  called chunk by chunk as flows/inference.py calls it (4 x concurrency x batch_size questions a call);
-- async: the same scoring over openai_async.AsyncClient.post_many_timed (one event loop, no thread per
-  request), the change openai.py would make; both must give identical log-probs;
-- and the two transports alone (no scoring, all K in one call): a thread pool over Client.post, and
-  AsyncClient.post_many.
+- OpenAIModel.loglikelihood (its requests on openai_async.AsyncClient.post_many_timed: one event loop, no
+  thread per request), called chunk by chunk as flows/inference.py calls it (4 x concurrency x batch_size
+  questions a call);
+- and the two transports alone (no scoring, all K in one call): a thread pool over the older
+  openai_client.Client.post (one thread per request, what OpenAIModel used before), and AsyncClient.post_many.
 
 For each: wall seconds, requests/s, this process's CPU ms per request (time.process_time, every thread:
-the client), the server's CPU ms per request (its /_stats), and the threaded/async CPU ratio. lm-eval's
+the client), the server's CPU ms per request (its /_stats), and the threaded/async transports' CPU ratio. lm-eval's
 `local-completions` is timed too when its virtual environment (made by `make bench-lmeval`) exists;
 otherwise the table says it was not run. Each path runs R times (default 3) and its least CPU per
 request is kept: on a shared machine a run is only ever slowed by what else runs.
@@ -66,50 +65,6 @@ def in_chunks(model: OpenAIModel, requests: list[Request]) -> list[Completion]:
     requests a call (4 x 64 = 256 questions, 1,024 HTTP requests at concurrency 64)."""
     size = model.info.batch_size * CHUNK_BATCHES_BY_KIND["multiple_choice"]
     return [c for i in range(0, len(requests), size) for c in model.loglikelihood(requests[i : i + size])]
-
-
-def echo_body(spec: ModelSpec, text: str) -> dict[str, object]:
-    """OpenAIModel._echo's body for one prompt + continuation (batch_size 1)."""
-    return {"prompt": text, "max_tokens": spec.echo_max_tokens, "echo": True, "logprobs": 1, "temperature": 0}
-
-
-class AsyncOpenAIModel(OpenAIModel):
-    """OpenAIModel with the async transport: log-likelihoods as one post_many_timed call, scored as _echo
-    scores them. A sketch of the change to openai.py (batch_size 1 and above; not chat)."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
-        self.client.close()
-        self.client = AsyncClient(spec)  # type: ignore[assignment]
-
-    def loglikelihood(
-        self, requests: list[Request], progress: Callable[[int, int], None] | None = None
-    ) -> list[Completion]:
-        assert isinstance(self.spec.batch_size, int) and not self.spec.chat
-        pairs = [(r, k) for r in requests for k in range(len(r.continuations))]
-        groups = [pairs[i : i + self.spec.batch_size] for i in range(0, len(pairs), self.spec.batch_size)]
-        bodies = []
-        for group in groups:
-            texts = [request.prompt + request.continuations[k] for request, k in group]
-            bodies.append(echo_body(self.spec, texts[0]) | {"prompt": texts[0] if len(texts) == 1 else texts})
-        answers = self.client.post_many_timed(self.url, bodies, progress)  # type: ignore[attr-defined]
-        out = {r.id: Completion(request_id=r.id, batch_size=0) for r in requests}
-        for c, r in zip(out.values(), requests, strict=True):
-            c.logprobs, c.continuation_tokens = [0.0] * len(r.continuations), [0] * len(r.continuations)
-        for group, (answer, elapsed) in zip(groups, answers, strict=True):
-            choices = answer["choices"]
-            if all(isinstance(c.get("index"), int) for c in choices):
-                choices = sorted(choices, key=lambda c: c["index"])
-            for (request, k), choice in zip(group, choices, strict=True):
-                logprobs, prompt_tokens = self._scored(choice, request, request.continuations[k])
-                completion = out[request.id]
-                completion.logprobs[k] = sum(logprobs)
-                completion.continuation_tokens[k] = len(logprobs)
-                completion.prompt_tokens = prompt_tokens
-                completion.latency_s += elapsed / len(group)
-                completion.forward_s = completion.latency_s
-                completion.batch_size = max(completion.batch_size, len(group))
-        return list(out.values())
 
 
 @dataclass
@@ -210,25 +165,21 @@ def main(argv: list[str] | None = None) -> int:
     warm = requests[: max(args.concurrency // 4, 1)]
     with serve() as fake:
         spec = ModelSpec(name="fake", backend="openai", path=fake.url, concurrency=args.concurrency, batch_size=1)
-        threaded, batched = OpenAIModel(spec), AsyncOpenAIModel(spec)
+        model = OpenAIModel(spec)  # its requests go through AsyncClient.post_many_timed
         old, new = Client(spec), AsyncClient(spec)
-        bodies = [echo_body(spec, r.prompt + c) for r in requests for c in r.continuations]
+        bodies = [model._echo_body([(r, k)]) for r in requests for k in range(len(r.continuations))]
         url = fake.url + "/completions"
 
         def threads() -> list[dict[str, object]]:
             return list(pool.map(lambda body: old.post(url, body), bodies))
 
         pool = ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="bench")
-        for warm_up in (threaded.loglikelihood, batched.loglikelihood):
-            warm_up(warm)  # connections open, code paths warm
+        model.loglikelihood(warm)  # connections open, code paths warm
         list(pool.map(lambda body: old.post(url, body), bodies[: args.concurrency]))
         new.post_many(url, bodies[: args.concurrency])
         print(f"{len(bodies)} requests a path, concurrency {args.concurrency}, batch_size 1", file=sys.stderr)
-        expected = [c.logprobs for c in in_chunks(threaded, requests)]
-        assert [c.logprobs for c in in_chunks(batched, requests)] == expected, "the two paths score differently"
         results = [
-            measure("OpenAIModel (this tree)", fake, lambda: in_chunks(threaded, requests), args.repeat),
-            measure("async (post_many + scoring)", fake, lambda: in_chunks(batched, requests), args.repeat),
+            measure("OpenAIModel (this tree)", fake, lambda: in_chunks(model, requests), args.repeat),
             measure("transport: Client + threads", fake, threads, args.repeat),
             measure("transport: AsyncClient", fake, lambda: new.post_many(url, bodies), args.repeat),
         ]
@@ -239,12 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'path':<28} {'wall s':>7} {'req/s':>9} {'client ms':>10} {'server ms':>10} {'ratio':>7}")
     print(f"{'':<28} {'':>7} {'':>9} {'/request':>10} {'/request':>10} {'(CPU)':>7}")
     print(results[0].row(None))
-    print(results[1].row(results[0]))
-    print(results[2].row(None))
-    print(results[3].row(results[2]))
+    print(results[1].row(None))
+    print(results[2].row(results[1]))
     if isinstance(lm_eval, Result):
         print(lm_eval.row(None))
-        print(f"lm-eval / async client CPU per request: {lm_eval.client_ms / results[1].client_ms:.2f}x")
+        print(f"lm-eval / async client CPU per request: {lm_eval.client_ms / results[0].client_ms:.2f}x")
     else:
         print(f"lm-eval local-completions: {lm_eval}")
     return 0
