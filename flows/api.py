@@ -158,21 +158,26 @@ def evaluate(
     chosen = runner_spec(runner or suite_runner(refs), workers, shards)
     context = RunContext(progress)
     context.thread_environment = thread_environment()  # before a local cluster changes it
-    # Bad data fails here, before any flow runs; meanwhile Prefect's server starts and the model loads.
-    get_ready(targets.plans, model_specs, seed, source, load_model=not chosen.fans_out, context=context)
-    shown = progress if isinstance(progress, contextlib.AbstractContextManager) else contextlib.nullcontext()
-    with shown:
-        outcomes = on_runner(benchmark, chosen)(
-            targets.plans,
-            model_specs,
-            seed=seed,
-            db=db_path,
-            prefer=source,
-            use_cache=use_cache,
-            fan_out=chosen.fans_out,
-            shards=shards,
-            context=context,
-        )
+    try:
+        # Bad data fails here, before any flow runs; meanwhile Prefect's server starts and the model loads.
+        get_ready(targets.plans, model_specs, seed, source, load_model=not chosen.fans_out, context=context)
+        shown = progress if isinstance(progress, contextlib.AbstractContextManager) else contextlib.nullcontext()
+        with shown:
+            outcomes = on_runner(benchmark, chosen)(
+                targets.plans,
+                model_specs,
+                seed=seed,
+                db=db_path,
+                prefer=source,
+                use_cache=use_cache,
+                fan_out=chosen.fans_out,
+                shards=shards,
+                context=context,
+            )
+    finally:
+        # The validation worker get_ready started lives as long as this call, however it ends (returned,
+        # raised, Ctrl-C, or SIGTERM turned into Terminated by the command): no child outlives it.
+        context.checks.stop()
     return Results(list(outcomes), db_path)
 
 

@@ -25,7 +25,7 @@ __all__ = ["RunOutcome", "ScenarioPlan", "benchmark", "load_stage", "resumable",
 @task(name="load-instances", **TASK_OPTIONS)
 def load_stage(plan: ScenarioPlan, seed: int, prefer: str, context: RunContext) -> Prepared:
     """The scenario as start-up prepared it (flows/startup.py), or prepared now."""
-    return context.take_prepared(plan_key(plan, seed, prefer)) or prepare(plan, seed, prefer)
+    return context.take_prepared(plan_key(plan, seed, prefer)) or prepare(plan, seed, prefer, context.checks)
 
 
 def executor_for(

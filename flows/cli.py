@@ -355,11 +355,9 @@ def console_main() -> NoReturn:
         code = 1  # as rich exits when its own write meets the closed pipe
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        termination.stop_children()
         code = 130
     except termination.Terminated:
         print("terminated", file=sys.stderr)
-        termination.stop_children()
         code = termination.EXIT_TERMINATED
     termination.uninstall()
     # What the interpreter does before its teardown: wait for non-daemon threads, run the exit hooks.

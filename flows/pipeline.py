@@ -44,6 +44,7 @@ from helmflow.flows.stages import (
     with_baselines,
     write_stage,
 )
+from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.metrics import Prediction
 from helmflow.tasks.models import ModelBackend, ModelInfo
@@ -69,9 +70,12 @@ class RunContext:
     copy every instance and the model's weights into that record (it records this one by its type name).
     """
 
-    __slots__ = ("models", "prepared", "reporter", "thread_environment")
+    __slots__ = ("checks", "models", "prepared", "reporter", "thread_environment")
 
     def __init__(self, reporter: progress.Reporter | None = None) -> None:
+        # Where the data, prediction and score checks run: a worker process once the caller starts it
+        # (flows/startup.py), this process otherwise. The caller stops it (helmflow.evaluate).
+        self.checks = ValidationWorker()
         self.prepared: dict[PlanKey, Prepared] = {}
         self.models: dict[str, ModelBackend] = {}
         self.reporter: progress.Reporter = reporter if reporter is not None else progress.default_reporter()
@@ -224,7 +228,7 @@ def complete_run(
     expected = len(prep.instances) * (1 + len(perturbations_of(spec)))
     # quote(): Prefect would otherwise walk every element of these lists looking for futures (about a second
     # of a 514-instance run); the values are plain data made in this process.
-    checks = list(prep.checks) + validate_predictions_stage(quote(predictions), expected)
+    checks = list(prep.checks) + validate_predictions_stage(quote(predictions), expected, context.checks)
     unscored = None
     try:
         stats, metrics, classifier = score_stage(spec, quote(prep.instances), quote(predictions), info.num_parameters)
@@ -235,7 +239,7 @@ def complete_run(
         # as validation_failed, with its predictions and the checks that name the bad rows.
         stats, metrics, classifier = [], [], None
         unscored = f"not scored ({type(exc).__name__}: {exc})"
-    checks += validate_stats_stage(quote(metrics)) if metrics else []
+    checks += validate_stats_stage(quote(metrics), context.checks) if metrics else []
     failed = [c for c in checks if not c.success]
     status = "validation_failed" if failed else "succeeded"
     tables = result_frames(prep.instances, predictions, stats, metrics, checks)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from helmflow.flows import validation_process
 from helmflow.flows.plans import ScenarioPlan
+from helmflow.flows.validation_process import ValidationWorker
 from helmflow.tasks.adapt import check_letterable
 from helmflow.tasks.data import ResolvedSource, fewshot_pool, load_instances, select
 from helmflow.tasks.instances import Instance
@@ -38,20 +38,22 @@ def plan_key(plan: ScenarioPlan, seed: int, prefer: str) -> PlanKey:
     return (plan.spec.model_dump_json(), plan.base_dir, plan.suite, seed, prefer)
 
 
-def prepare(plan: ScenarioPlan, seed: int, prefer: str) -> Prepared:
+def prepare(plan: ScenarioPlan, seed: int, prefer: str, checks: ValidationWorker) -> Prepared:
     """Load, select and validate a scenario's instances (and its few-shot pool); bad input raises here."""
     loaded = _load(plan, seed, prefer)
-    return _checked(loaded, validation_process.run(validate_instances, loaded.frame))
+    return _checked(loaded, checks.run(validate_instances, loaded.frame))
 
 
-def preflight(plans: list[ScenarioPlan], seed: int, prefer: str) -> Callable[[], dict[PlanKey, Prepared]]:
+def preflight(
+    plans: list[ScenarioPlan], seed: int, prefer: str, checks: ValidationWorker
+) -> Callable[[], dict[PlanKey, Prepared]]:
     """Load every scenario's data now (a missing file or a bad field raises here, before Prefect starts
     or any model loads) and hand its checks to the validation worker; the function returned waits for
     the checks, and gives back each scenario prepared, or raises on data that fails them."""
     pending = []
     for plan in plans:
         loaded = _load(plan, seed, prefer)
-        checks = validation_process.submit(validate_instances, loaded.frame)
+        checks = checks.submit(validate_instances, loaded.frame)
         pending.append((plan_key(plan, seed, prefer), loaded, checks))
 
     def finish() -> dict[PlanKey, Prepared]:

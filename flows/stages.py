@@ -15,8 +15,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from helmflow.flows import validation_process
 from helmflow.flows.prepare import Prepared
+from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.adapt import Request, build_requests
@@ -71,14 +71,16 @@ def predictions_of(
 
 
 @task(name="validate-predictions", **TASK_OPTIONS)
-def validate_predictions_stage(predictions: list[Prediction], expected: int) -> list[ValidationResult]:
+def validate_predictions_stage(
+    predictions: list[Prediction], expected: int, checks: ValidationWorker
+) -> list[ValidationResult]:
     frame = predictions_frame(predictions)
     frame["produced"] = [
         p.completion.generated_tokens if p.request.kind == "generation" else len(p.predicted_text) for p in predictions
     ]
     columns = ["request_id", "produced", "confidence", "latency_s", "error"]
     logprobs = ["choice_logprobs", "output_logprobs", "choice_baseline_logprobs"]  # each must be finite
-    return validation_process.run(validate_predictions, frame[columns + logprobs], expected)
+    return checks.run(validate_predictions, frame[columns + logprobs], expected)
 
 
 def score_predictions(
@@ -94,7 +96,7 @@ score_stage = task(name="score", **TASK_OPTIONS)(score_predictions)
 
 
 @task(name="validate-stats", **TASK_OPTIONS)
-def validate_stats_stage(metrics: list[Metric]) -> list[ValidationResult]:
+def validate_stats_stage(metrics: list[Metric], checks: ValidationWorker) -> list[ValidationResult]:
     frame = metrics_frame(metrics)
     frame["key"] = frame.category + "/" + frame.metric + "/" + frame.perturbation + "/" + frame.group_name
     # Beside each worst-case value, the unperturbed value of the same metric: worst case can only be lower.
@@ -105,7 +107,7 @@ def validate_stats_stage(metrics: list[Metric]) -> list[ValidationResult]:
         unperturbed.get(m.metric) if m.perturbation == "worst_case" else None for m in metrics
     ]
     frame["is_delta"] = frame.metric.str.endswith("_delta")
-    return validation_process.run(
+    return checks.run(
         validate_stats,
         frame[
             [

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 
-from helmflow.flows import validation_process
 from helmflow.flows.pipeline import RunContext
 from helmflow.flows.plans import ScenarioPlan
 from helmflow.flows.prepare import preflight
@@ -42,11 +41,11 @@ def get_ready(
     model's thread is still importing transformers).
     """
     server = start_prefect_api()  # None: the user's Prefect API (PREFECT_API_URL, a profile) is used
-    validation_process.start()  # Great Expectations' import, beside the data and model loads
+    context.checks.start()  # Great Expectations' import, beside the data and model loads (the caller stops it)
     started = time.perf_counter()
     # Unreadable data raises here; data that fails its checks raises at finish_checks(), after the model
     # load that ran beside them. Either way before any flow runs (the server stops at exit).
-    finish_checks = preflight(plans, seed, prefer)
+    finish_checks = preflight(plans, seed, prefer, context.checks)
     data_loaded = time.perf_counter()
     if load_model and models:
         context.models[models[0].model_dump_json()] = load(models[0])

@@ -38,7 +38,9 @@ if os.getppid() != int(sys.argv[1]):
 sys.argv = ["uvicorn", *sys.argv[2:]]
 runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 """
-_server: TemporaryPrefectServer | None = None  # one per process, as Prefect's own
+# Which server this process started, where a later call in it finds it: "pid url" in the environment, as
+# PREFECT_API_URL beside it (children inherit the variable, and tell by the pid that it is not theirs).
+_STARTED_HERE = "HELMFLOW_TEMPORARY_PREFECT_SERVER"
 
 
 class PrefectServerError(RuntimeError):
@@ -96,6 +98,7 @@ class TemporaryPrefectServer:
                     self.port = _free_port()
                     _point_prefect_at(self.api_url)
                     self.process = self._launch()
+                    _remember(self.api_url)
                 elif code is not None:
                     raise PrefectServerError(
                         f"Prefect's temporary server exited with code {code} while starting{self._last_words()}"
@@ -124,16 +127,44 @@ class TemporaryPrefectServer:
             self._output.close()
 
 
-def start_prefect_api() -> TemporaryPrefectServer | None:
+class StartedEarlier:
+    """A temporary server an earlier call of this process started (an `evaluate` before this one, which may
+    have stopped on bad data before the server answered): waited for as that call would have."""
+
+    def __init__(self, api_url: str, timeout_s: float) -> None:
+        self.api_url = api_url
+        self._timeout_s = timeout_s
+        self.healthy_after: float | None = None
+
+    def wait_until_healthy(self) -> None:
+        import httpx
+
+        began = time.perf_counter()
+        with httpx.Client() as client:
+            while time.perf_counter() - began < self._timeout_s:
+                try:
+                    if client.get(f"{self.api_url}/health", timeout=1.0).status_code == 200:
+                        self.healthy_after = time.perf_counter() - began
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise PrefectServerError(
+            f"Prefect's temporary server at {self.api_url} did not answer within {self._timeout_s:.0f} s"
+        )
+
+
+def start_prefect_api() -> TemporaryPrefectServer | StartedEarlier | None:
     """Start the temporary server and point this process at it, unless an API is configured already
-    (`PREFECT_API_URL`, a Prefect profile, or a server this process started earlier) or the user turned
-    ephemeral servers off (the flow then fails with Prefect's own message)."""
-    global _server
+    (`PREFECT_API_URL`, a Prefect profile: None; a server this process started earlier: that one) or the
+    user turned ephemeral servers off (the flow then fails with Prefect's own message)."""
     from prefect.settings import get_current_settings
 
     settings = get_current_settings()
+    timeout_s = settings.server.ephemeral.startup_timeout_seconds
     if settings.api.url or not settings.server.ephemeral.enabled:
-        return _server if _server is not None and settings.api.url == _server.api_url else None
+        earlier = _started_here()
+        return StartedEarlier(earlier, timeout_s) if earlier and earlier == settings.api.url else None
     if _prefect_started_its_own():
         return None  # a flow of this process already runs on it (a test session): one server is enough
     environment = {
@@ -146,9 +177,20 @@ def start_prefect_api() -> TemporaryPrefectServer | None:
     }
     # Quiet unless Prefect's logs are shown: the CLI sets PREFECT_LOGGING_LEVEL=CRITICAL without -v.
     quiet = settings.logging.level == "CRITICAL"
-    _server = TemporaryPrefectServer(environment, settings.server.ephemeral.startup_timeout_seconds, quiet)
-    _point_prefect_at(_server.api_url)
-    return _server
+    server = TemporaryPrefectServer(environment, timeout_s, quiet)
+    _point_prefect_at(server.api_url)
+    _remember(server.api_url)
+    return server
+
+
+def _remember(api_url: str) -> None:
+    os.environ[_STARTED_HERE] = f"{os.getpid()} {api_url}"
+
+
+def _started_here() -> str | None:
+    """The URL of the server this process started, if it did."""
+    pid, _, url = os.environ.get(_STARTED_HERE, "").partition(" ")
+    return url if pid == str(os.getpid()) else None
 
 
 def _prefect_started_its_own() -> bool:

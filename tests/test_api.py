@@ -106,3 +106,50 @@ def test_resume_refuses_a_run_it_cannot_finish_before_anything_starts(tmp_path: 
         pass
     with pytest.raises(LookupError, match="nosuchrun"):
         resume("nosuchrun", db=db)
+
+
+CHILDREN_AFTER_BAD_DATA = """
+import json, multiprocessing, sys
+from pathlib import Path
+from helmflow import evaluate
+from helmflow.tasks.validate import ValidationFailed
+
+folder = Path(sys.argv[1])
+(folder / "d.jsonl").write_text(json.dumps({"q": "", "opts": ["3", "4"], "gold": 1}) + "\\n")
+(folder / "bad.yaml").write_text(
+    "name: bad\\nsource: {offline: {files: {test: d.jsonl}}}\\nfields: {input: q, choices: opts, answer: gold}\\n"
+)
+try:
+    evaluate(str(folder / "bad.yaml"), db=folder / "w.duckdb")
+except ValidationFailed as exc:
+    print("refused:", str(exc).splitlines()[0])
+print("children:", [p.name for p in multiprocessing.active_children()])
+"""
+
+
+def test_evaluate_stops_the_validation_worker_it_started_when_it_raises(tmp_path: Path) -> None:
+    """The worker belongs to the call (its RunContext), not to a module: refused data leaves no child behind."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", CHILDREN_AFTER_BAD_DATA, str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("refused: validation failed")
+    assert done.stdout.strip().splitlines()[-1] == "children: []"
+
+
+def test_no_module_of_flows_rebinds_its_own_state() -> None:
+    """What a run needs is handed to it (RunContext, a ValidationWorker, the SIGTERM handler's own object):
+    no function of flows/ assigns a module's variable."""
+    import ast
+
+    flows = Path(__file__).resolve().parents[1] / "flows"
+    rebinding = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted(flows.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Global | ast.Nonlocal)
+    ]
+    assert rebinding == []

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helmflow.flows import validation_process
+from helmflow.flows.validation_process import ValidationWorker
 from helmflow.tasks.validate import validate_instances
 
 SERVER_SCRIPT = textwrap.dedent(
@@ -87,9 +87,14 @@ def test_the_validation_worker_returns_what_checking_here_returns() -> None:
         }
     )
     here = validate_instances(frame)
-    validation_process.start()
-    there = validation_process.run(validate_instances, frame)
+    worker = ValidationWorker()
+    worker.start()
+    try:
+        there = worker.run(validate_instances, frame)
+    finally:
+        worker.stop()
     assert there == here
+    assert not worker.started and worker.run(validate_instances, frame) == here  # stopped: checks here again
     assert [(r.expectation, r.unexpected_ids) for r in there if not r.success] == [
         ("expect_column_value_lengths_to_be_between", ["c"]),
         ("expect_column_pair_values_a_to_be_greater_than_b", ["b"]),
