@@ -19,10 +19,8 @@ from rich.table import Table
 
 from helmflow.flows.progress import Lines, Meter, plural
 
-console = Console(stderr=True)
 
-
-def stderr_is_terminal() -> bool:
+def stderr_is_terminal(console: Console) -> bool:
     """Whether a person watches stderr move (not rich's FORCE_COLOR view of it: a CI log is not a terminal)."""
     try:
         return console.file.isatty()
@@ -37,7 +35,8 @@ class Display:
     watch move to read."""
 
     def __init__(self) -> None:
-        self.live = stderr_is_terminal()
+        self.console = Console(stderr=True)
+        self.live = stderr_is_terminal(self.console)
         self.lines = Lines()
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -47,7 +46,7 @@ class Display:
             TextColumn("{task.fields[retries]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console,
+            console=self.console,
             transient=True,
             # Redrawn by a thread that takes the GIL from the forward passes, four times a second.
             auto_refresh=True,
@@ -67,7 +66,7 @@ class Display:
 
     def stage(self, label: str, message: str) -> None:
         if self.live:
-            console.print(f"[bold]{label}[/bold]: {message}")
+            self.console.print(f"[bold]{label}[/bold]: {message}")
         else:
             self.lines.stage(label, message)
 
