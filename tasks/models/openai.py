@@ -37,7 +37,8 @@ from typing import Any
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
-from helmflow.tasks.models.openai_async import AsyncClient
+from helmflow.tasks.models.echo_answer import decode_echo
+from helmflow.tasks.models.openai_async import AsyncClient, Decode
 from helmflow.tasks.models.openai_client import ModelServerError
 
 __all__ = ["LETTER_MISS", "ModelServerError", "OpenAIModel", "chat_letter", "fingerprint"]
@@ -142,10 +143,12 @@ class OpenAIModel:
 
     # -- concurrency -------------------------------------------------------------------------------
 
-    def _post_all(self, url: str, bodies: Sequence[dict[str, Any]], progress: Progress) -> list[tuple[Any, float]]:
+    def _post_all(
+        self, url: str, bodies: Sequence[dict[str, Any]], progress: Progress, decode: Decode | None = None
+    ) -> list[tuple[Any, float]]:
         """Every body posted, `concurrency` at a time, each answer with its seconds, in the bodies' order. The
         first failure is raised once the others are cancelled: the call's answers are dropped with it."""
-        return self.client.post_many_timed(url, bodies, progress)
+        return self.client.post_many_timed(url, bodies, progress, decode)
 
     # -- checking what came back ----------------------------------------------------------------
 
@@ -222,7 +225,7 @@ class OpenAIModel:
         out = {r.id: Completion(request_id=r.id, batch_size=0) for r in requests}
         for c, r in zip(out.values(), requests, strict=True):
             c.logprobs, c.continuation_tokens = [0.0] * len(r.continuations), [0] * len(r.continuations)
-        answers = self._post_all(self.url, [self._echo_body(group) for group in groups], progress)
+        answers = self._post_all(self.url, [self._echo_body(group) for group in groups], progress, decode_echo)
         for group, (answer, elapsed) in zip(groups, answers, strict=True):
             for (request, k), (logprobs, prompt_tokens) in zip(group, self._echo_scored(group, answer), strict=True):
                 completion = out[request.id]

@@ -42,11 +42,15 @@ CONSTRAINTS = REPO / "constraints.txt"
 # -- lm-evaluation-harness's own environment -------------------------------------------------------
 
 
+# hf: the model `make bench-lmeval` times; api: local-completions, which tests/bench/bench_serving*.py time.
+REQUIREMENT = "lm_eval[hf,api]"
+
+
 def _install_key(version: str) -> str:
     """What the environment is made from: the requirement, the pins and the Python."""
     pins = hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:16]
     python = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    return f"lm_eval[hf]=={version}\nconstraints.txt sha256:{pins}\npython {python}\n"
+    return f"{REQUIREMENT}=={version}\nconstraints.txt sha256:{pins}\npython {python}\n"
 
 
 def lm_eval_venv(version: str = LM_EVAL_VERSION) -> tuple[Path, float | None]:
@@ -61,12 +65,12 @@ def lm_eval_venv(version: str = LM_EVAL_VERSION) -> tuple[Path, float | None]:
     shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
     log = root.parent / f"lm-eval-{version}-install.log"
-    print(f"installing lm_eval[hf]=={version} into {root} (once; pins from constraints.txt)", file=sys.stderr)
+    print(f"installing {REQUIREMENT}=={version} into {root} (once; pins from constraints.txt)", file=sys.stderr)
     # The interpreter helmflow's venv was made from, so that both tools run the same Python.
     base = getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
     pip = [str(root / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
     with log.open("w") as out:
-        for command in ([base, "-m", "venv", str(root)], [*pip, "-c", str(CONSTRAINTS), f"lm_eval[hf]=={version}"]):
+        for command in ([base, "-m", "venv", str(root)], [*pip, "-c", str(CONSTRAINTS), f"{REQUIREMENT}=={version}"]):
             if subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
                 raise RuntimeError(f"installing lm-eval failed: {' '.join(command)} (see {log})")
     stamp.write_text(key)
