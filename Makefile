@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install demo test test-slow test-parallel test-fast test-servers bench bench-refresh bench-runner bench-concurrency bench-lmeval lint clean
+.PHONY: install demo test test-slow test-parallel test-fast test-servers bench bench-refresh bench-runner bench-concurrency bench-lmeval bench-serving lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -75,6 +75,14 @@ bench-refresh: $(STAMP)
 BENCH_LMEVAL_REPEAT ?= 2
 bench-lmeval: $(STAMP)
 	$(PY) -m tests.bench.bench_lmeval --repeat $(BENCH_LMEVAL_REPEAT)
+
+# helmflow's shipped MMLU at 2,000 and 14,042 questions through the fake OpenAI server (tests/fake_openai_server.py):
+# wall, requests/s, CPU per request of helmflow's process tree and of the server, peak memory, warehouse and
+# report sizes, the instance page in headless Chromium, the same requests through lm-eval's local-completions
+# (its venv as in bench-lmeval), a 56,168-question synthetic run's peak memory, and the acceptance lines
+# (docs/benchmarks.md). Long: run it on a quiet machine.
+bench-serving: $(STAMP)
+	$(PY) -m tests.bench.bench_serving_run
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

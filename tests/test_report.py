@@ -20,6 +20,7 @@ from helmflow.flows.cli import main
 from helmflow.flows.cli_report import cmd_report
 from helmflow.flows.display import with_interval
 from helmflow.flows.report import Selection, write_site
+from helmflow.flows.report.site import write_instances
 from helmflow.tasks.metrics.intervals import wilson
 from helmflow.warehouse.db import connect
 from helmflow.warehouse.store import Warehouse
@@ -102,7 +103,8 @@ def test_every_page_is_written_with_its_assets(site: tuple[Path, Path, str], tin
     _, out, clone = site
     for run_id in [*tiny_runs.run_ids, clone]:
         assert (out / f"run-{run_id}.html").exists() and (out / f"instances-{run_id}.html").exists()
-        assert (out / "data" / f"instances-{run_id}.js").exists()
+        assert (out / "data" / f"instances-{run_id}.js").exists()  # the index of its data pages
+        assert (out / "data" / f"instances-{run_id}" / "page-0.js").exists()
     for name in ("index.html", "matrix.html", "history.html", "compare.html"):
         assert (out / name).exists()
     # No page names anything outside the folder: no http(s) URL in a src or href.
@@ -224,12 +226,14 @@ def test_ten_thousand_instances_open_in_a_couple_of_seconds(site: tuple[Path, Pa
     page_file = next(big.glob("instances-*.html"))
     run_id = page_file.stem.removeprefix("instances-")
     prompt = "The following are multiple choice questions (with answers) about anatomy.\n\n" + "word " * 300
-    rows = [
-        [f"test-{k}", f"g{k % 7}", "", f"{prompt} {k}", "B. x", [-1.2, -0.4, -2.0, -3.1], "B. x", float(k % 3 == 0)]
+    rows = (
+        {"instance_id": f"test-{k}", "group_name": f"g{k % 7}", "input": None, "choices": ["w", "x", "y", "z"],
+         "gold_index": 1, "reference_texts": None, "perturbation": "", "prompt": f"{prompt} {k}",
+         "completion": "B", "choice_logprobs": [-1.2, -0.4, -2.0, -3.1], "predicted_index": 1, "confidence": 0.5,
+         "error": None, "score": float(k % 3 == 0)}
         for k in range(10_000)
-    ]
-    data = {"run": run_id, "scenario": "s", "model": "m", "metric": "exact_match", "rows": rows}
-    (big / "data" / f"instances-{run_id}.js").write_text("window.HELMFLOW_INSTANCES = " + json.dumps(data) + ";")
+    )  # fmt: skip
+    write_instances(big, {"run": run_id, "scenario": "s", "model": "m", "metric": "exact_match"}, rows)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page()
@@ -238,7 +242,8 @@ def test_ten_thousand_instances_open_in_a_couple_of_seconds(site: tuple[Path, Pa
         page.wait_for_function("document.querySelectorAll('#instance-rows tr').length === 100")
         opened = time.perf_counter() - began
         assert page.locator("#page-label").inner_text() == "page 1 of 100"
-        page.fill("#filter-text", "test-9999")
+        page.fill("#filter-text", "test-9999")  # on the last data page: the search reads every page
+        page.wait_for_function("document.getElementById('instances').dataset.state === 'ready'")
         assert page.locator("#instance-rows tr td:first-child").all_inner_texts() == ["test-9999"]
         browser.close()
     assert opened < 3.0, f"10,000 instances took {opened:.2f} s to open"

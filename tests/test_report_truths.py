@@ -7,7 +7,6 @@ pages are opened in Chromium where the browser draws what is checked.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from helmflow.flows.display import results_table
 from helmflow.flows.report.answers import answer_spread
 from helmflow.flows.report.charts import TIME_PADDING_PX
 from helmflow.warehouse.db import connect
-from tests.test_report import CHROMIUM, needs_browser
+from tests.test_report import needs_browser
 from tests.truth_runs import BIAS_METRIC, McRun, record_mc_run
 
 MODEL = "smollm2-135m-instruct"
@@ -60,16 +59,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     record_mc_run(db, McRun("other0000001", "other-model", "mmlu", GOLDS, GOLDS, datetime(2025, 1, 2, 12)))
     report(db, out)
     return db, out
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
 
 
 def open_page(browser: Any, path: Path, width: int = 1280) -> tuple[Any, list[str]]:

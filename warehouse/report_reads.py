@@ -7,11 +7,26 @@ rate as the `win_rates` view (004_history.sql), so with no filter the two agree.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
 from helmflow.warehouse.db import Connected, latest_version, schema_version
+
+# The columns of report_instance_batches' rows, in order.
+INSTANCE_COLUMNS = (
+    "instance_id", "group_name", "input", "choices", "gold_index", "reference_texts", "perturbation", "prompt",
+    "completion", "choice_logprobs", "predicted_index", "confidence", "error", "score",
+)  # fmt: skip
+# Each prediction's main-metric value as last scored (parameters: run id, metric, run id).
+_CURRENT_SCORES = """
+    with current as (
+        select instance_id, perturbation, value from instance_stats
+        where run_id = ? and category = 'accuracy' and metric = ?
+          and metrics_version = (select max(metrics_version) from instance_stats where run_id = ?)
+    )"""
 
 RUN_COLUMNS = (
     "run_id, started_at, suite, scenario, model, spec_hash, model_fingerprint, dataset_fingerprint, data_source, "
@@ -68,21 +83,64 @@ class ReportReads(Connected):
             ).df()
 
     def report_instances(self, run_id: str, main_metric: str) -> pd.DataFrame:
-        """One row per prediction (each perturbed variant too): input, gold, answer, log-probs, correctness."""
+        """One row per prediction (each perturbed variant too): input, gold, answer, log-probs, correctness.
+        The whole run in one frame: the report itself reads it in batches (report_instance_batches)."""
+        frames = [
+            pd.DataFrame(rows, columns=list(INSTANCE_COLUMNS))
+            for rows in self.report_instance_batches(run_id, main_metric)
+        ]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(INSTANCE_COLUMNS))
+
+    def report_instance_batches(
+        self, run_id: str, main_metric: str, size: int = 2048
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """report_instances' rows, `size` at a time, as tuples of INSTANCE_COLUMNS, in the same order
+        (the instances' order, each instance's variants together, by perturbation name).
+
+        A run of 84,252 predictions with 5-shot prompts holds hundreds of MB of prompts, which one
+        sorted query would hold whole (in DuckDB's memory, and in Python's as one frame): the order is
+        read first (row ids and scores, a few MB), then each batch's rows by their row ids, which the
+        scan skips to (a run's predictions lie together). The connection stays open until the last
+        batch is read, or the iterator is closed."""
         with self.connect(read_only=True) as con:
-            return con.execute(
-                """
-                with current as (
-                    select instance_id, perturbation, value from instance_stats
-                    where run_id = ? and category = 'accuracy' and metric = ?
-                      and metrics_version = (select max(metrics_version) from instance_stats where run_id = ?)
-                )
-                select p.instance_id, coalesce(i.group_name, '') as group_name, i.input, i.choices, i.gold_index,
-                       i.reference_texts, p.perturbation, p.prompt, p.completion, p.choice_logprobs,
-                       p.predicted_index, p.confidence, p.error, c.value as score
-                from predictions p join instances i using (run_id, instance_id)
+            order = con.execute(
+                f"""
+                {_CURRENT_SCORES}
+                select p.rowid, c.value from predictions p join instances i using (run_id, instance_id)
                 left join current c using (instance_id, perturbation)
                 where p.run_id = ? order by i.rowid, p.perturbation
+                """,
+                [run_id, main_metric, run_id, run_id],
+            ).fetchall()
+            for start in range(0, len(order), size):
+                batch = dict(order[start : start + size])
+                ids = list(batch)
+                rows = con.execute(
+                    """
+                    select p.rowid, p.instance_id, coalesce(i.group_name, '') as group_name, i.input, i.choices,
+                           i.gold_index, i.reference_texts, p.perturbation, p.prompt, p.completion,
+                           p.choice_logprobs, p.predicted_index, p.confidence, p.error
+                    from predictions p join instances i using (run_id, instance_id)
+                    where p.run_id = ? and p.rowid between ? and ? and p.rowid in (select unnest(?))
+                    """,
+                    [run_id, min(ids), max(ids), ids],
+                ).fetchall()
+                place = {rowid: n for n, rowid in enumerate(ids)}
+                rows.sort(key=lambda row: place[row[0]])
+                yield [(*row[1:], batch[row[0]]) for row in rows]
+
+    def report_instance_outcomes(self, run_id: str, main_metric: str) -> pd.DataFrame:
+        """The unperturbed predictions' small columns, in the instances' order: confidence, main-metric
+        score, the number of options, gold and predicted option (the reliability diagram and the
+        predicted-against-gold table; no prompt is read)."""
+        with self.connect(read_only=True) as con:
+            return con.execute(
+                f"""
+                {_CURRENT_SCORES}
+                select p.confidence, c.value as score, len(i.choices) as n_choices, i.gold_index, p.predicted_index
+                from predictions p join instances i using (run_id, instance_id)
+                left join current c using (instance_id, perturbation)
+                where p.run_id = ? and p.perturbation = '' order by i.rowid
                 """,
                 [run_id, main_metric, run_id, run_id],
             ).df()

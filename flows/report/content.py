@@ -18,7 +18,6 @@ from helmflow.flows.history import regressions
 from helmflow.flows.leaderboard import board_frame, leaderboard_of, tie_lines
 from helmflow.flows.report.answers import AnswerSpread, answer_spread
 from helmflow.specs.registry import CATEGORIES
-from helmflow.tasks.records import LETTERS
 from helmflow.warehouse.store import Warehouse
 
 RELIABILITY_BINS = 10
@@ -143,61 +142,14 @@ def reliability_bins(confidence: list[float], correct: list[float]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def _answer(row: Any) -> str:
-    """The model's answer: the completion, or the chosen option's letter and text."""
-    choices = listed(row.choices)
-    if isinstance(row.error, str):
-        return f"error: {row.error}"
-    if choices and not pd.isna(row.predicted_index):
-        k = int(row.predicted_index)
-        return f"{LETTERS[k]}. {choices[k]}" if k < len(choices) else str(k)
-    return row.completion if isinstance(row.completion, str) else ""
-
-
-def _gold(row: Any) -> str:
-    choices = listed(row.choices)
-    if choices and not pd.isna(row.gold_index):
-        k = int(row.gold_index)
-        return f"{LETTERS[k]}. {choices[k]}"
-    refs = listed(row.reference_texts)
-    return " | ".join(refs)
-
-
-def instance_rows(frame: pd.DataFrame) -> list[list[Any]]:
-    """Compact rows for the instance browser:
-    [id, group, perturbation, prompt, answer, log-probs, gold, score, input].
-
-    The instance's own input (the question, before any prompt scaffold or perturbation) comes last so
-    that rows written before it was added still read the same by position."""
-    rows = []
-    for r in frame.itertuples(index=False):
-        logprobs = listed(r.choice_logprobs)
-        score = number(r.score)
-        rows.append(
-            [
-                r.instance_id,
-                r.group_name,
-                r.perturbation or "",
-                r.prompt,
-                _answer(r),
-                [round(float(x), 4) for x in logprobs],
-                _gold(r),
-                score,
-                r.input if isinstance(r.input, str) else "",
-            ]
-        )
-    return rows
-
-
-def answer_spread_of(frame: pd.DataFrame) -> AnswerSpread | None:
+def answer_spread_of(outcomes: pd.DataFrame) -> AnswerSpread | None:
     """Predicted options against gold options over the unperturbed multiple-choice instances of one run
-    (report_instances' rows); None for a run with no such instance (a generation task)."""
+    (report_instance_outcomes' rows); None for a run with no such instance (a generation task)."""
     rows = []
-    for r in frame[frame.perturbation == ""].itertuples(index=False):
-        choices = listed(r.choices)
-        if choices and not pd.isna(r.gold_index):
+    for r in outcomes.itertuples(index=False):
+        if not pd.isna(r.n_choices) and r.n_choices > 0 and not pd.isna(r.gold_index):
             chosen = None if pd.isna(r.predicted_index) else int(r.predicted_index)
-            rows.append((chosen, int(r.gold_index), len(choices), 1))
+            rows.append((chosen, int(r.gold_index), int(r.n_choices), 1))
     return answer_spread(rows)
 
 
