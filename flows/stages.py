@@ -11,7 +11,6 @@ import uuid
 from dataclasses import replace
 from importlib import metadata
 
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -26,7 +25,7 @@ from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
 from helmflow.tasks.models import ModelInfo
 from helmflow.tasks.records import LETTERS, Completion
 from helmflow.tasks.validate import ValidationResult, validate_predictions, validate_stats
-from helmflow.warehouse.rows import metrics_frame, predictions_frame
+from helmflow.warehouse.rows import Table, checked_predictions_frame, metrics_frame
 from helmflow.warehouse.store import Warehouse
 
 PACKAGES = ("helmflow", "torch", "transformers", "datasets", "prefect", "great_expectations", "duckdb", "pydantic")
@@ -74,13 +73,7 @@ def predictions_of(
 def validate_predictions_stage(
     predictions: list[Prediction], expected: int, checks: ValidationWorker
 ) -> list[ValidationResult]:
-    frame = predictions_frame(predictions)
-    frame["produced"] = [
-        p.completion.generated_tokens if p.request.kind == "generation" else len(p.predicted_text) for p in predictions
-    ]
-    columns = ["request_id", "produced", "confidence", "latency_s", "error"]
-    logprobs = ["choice_logprobs", "output_logprobs", "choice_baseline_logprobs"]  # each must be finite
-    return checks.run(validate_predictions, frame[columns + logprobs], expected)
+    return checks.run(validate_predictions, checked_predictions_frame(predictions), expected)
 
 
 def score_predictions(
@@ -126,7 +119,7 @@ def validate_stats_stage(metrics: list[Metric], checks: ValidationWorker) -> lis
 
 
 @task(name="write-run", **TASK_OPTIONS)
-def write_stage(db: str | None, run_id: str, status: str, tables: dict[str, pd.DataFrame], updates: dict) -> None:
+def write_stage(db: str | None, run_id: str, status: str, tables: dict[str, Table], updates: dict) -> None:
     Warehouse(db).finish_run(run_id, status, tables, updates)
 
 

@@ -10,8 +10,11 @@ import duckdb
 import pandas as pd
 import pytest
 
+from helmflow.tasks.metrics import to_prediction
+from helmflow.tasks.records import Completion, Prediction, Request
 from helmflow.warehouse import runs as writer
 from helmflow.warehouse.db import WarehouseError, connect, latest_version
+from helmflow.warehouse.rows import SLICE_ROWS, Sliced, predictions_frame, result_frames
 from helmflow.warehouse.store import Warehouse
 
 RUN = {
@@ -109,6 +112,40 @@ def test_failure_inside_the_final_write_leaves_no_result_rows(db: Path) -> None:
     Warehouse(db).fail_run("r1", "boom")
     with connect(db, read_only=True) as con:
         assert con.execute("select status, error from runs").fetchall() == [("failed", "boom")]
+
+
+def _predictions(n: int) -> list[Prediction]:
+    out = []
+    for i in range(n):
+        request = Request(f"q{i}", f"q{i}", "multiple_choice", f"Question {i}?\nAnswer:", (" A", " B"))
+        completion = Completion(f"q{i}", logprobs=[-1.0, -0.5 - i / n], continuation_tokens=[1, 1])
+        out.append(to_prediction(request, completion))
+    return out
+
+
+def test_a_large_run_is_written_slice_by_slice_in_one_transaction(db: Path) -> None:
+    """The predictions go in SLICE_ROWS at a time (no frame of the whole run), all of them or none."""
+    predictions = _predictions(SLICE_ROWS * 2 + 5)
+    tables = result_frames([], predictions, [], [], [])
+    assert isinstance(tables["predictions"], Sliced)
+    assert [len(f) for f in tables["predictions"].frames()] == [SLICE_ROWS, SLICE_ROWS, 5]
+    Warehouse(db).start_run(RUN)
+    Warehouse(db).finish_run("r1", "succeeded", tables, {})
+    with connect(db, read_only=True) as con:
+        rows = con.execute("select request_id, prompt, choice_logprobs from predictions order by rowid").fetchall()
+    assert len(rows) == len(predictions)
+    assert rows[0] == ("q0", "Question 0?\nAnswer:", [-1.0, -0.5])
+    assert rows[-1][0] == f"q{len(predictions) - 1}" and rows[SLICE_ROWS][0] == f"q{SLICE_ROWS}"
+    # A slice that fails after others went in: nothing of the run's rows lands.
+    Warehouse(db).start_run({**RUN, "run_id": "r2"})
+    broken = Sliced(
+        3 * SLICE_ROWS,
+        lambda a, b: pd.DataFrame({"no_such_column": range(a, b)}) if a else predictions_frame(predictions[a:b]),
+    )
+    with pytest.raises(duckdb.Error):
+        Warehouse(db).finish_run("r2", "succeeded", {"predictions": broken}, {})
+    with connect(db, read_only=True) as con:
+        assert con.execute("select count(*) from predictions where run_id = 'r2'").fetchone() == (0,)
 
 
 def test_interrupted_runs_are_reaped(db: Path) -> None:

@@ -7,6 +7,8 @@ of tasks/records.py. Nothing else in helmflow knows a column name of the result 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -14,6 +16,23 @@ import pandas as pd
 from helmflow.tasks.records import Completion, Instance, Metric, Prediction, Request, Stat, ValidationResult
 
 Row = dict[str, Any]
+SLICE_ROWS = 4096  # rows of a large table converted and inserted at a time
+
+
+@dataclass(frozen=True)
+class Sliced:
+    """A table made into frames `SLICE_ROWS` rows at a time, as it is inserted: a run's predictions, whose
+    prompts (a few kB each) would otherwise be copied whole into one frame's Arrow strings at once."""
+
+    total: int
+    frame_of: Callable[[int, int], pd.DataFrame]  # (start, stop) -> those rows' frame
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        for start in range(0, self.total, SLICE_ROWS):
+            yield self.frame_of(start, min(start + SLICE_ROWS, self.total))
+
+
+Table = pd.DataFrame | Sliced
 
 
 def instances_frame(instances: list[Instance]) -> pd.DataFrame:
@@ -114,17 +133,43 @@ def validations_frame(results: list[ValidationResult]) -> pd.DataFrame:
     )
 
 
+def checked_predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
+    """The columns the prediction checks read (tasks/validate.py), without the prompts and answers' texts:
+    the frame goes to the validation worker whole, and a run's prompts are most of its bytes."""
+    multiple_choice = [p.request.kind == "multiple_choice" for p in predictions]
+    return pd.DataFrame(
+        {
+            "request_id": [p.request.id for p in predictions],
+            "produced": [
+                len(p.predicted_text) if mc else p.completion.generated_tokens
+                for p, mc in zip(predictions, multiple_choice, strict=True)
+            ],
+            "confidence": [p.confidence for p in predictions],
+            "latency_s": [p.completion.latency_s for p in predictions],
+            "error": pd.array([p.completion.error for p in predictions], dtype="string"),
+            # Each must be finite.
+            "choice_logprobs": [
+                p.completion.logprobs if mc else None for p, mc in zip(predictions, multiple_choice, strict=True)
+            ],
+            "output_logprobs": [
+                None if mc else p.completion.logprobs for p, mc in zip(predictions, multiple_choice, strict=True)
+            ],
+            "choice_baseline_logprobs": [p.completion.baseline_logprobs or None for p in predictions],
+        }
+    )
+
+
 def result_frames(
     instances: list[Instance],
     predictions: list[Prediction],
     stats: list[Stat],
     metrics: list[Metric],
     validations: list[ValidationResult],
-) -> dict[str, pd.DataFrame]:
-    """A run's result tables, by table name."""
+) -> dict[str, Table]:
+    """A run's result tables, by table name (the predictions made into frames slice by slice as written)."""
     return {
         "instances": instances_frame(instances),
-        "predictions": predictions_frame(predictions),
+        "predictions": Sliced(len(predictions), lambda start, stop: predictions_frame(predictions[start:stop])),
         "instance_stats": stats_frame(stats),
         "metrics": metrics_frame(metrics),
         "validations": validations_frame(validations),

@@ -15,11 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
-import pandas as pd
 
 from helmflow.tasks.records import Metric, Stat
 from helmflow.warehouse.db import Connected
-from helmflow.warehouse.rows import metrics_frame, stats_frame
+from helmflow.warehouse.rows import Sliced, Table, metrics_frame, stats_frame
 
 RESULT_TABLES = ("instances", "predictions", "instance_stats", "metrics", "validations")
 INTERRUPTED = "interrupted: its process ended before the run finished"
@@ -56,14 +55,21 @@ def reap_interrupted(con: duckdb.DuckDBPyConnection) -> int:
     return len(stale)
 
 
-def _insert(con: duckdb.DuckDBPyConnection, run_id: str, tables: dict[str, pd.DataFrame]) -> None:
+# DuckDB's own memory for a run's write: past it, the transaction's rows spill to the warehouse's
+# temporary folder (`<file>.tmp`) instead of growing this process (without it DuckDB may take 80% of RAM,
+# and a large run's write was the peak of its whole command).
+WRITE_MEMORY_LIMIT = "256MB"
+
+
+def _insert(con: duckdb.DuckDBPyConnection, run_id: str, tables: dict[str, Table]) -> None:
     for name in RESULT_TABLES:
-        frame = tables.get(name)
-        if frame is None or frame.empty:
-            continue
-        con.register("incoming", frame.assign(run_id=run_id))
-        con.execute(f"insert into {name} by name select * from incoming")
-        con.unregister("incoming")
+        table = tables.get(name)
+        for frame in table.frames() if isinstance(table, Sliced) else [table]:
+            if frame is None or frame.empty:
+                continue
+            con.register("incoming", frame.assign(run_id=run_id))
+            con.execute(f"insert into {name} by name select * from incoming")
+            con.unregister("incoming")
 
 
 def _update(con: duckdb.DuckDBPyConnection, run_id: str, fields: dict[str, Any]) -> None:
@@ -83,9 +89,9 @@ class RunLifecycle(Connected):
             reap_interrupted(con)
             con.execute(f"insert into runs ({columns}) values ({marks})", list(row.values()))
 
-    def finish_run(self, run_id: str, status: str, tables: dict[str, pd.DataFrame], updates: dict[str, Any]) -> None:
+    def finish_run(self, run_id: str, status: str, tables: dict[str, Table], updates: dict[str, Any]) -> None:
         """All result rows and the final status in one transaction: all of it lands, or none."""
-        with self.connect() as con, _transaction(con):
+        with self.connect(config={"memory_limit": WRITE_MEMORY_LIMIT}) as con, _transaction(con):
             _insert(con, run_id, tables)
             fields = {**updates, "status": status, "finished_at": now()}
             _update(con, run_id, fields)

@@ -31,6 +31,7 @@ import math
 import numbers
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,6 +63,13 @@ STATED_LETTER = re.compile(
 LETTER_TOKENS = 5
 
 Progress = Callable[[int, int], None] | None
+
+
+def _ascending(offsets: list[Any]) -> bool:
+    try:
+        return offsets == sorted(offsets)
+    except TypeError:  # a null or a string among them: the plain pass (and its comparisons) decide
+        return False
 
 
 def _bos_shift(tokens: Any, offsets: list[Any], prompt: str) -> int:
@@ -186,14 +194,19 @@ class OpenAIModel:
         # The first prompt token's log-prob is null on most servers (nothing precedes it): only the
         # continuation's tokens must have one. Tokens past the echoed text were generated (echo_max_tokens).
         end = shift + len(request.prompt) + len(continuation)
-        scored = [lp for lp, offset in zip(tokens, offsets, strict=True) if boundary <= offset < end]
+        if _ascending(offsets):  # as every server gives them: found by bisection, in C (a 5-shot prompt
+            # has hundreds of tokens, and a Python pass over them was a tenth of the request's CPU)
+            first, past = bisect_left(offsets, boundary), bisect_left(offsets, end)
+            scored, prompt_tokens = tokens[first:past], first
+        else:
+            scored = [lp for lp, offset in zip(tokens, offsets, strict=True) if boundary <= offset < end]
+            prompt_tokens = sum(1 for offset in offsets if offset < boundary)
         if not scored:
             # An empty sum would score the continuation as certain (log-prob 0).
             raise ModelError(
                 f"{self.url} answered request '{request.id}' without a token of {what} "
                 "(none starts at or after the prompt's end)"
             )
-        prompt_tokens = sum(1 for offset in offsets if offset < boundary)
         return self._checked(scored, request, what, self.url), prompt_tokens
 
     # -- log-likelihoods ------------------------------------------------------------------------
