@@ -14,6 +14,7 @@ from the flow's RunContext.
 
 from __future__ import annotations
 
+import sys
 import time
 
 from helmflow.flows.pipeline import RunContext
@@ -41,7 +42,10 @@ def get_ready(
     model's thread is still importing transformers).
     """
     server = start_prefect_api()  # None: the user's Prefect API (PREFECT_API_URL, a profile) is used
-    context.checks.start()  # Great Expectations' import, beside the data and model loads (the caller stops it)
+    if "great_expectations" not in sys.modules:
+        # The worker's one purpose is that import (3-5 s), beside the data and model loads; a process that has
+        # it already (a notebook's second evaluate, a test session) checks in-process. The caller stops it.
+        context.checks.start()
     started = time.perf_counter()
     # Unreadable data raises here; data that fails its checks raises at finish_checks(), after the model
     # load that ran beside them. Either way before any flow runs (the server stops at exit).

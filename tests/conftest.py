@@ -126,3 +126,12 @@ def browser() -> Iterator[Any]:
         chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def great_expectations_imported() -> None:
+    """Once per test process. `helmflow run` starts a validation worker only to import Great Expectations beside
+    the model load, in a process that has not imported it (flows/startup.py); a test session's hundreds of runs
+    share one process, so with it imported here each checks in-process instead of spawning a worker and
+    importing it again (3-5 s each). The worker itself is tested in subprocesses (test_startup, test_api)."""
+    import great_expectations  # noqa: F401

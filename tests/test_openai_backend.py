@@ -201,8 +201,9 @@ GEN_REQUESTS = [Request(f"g{i}", f"g{i}", "generation", f"q{i}", max_tokens=3) f
 def test_answers_come_back_in_request_order_with_concurrency_in_flight() -> None:
     server = Server(keep_alive=True)
     server.generation = lambda prompt: f" re {prompt}"
-    # Later requests answer sooner, so the answers arrive out of order.
-    server.delay = lambda body: 0.02 * (24 - int(body["prompt"][1:])) / 24 + 0.05
+    # Later requests answer sooner, so the answers arrive out of order. Each waits at least 0.25 s: long
+    # enough for all 8 to be in the server at once even when the machine is busy (0.05 s was not, in CI).
+    server.delay = lambda body: 0.02 * (24 - int(body["prompt"][1:])) / 24 + 0.25
     try:
         backend = model(server, concurrency=8)
         out = backend.generate(GEN_REQUESTS)
