@@ -38,14 +38,14 @@ def plan_key(plan: ScenarioPlan, seed: int, prefer: str) -> PlanKey:
     return (plan.spec.model_dump_json(), plan.base_dir, plan.suite, seed, prefer)
 
 
-def prepare(plan: ScenarioPlan, seed: int, prefer: str, checks: ValidationWorker) -> Prepared:
+def prepare(plan: ScenarioPlan, seed: int, prefer: str, worker: ValidationWorker) -> Prepared:
     """Load, select and validate a scenario's instances (and its few-shot pool); bad input raises here."""
     loaded = _load(plan, seed, prefer)
-    return _checked(loaded, checks.run(validate_instances, loaded.frame))
+    return _checked(loaded, worker.run(validate_instances, loaded.frame))
 
 
 def preflight(
-    plans: list[ScenarioPlan], seed: int, prefer: str, checks: ValidationWorker
+    plans: list[ScenarioPlan], seed: int, prefer: str, worker: ValidationWorker
 ) -> Callable[[], dict[PlanKey, Prepared]]:
     """Load every scenario's data now (a missing file or a bad field raises here, before Prefect starts
     or any model loads) and hand its checks to the validation worker; the function returned waits for
@@ -53,7 +53,7 @@ def preflight(
     pending = []
     for plan in plans:
         loaded = _load(plan, seed, prefer)
-        checks = checks.submit(validate_instances, loaded.frame)
+        checks = worker.submit(validate_instances, loaded.frame)
         pending.append((plan_key(plan, seed, prefer), loaded, checks))
 
     def finish() -> dict[PlanKey, Prepared]:

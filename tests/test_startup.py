@@ -144,3 +144,27 @@ def test_a_server_that_does_not_start_is_an_error_without_a_traceback(tmp_path: 
         "error: Prefect's temporary server did not answer within 0 s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_preflight_prepares_every_scenario_of_a_suite(tmp_path: Path) -> None:
+    """Each scenario's checks go to the worker (here: no worker started, so in this process), all of them."""
+    import json
+
+    from helmflow.flows.plans import run_targets
+    from helmflow.flows.prepare import plan_key, preflight
+
+    refs = []
+    for name in ("one", "two"):
+        rows = [{"q": f"{name} {i}?", "opts": ["a", "b"], "gold": i % 2} for i in range(3)]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(
+            f"name: {name}\nsource: {{offline: {{files: {{test: {name}.jsonl}}}}}}\n"
+            "fields: {input: q, choices: opts, answer: gold}\n"
+        )
+        refs.append(str(spec))
+    plans = run_targets(refs, None).plans
+    prepared = preflight(plans, 0, "auto", ValidationWorker())()
+    assert sorted(p.plan.spec.name for p in prepared.values()) == ["one", "two"]
+    assert set(prepared) == {plan_key(plan, 0, "auto") for plan in plans}
+    assert all(len(p.instances) == 3 and all(c.success for c in p.checks) for p in prepared.values())
