@@ -4,6 +4,7 @@ log-likelihoods are the same as the old threaded client's on the same requests."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import orjson
@@ -11,7 +12,8 @@ import pytest
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
-from helmflow.tasks.models.echo_answer import decode_echo
+from helmflow.tasks.models.base import ModelError
+from helmflow.tasks.models.echo_answer import EchoedLogprobs, decode_echo
 from helmflow.tasks.models.openai import OpenAIModel
 from helmflow.tasks.models.openai_client import Client
 from tests.fake_openai_server import FakeServer, serve
@@ -38,10 +40,12 @@ ECHO = {
 
 
 def _read(answer: dict[str, object]) -> list[tuple[object, ...]]:
-    """The fields OpenAIModel._echo_scored and _scored read, as they read them."""
+    """The fields OpenAIModel._echo_scored and _scored read, as they read them (the raw arrays decoded whole)."""
     out = []
     for choice in answer["choices"]:  # type: ignore[attr-defined]
         logprobs = choice.get("logprobs") or {}
+        if isinstance(logprobs, EchoedLogprobs):
+            logprobs = logprobs.lists()
         out.append(
             (choice.get("index"), logprobs.get("token_logprobs"), logprobs.get("text_offset"), logprobs.get("tokens"))
         )
@@ -53,16 +57,14 @@ def test_the_typed_decode_reads_what_orjson_reads() -> None:
     typed = decode_echo(raw)
     assert typed is not None
     assert _read(typed) == _read(orjson.loads(raw))
-    assert typed["choices"][0]["logprobs"]["token_logprobs"] == [None, -0.25, -1.0]
-    assert typed["choices"][1]["logprobs"]["tokens"] is None
+    assert typed["choices"][0]["logprobs"].lists()["token_logprobs"] == [None, -0.25, -1]
+    assert typed["choices"][1]["logprobs"].lists()["tokens"] is None
 
 
 @pytest.mark.parametrize(
     "raw",
     [
         b'{"choices": [{"logprobs": {"token_logprobs": [null, NaN], "text_offset": [0, 1]}}]}',  # not JSON
-        b'{"choices": [{"logprobs": {"token_logprobs": [null, "-0.5"], "text_offset": [0, 1]}}]}',
-        b'{"choices": [{"logprobs": {"token_logprobs": [null, true], "text_offset": [0, 1]}}]}',
         b'{"choices": [{"logprobs": {"text_offset": [0, 1]}}]}',
         b'{"choices": []}',
         b'{"foo": 1}',
@@ -109,3 +111,87 @@ def test_log_likelihoods_equal_the_threaded_client_s_on_the_same_requests(fake: 
     finally:
         old.close()
         model.client.close()
+
+
+def _choice(
+    words: list[str], logprobs: list[object], offsets: list[object] | None = None, indent: bool = False
+) -> tuple[dict[str, object], dict[str, object]]:
+    """One echo choice as the typed decode gives it and as orjson gives it, from the same bytes."""
+    if offsets is None:
+        offsets = [sum(len(w) for w in words[:i]) for i in range(len(words))]
+    choice = {"index": 0, "logprobs": {"tokens": words, "token_logprobs": logprobs, "text_offset": offsets}}
+    answer = {"choices": [choice]}
+    raw = json.dumps(answer, indent=1).encode() if indent else orjson.dumps(answer)
+    typed = decode_echo(raw)
+    assert typed is not None
+    return typed["choices"][0], orjson.loads(raw)["choices"][0]
+
+
+def _both(model: OpenAIModel, typed: dict[str, object], plain: dict[str, object], request: Request) -> object:
+    """_scored on the arrays read from the end and on orjson's dicts: the same value, or the same error."""
+    outcomes = []
+    for choice in (typed, plain):
+        try:
+            outcomes.append(model._scored(choice, request, request.continuations[0]))
+        except ModelError as exc:
+            outcomes.append(str(exc))
+    assert outcomes[0] == outcomes[1]
+    return outcomes[0]
+
+
+@pytest.fixture(scope="module")
+def model(fake: FakeServer) -> Iterator[OpenAIModel]:
+    spec = ModelSpec(name="remote", backend="openai", path=fake.url)  # type: ignore[arg-type]
+    made = OpenAIModel(spec)
+    yield made
+    made.client.close()
+
+
+@pytest.mark.parametrize("indent", [False, True])  # JSON with whitespace and newlines between the numbers
+@pytest.mark.parametrize("bos", [False, True])
+@pytest.mark.parametrize("generated", [0, 3])  # tokens after the echoed text (echo_max_tokens)
+@pytest.mark.parametrize("continuation_words", [1, 2, 11, 40])  # past 8 and 16 tokens: the read doubles
+def test_reading_from_the_end_finds_what_reading_whole_finds(
+    model: OpenAIModel, indent: bool, bos: bool, generated: int, continuation_words: int
+) -> None:
+    prompt_words = [f"w{i} " for i in range(30)] + ["Answer:"]
+    continuation = [f" c{i}" for i in range(continuation_words)]
+    words = (["<s>"] if bos else []) + prompt_words + continuation + [" g"] * generated
+    logprobs: list[object] = [None] + [-(i % 7) - 0.125 for i in range(1, len(words))]
+    logprobs[-1] = -3  # an integer log-prob is a number too
+    request = Request("r", "r", "multiple_choice", "".join(prompt_words), ("".join(continuation),))
+    typed, plain = _choice(words, logprobs, indent=indent)
+    scored, prompt_tokens = _both(model, typed, plain, request)  # type: ignore[misc]
+    first = len(words) - generated - continuation_words
+    assert prompt_tokens == first
+    assert scored == [float(lp) for lp in logprobs[first : first + continuation_words]]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "logprobs, offsets, expected",
+    [
+        # A string log-prob in the continuation: the whole path's message.
+        ([None, -1.0, "-0.5"], None, "with a non-finite log-prob ('-0.5') for continuation ' b'"),
+        ([None, -1.0, True], None, "with a non-finite log-prob (True) for continuation ' b'"),
+        ([None, -1.0, None], None, "with a null log-prob for continuation ' b'"),
+        # Lengths that differ, and offsets that go back: read whole, as before.
+        ([None, -1.0], None, "with 2 log-probs but 3 token offsets"),
+        # Offsets 0, 3, 1 against the prompt's end at 3: the token at 3 is scored, two start before it.
+        ([None, -1.0, -0.5], [0, 3, 1], ([-1.0], 2)),
+        ([None, -1.0, -0.5], [0, None, 3], "expected"),
+    ],
+)
+def test_what_reading_from_the_end_does_not_accept_is_read_whole(
+    model: OpenAIModel, logprobs: list[object], offsets: list[object] | None, expected: object
+) -> None:
+    request = Request("r", "r", "multiple_choice", "Q a", (" b",))
+    words = ["Q", " a", " b"]
+    typed, plain = _choice(words, logprobs, offsets if offsets is not None else [0, 1, 3])
+    try:
+        outcome = _both(model, typed, plain, request)
+    except TypeError as exc:  # a null offset: the whole path's comparison fails as it always has
+        outcome = f"expected: {exc}"
+    if isinstance(expected, str):
+        assert isinstance(outcome, str) and expected in outcome
+    else:
+        assert outcome == expected

@@ -14,6 +14,12 @@ from helmflow.tasks.models.base import ModelError
 from helmflow.tasks.models.openai import ModelServerError, OpenAIModel
 
 
+class Listener(ThreadingHTTPServer):
+    # The client opens `concurrency` connections at once: past the default listen backlog (5) the kernel drops
+    # a connection's SYN and the client retries it a second later, so fewer requests are in the server at once.
+    request_queue_size = 128
+
+
 class Server:
     """Tokens are words; a word's log-prob is -len(word)/10. Fails the first `failures` requests.
 
@@ -102,7 +108,7 @@ class Server:
                     choice = {"text": outer.generation(body["prompt"]), "logprobs": {"token_logprobs": [-0.5]}}
                     self.reply(200, {"choices": [choice], "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = Listener(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

@@ -33,6 +33,12 @@ MC = Request("mc-1", "i1", "multiple_choice", "The sky is", (" blue",))
 GEN = Request("gen-1", "i1", "generation", "Sky?", max_tokens=3)
 
 
+class Listener(ThreadingHTTPServer):
+    # The client opens `concurrency` connections at once: past the default listen backlog (5) the kernel drops
+    # a connection's SYN and the client retries it a second later, so fewer requests are in the server at once.
+    request_queue_size = 128
+
+
 class CannedServer:
     """Answers every POST with status 200 and `body` (bytes), or sleeps `delay` seconds first."""
 
@@ -53,7 +59,7 @@ class CannedServer:
                     self.end_headers()
                     self.wfile.write(outer.body)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = Listener(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

@@ -38,7 +38,7 @@ from typing import Any
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import Backend, Completion, ModelError, ModelInfo
-from helmflow.tasks.models.echo_answer import decode_echo
+from helmflow.tasks.models.echo_answer import EchoedLogprobs, decode_echo
 from helmflow.tasks.models.openai_async import AsyncClient, Decode
 from helmflow.tasks.models.openai_client import ModelServerError
 
@@ -175,6 +175,11 @@ class OpenAIModel:
         """The continuation's token log-probs, and how many prompt tokens came before them."""
         what = f"continuation {continuation!r}"
         logprobs = choice.get("logprobs")
+        if isinstance(logprobs, EchoedLogprobs):
+            read = self._scored_from_end(logprobs, request, continuation)
+            if read is not None:
+                return self._checked(read[0], request, what, self.url), read[1]
+            logprobs = logprobs.lists()  # not what reading from the end accepts: the whole arrays, as below
         tokens = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
         offsets = logprobs.get("text_offset") if isinstance(logprobs, dict) else None
         if not isinstance(tokens, list) or not isinstance(offsets, list):
@@ -208,6 +213,20 @@ class OpenAIModel:
                 "(none starts at or after the prompt's end)"
             )
         return self._checked(scored, request, what, self.url), prompt_tokens
+
+    @staticmethod
+    def _scored_from_end(
+        logprobs: EchoedLogprobs, request: Request, continuation: str
+    ) -> tuple[list[float | None], int] | None:
+        """What _scored finds, read from the arrays' end (echo_answer.py), or None: read them whole."""
+        head = logprobs.head()
+        if head is None:
+            return None
+        offsets, first_token = head
+        shift = _bos_shift([first_token, None] if first_token is not None else None, offsets, request.prompt)
+        boundary = shift + len(request.prompt.rstrip())
+        read = logprobs.tail(boundary, shift + len(request.prompt) + len(continuation))
+        return read if read is not None and read[0] else None  # none scored: the whole path says so
 
     # -- log-likelihoods ------------------------------------------------------------------------
 
