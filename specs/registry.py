@@ -164,6 +164,7 @@ class MetricInfo:
     display_name: str
     methods: tuple[str, ...]
     description: str
+    named_only: bool  # a category does not stand for it (scoring.MetricRecord.named_only)
     plugin: Plugin
     record: Any  # a tasks.metrics.scoring.MetricRecord: scoring reads its functions
 
@@ -177,6 +178,7 @@ def _info(plugin: Plugin, record: Any) -> MetricInfo:
             display_name=record.display_name or record.name,
             methods=tuple(record.methods),
             description=getattr(record, "description", ""),
+            named_only=bool(getattr(record, "named_only", False)),
             plugin=plugin,
             record=record,
         )
@@ -274,7 +276,8 @@ def inapplicable(names: Sequence[str], method: str) -> str | None:
 def selected(names: Sequence[str], main_metric: str, method: str) -> list[MetricInfo]:
     """The metrics a spec's `metrics:` asks for, in scoring order (categories(), accuracy first).
 
-    A category stands for its metrics that apply to the adapter method. The main metric is always
+    A category stands for its metrics that apply to the adapter method, less those computed only where they
+    are named (MetricRecord.named_only: ROUGE-2, classification F1). The main metric is always
     measured: other categories read it. A spec that names only categories also gets the whole of
     accuracy, as every spec did before single metrics could be named.
     """
@@ -287,7 +290,8 @@ def selected(names: Sequence[str], main_metric: str, method: str) -> list[Metric
     return [
         info
         for info in every.values()
-        if info.name in chosen or (info.category in wanted_categories and method in info.methods)
+        if info.name in chosen
+        or (info.category in wanted_categories and method in info.methods and not info.named_only)
     ]
 
 

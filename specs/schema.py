@@ -185,6 +185,9 @@ class Source(Strict):
     # Alternatives, tried in order; the first that has the split and whose files are there is used.
     offline: OfflineSource | list[OfflineSource] | None = None
     split: str = "test"
+    # A list column to turn into one row per element (tasks/unnest.py): a query's passages, one row each.
+    # Left out of dumps when unset, so every spec written before it keeps its hash (cached answers, refresh).
+    unnest: str | None = Field(None, exclude_if=lambda value: value is None)
 
     @property
     def offline_sources(self) -> list[OfflineSource]:
@@ -259,6 +262,10 @@ class ScenarioSpec(Strict):
         "quasi_prefix_exact_match",
         "f1_score",
         "rouge_l",
+        "rouge_1",
+        "rouge_2",
+        "rr_at_10",
+        "ndcg_at_10",
         "exact_match_token_norm",
         "exact_match_char_norm",
     ] = "exact_match"

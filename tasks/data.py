@@ -28,8 +28,10 @@ from jinja2 import StrictUndefined
 from helmflow.specs import registry
 from helmflow.specs.schema import FieldMap, OfflineSource, ScenarioSpec
 from helmflow.specs.templates import TemplateError, value_of
+from helmflow.tasks.hub import hub_unreachable
 from helmflow.tasks.instances import LETTERS, Instance
 from helmflow.tasks.sources import PathNotAllowed, SourceMissing, available, split_files
+from helmflow.tasks.unnest import UnnestError, unnest
 
 SourcePreference = Literal["auto", "offline", "hub"]
 # Each row with its origin, "<file> row <n>" (n counts the file's rows from 1), for error messages.
@@ -331,6 +333,13 @@ def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:
 
     hub = spec.source.hub
     assert hub is not None
+    unreachable = hub_unreachable(hub.path)
+    if unreachable:
+        where = ", ".join(f for f in (f"config {hub.name}" if hub.name else "", f"split {hub.split or split}") if f)
+        raise DataError(
+            f"scenario '{spec.name}' needs the Hugging Face Hub dataset {hub.path} ({where}), and the Hub cannot "
+            f"be reached ({unreachable}); run it where the Hub is reachable, or give the spec offline files"
+        )
     try:
         dataset = datasets.load_dataset(hub.path, hub.name, split=hub.split or split, revision=hub.revision)
     except Exception as exc:
@@ -344,10 +353,23 @@ def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:
 def load_rows(
     spec: ScenarioSpec, split: str, prefer: SourcePreference = "auto", base_dir: Path | None = None
 ) -> tuple[Rows, ResolvedSource]:
-    """The rows of one split with their 1-based row numbers in the source.
+    """The rows of one split with their 1-based row numbers in the source (one per element of the
+    `source.unnest` column, when the spec names one).
 
     They come from the first offline alternative that has them (or asked for), else from the Hub.
     """
+    rows, resolved = _source_rows(spec, split, prefer, base_dir)
+    if spec.source.unnest:
+        try:
+            rows = unnest(rows, spec.source.unnest)
+        except UnnestError as exc:
+            raise DataError(str(exc)) from None
+    return rows, resolved
+
+
+def _source_rows(
+    spec: ScenarioSpec, split: str, prefer: SourcePreference, base_dir: Path | None
+) -> tuple[Rows, ResolvedSource]:
     source = spec.source
     offline = offline_for(spec, split, base_dir) if prefer != "hub" else None
     with_split = [o for o in source.offline_sources if split in o.files]

@@ -167,7 +167,8 @@ class Tox:
 
 
 def scored(spec: ScenarioSpec) -> tuple[list, list]:
-    """A small run of every kind a metric reads: groups, perturbations, BBQ extras, generations, token counts."""
+    """A small run of every kind a metric reads: groups, perturbations, BBQ and MS MARCO extras, generations, token
+    counts."""
     from helmflow.tasks.records import Completion
 
     bbq = {
@@ -176,10 +177,11 @@ def scored(spec: ScenarioSpec) -> tuple[list, list]:
         "answer_info": '{"ans0": ["a", "old"], "ans1": ["b", "young"], "ans2": ["c", "unknown"]}',
         "stereotyped_groups": '["old"]',
     }
+    ranked = {"query_id": "q", "relevance": "1"}  # MS MARCO's: the six are one query's passages, all relevant
     generation = spec.adapter.method == "generation"
     instances = [
         Instance(f"i{k}", f"Q{k}", "test", () if generation else ("he a", "she b", "c"), None if generation else k % 3,
-                 references=("he is a doctor",) if generation else (), group=f"g{k % 2}", extra=bbq)
+                 references=("he is a doctor",) if generation else (), group=f"g{k % 2}", extra={**bbq, **ranked})
         for k in range(6)
     ]  # fmt: skip
     requests = build_requests(spec.adapter, instances, [], seed=0)

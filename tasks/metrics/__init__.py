@@ -22,7 +22,7 @@ from helmflow.tasks.metrics.types import CATEGORIES, Metric, Stat
 from helmflow.tasks.records import Completion, Prediction
 
 # Bump when a change to the metric code changes any value: a refresh re-scores older runs.
-METRICS_CODE_VERSION = "2026.11.28.1"  # intervals on headline metrics
+METRICS_CODE_VERSION = "2026.12.06.1"  # ROUGE-1/2, classification F1, summarization statistics
 
 
 def _argmax(values: list[float]) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 
 from helmflow.tasks.instances import Instance
 from helmflow.tasks.metrics.scoring import ALL_METHODS, GENERATION, MetricRecord, Scoring
+from helmflow.tasks.metrics.summarization import rouge
 from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -65,6 +66,14 @@ def rouge_l(prediction: str, reference: str) -> float:
     return float(_rouge().score(reference, prediction)["rougeL"].fmeasure)
 
 
+def rouge_1(prediction: str, reference: str) -> float:
+    return rouge(prediction, reference, "rouge1")
+
+
+def rouge_2(prediction: str, reference: str) -> float:
+    return rouge(prediction, reference, "rouge2")
+
+
 GENERATION_METRICS = {
     "exact_match": exact_match,
     "quasi_exact_match": quasi_exact_match,
@@ -72,7 +81,11 @@ GENERATION_METRICS = {
     "quasi_prefix_exact_match": quasi_prefix_exact_match,
     "f1_score": f1_score,
     "rouge_l": rouge_l,
+    "rouge_1": rouge_1,
+    "rouge_2": rouge_2,
 }
+# Computed only where a spec names them (MetricRecord.named_only): HELM reports them for summaries alone.
+NAMED_ONLY = frozenset({"rouge_1", "rouge_2"})
 
 
 def instance_accuracy(
@@ -84,11 +97,12 @@ def instance_accuracy(
 ) -> dict[str, float]:
     """Multiple choice compares the chosen option with the gold one; generation the text with each reference.
 
-    `names`: only these metrics (None: all that apply), so a metric not asked for is not computed.
+    `names`: only these metrics (None: all that apply, less the NAMED_ONLY ones), so a metric not asked for is
+    not computed.
     """
 
     def wanted(name: str) -> bool:
-        return names is None or name in names
+        return name in names if names is not None else name not in NAMED_ONLY
 
     if inst.choices:
         correct = float(predicted_index is not None and predicted_index == inst.gold_index)
@@ -138,7 +152,9 @@ def _instance_stats(scoring: Scoring) -> list[Stat]:
     return stats
 
 
-def _record(name: str, display_name: str, methods: tuple[str, ...], description: str) -> MetricRecord:
+def _record(
+    name: str, display_name: str, methods: tuple[str, ...], description: str, named_only: bool = False
+) -> MetricRecord:
     return MetricRecord(
         name=name,
         category="accuracy",
@@ -147,6 +163,7 @@ def _record(name: str, display_name: str, methods: tuple[str, ...], description:
         methods=methods,
         stats=_instance_stats,
         description=description,
+        named_only=named_only,
     )
 
 
@@ -161,5 +178,7 @@ METRICS = [
     _record("prefix_exact_match", "Prefix exact match", GENERATION, "the answer starts with a reference"),
     _record("quasi_exact_match", "Quasi-exact match", ALL_METHODS, "exact match after HELM's normalisation"),
     _record("quasi_prefix_exact_match", "Quasi-prefix exact match", GENERATION, "prefix match after normalisation"),
+    _record("rouge_1", "ROUGE-1", GENERATION, "ROUGE-1 F-measure against the best reference (stemmed)", True),
+    _record("rouge_2", "ROUGE-2", GENERATION, "ROUGE-2 F-measure against the best reference (stemmed)", True),
     _record("rouge_l", "ROUGE-L", GENERATION, "ROUGE-L F-measure against the best reference"),
 ]

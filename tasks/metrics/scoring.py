@@ -87,3 +87,6 @@ class MetricRecord:
     methods: tuple[str, ...] = ALL_METHODS
     stats: Callable[[Scoring], list[Stat]] | None = None
     description: str = ""
+    # Computed only where a spec names it, never for its category alone: HELM adds such a metric only to the
+    # scenarios it suits (ROUGE-2 to summaries, classification F1 to classification), not to every generation.
+    named_only: bool = False
