@@ -233,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="mean win rate per category over the latest runs")
     board.add_argument("--suite")
     board.add_argument("--category")
+    board.add_argument(
+        "--layout",
+        action="store_true",
+        help="HELM's layout of --suite: per model its scenarios × the seven categories, then the coverage matrix",
+    )
     board.set_defaults(func=cmd_leaderboard)
 
     history = sub.add_parser("history", help="a metric over time for one model and scenario")

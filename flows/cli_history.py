@@ -42,6 +42,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from helmflow.warehouse.store import Warehouse
 
     scenarios = None
+    if args.layout and not args.suite:
+        print("error: --layout needs --suite (the scenarios whose layout to show)", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.suite:
         from helmflow.specs.library import find
 
@@ -49,6 +52,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from helmflow.flows.leaderboard import board_frame, leaderboard_of, tie_lines
 
     warehouse = Warehouse(args.db)
+    if args.layout:
+        from helmflow.flows.layout import layout_lines, suite_layout
+
+        print("\n".join(layout_lines(suite_layout(warehouse, args.suite))))
+        print()
     runs = warehouse.report_runs(scenarios)
     latest = runs[runs.latest]
     result = leaderboard_of(warehouse, latest, args.category)

@@ -38,7 +38,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     out = Path(args.out)
     try:
-        summary = write_site(Warehouse(args.db), out, Selection(scenarios, args.model, since))
+        summary = write_site(Warehouse(args.db), out, Selection(scenarios, args.model, since, args.suite))
     except ReportFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

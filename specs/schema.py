@@ -416,6 +416,9 @@ class SuiteEntry(Strict):
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
     groups: list[str] | None = None
     num_train: int | None = Field(None, ge=0, le=64)
+    # The row of the suite's layout (flows/layout.py) the entry is shown in, when several entries make one row
+    # (HELM's core table has one RAFT row for its 11 subsets); by default its scenario's own row.
+    row: str | None = Field(None, exclude_if=lambda value: value is None)
 
 
 FOR_EACH_ITEMS_SCHEMA = {

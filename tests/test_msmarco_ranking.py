@@ -126,3 +126,46 @@ def test_rr_and_ndcg_at_10_by_hand(spec_and_instances: tuple) -> None:
     assert sorted((s.instance_id, s.value) for s in stats if s.metric == "rr_at_10") == [("11-0", 0.5), ("22-0", 1.0)]
     # The binary answers themselves: 11-0 says Yes to a No passage, 22-2 says Maybe: 4 of 6 right.
     assert values["quasi_exact_match"] == pytest.approx(4 / 6)
+
+
+def test_the_trec_track_reads_graded_judgements_and_counts_grades_2_and_3_as_relevant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    folder = tmp_path / "msmarco"
+    folder.mkdir()
+    query = {
+        "query_id": 7,
+        "query": "q",
+        "passages": [
+            {"passage_id": "p1", "passage_text": "one", "relevance": 1},
+            {"passage_id": "p3", "passage_text": "three", "relevance": 3},
+            {"passage_id": "p0", "passage_text": "zero", "relevance": 0},
+        ],
+    }
+    (folder / "trec_dl_2019.jsonl").write_text(json.dumps(query) + "\n")
+    (folder / "train.jsonl").write_text(json.dumps(query) + "\n")
+    monkeypatch.setenv("HELMFLOW_SHARED_DATA", str(tmp_path))
+    spec = find_scenario("helm_msmarco_trec")
+    instances, _ = load_instances(spec, prefer="offline")
+    assert [(i.id, i.references, i.extra["relevance"]) for i in instances] == [
+        ("7-p1", ("No",), "1"),
+        ("7-p3", ("Yes",), "3"),
+        ("7-p0", ("No",), "0"),
+    ]
+    # The model ranks p1 (grade 1), p3 (grade 3), p0. RR@10 counts grade >= 2: p3 at rank 2 -> 1/2 (regular
+    # relevance, grade >= 1, would give 1). NDCG@10: DCG = 1/log2(2) + 3/log2(3) = 1 + 1.8928 = 2.8928; ideal
+    # p3, p1: 3 + 1/log2(3) = 3.6309; NDCG = 0.79672.
+    answers = {"7-p1": 0.9, "7-p3": 0.8, "7-p0": 0.7}
+    predictions = [
+        to_prediction(
+            Request(i.id, i.id, "generation", "?"),
+            Completion(request_id=i.id, text="Yes", logprobs=[math.log(answers[i.id])]),
+        )
+        for i in instances
+    ]
+    _, metrics = score(spec, instances, predictions)
+    values = {m.metric: m.value for m in metrics if not m.group and not m.perturbation}
+    assert values["rr_at_10"] == pytest.approx(0.5)
+    assert values["ndcg_at_10"] == pytest.approx((1 + 3 / math.log2(3)) / (3 + 1 / math.log2(3)))

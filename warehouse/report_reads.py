@@ -50,6 +50,16 @@ class ReportReads(Connected):
             with self.connect():
                 pass
 
+    def latest_attempts(self, scenarios: list[str]) -> pd.DataFrame:
+        """Each model × scenario's newest run of any status (run_id, scenario, model, status, error), so a layout
+        can say why a cell is empty: a run that failed, or one still running."""
+        with self.connect(read_only=True) as con:
+            return con.execute(
+                "select run_id, scenario, model, status, error from runs where scenario in (select unnest(?)) "
+                "qualify row_number() over (partition by model, scenario order by started_at desc) = 1",
+                [scenarios],
+            ).df()
+
     def report_runs(
         self, scenarios: list[str] | None = None, models: list[str] | None = None, since: datetime | None = None
     ) -> pd.DataFrame:

@@ -57,6 +57,7 @@ class Selection:
     scenarios: list[str] | None = None
     models: list[str] | None = None
     since: datetime | None = None
+    suite: str | None = None  # `--suite`: its layout page too (flows/layout.py), HELM's scenario × category table
 
 
 @dataclass

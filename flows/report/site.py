@@ -150,6 +150,8 @@ class Writer:
         content = gather(self.warehouse, self.selection)
         self.leaderboard(content)
         self.matrix(content)
+        if self.selection.suite:
+            self.layout(self.selection.suite)
         for run in plain_records(content.runs):
             self.run_page(content, run)
         self.history(content)
@@ -185,6 +187,34 @@ class Writer:
             scores=scores,
             score_columns=score_columns,
             models=sorted({row["model"] for row in scores}),
+        )
+
+    def layout(self, suite: str) -> None:
+        from helmflow.flows.layout import NOT_MEASURED, suite_layout
+        from helmflow.tasks.metrics import CATEGORIES
+
+        layout = suite_layout(self.warehouse, suite)
+        measured, total = layout.coverage
+        tables = [
+            {
+                "model": model,
+                "rows": [
+                    {"row": row, "cells": [layout.cells[(model, row, c)] for c in CATEGORIES]}
+                    for row in layout.scenarios
+                ],
+            }
+            for model in layout.models
+        ]
+        coverage = [{"row": row, "marks": [c in layout.measured[row] for c in CATEGORIES]} for row in layout.scenarios]
+        self.page(
+            "layout.html",
+            "layout.html",
+            suite=layout.suite,
+            categories=CATEGORIES,
+            tables=tables,
+            coverage=coverage,
+            share=f"{measured} of {total} cells ({100 * measured / total:.1f} %)" if total else "-",
+            not_measured=NOT_MEASURED,
         )
 
     def matrix(self, content: Content) -> None:
