@@ -136,7 +136,9 @@ def evaluate(
     (`helmflow.flows.progress.Reporter`, e.g. `progress.Lines()`) shown while the flow runs; default: silent.
 
     Bad specs, data or models raise (SpecError, DataError, ModelError, ...) before any flow runs; a run that
-    fails once started is in the result with its status and error, never raised.
+    fails once started is in the result with its status and error, never raised. A scenario whose data is not
+    here (the Hub unreachable, offline files missing) while others' is, is a failed run in the result that says
+    so, one per model; the others run.
     """
     refs = [str(scenarios)] if isinstance(scenarios, str | Path) else [str(s) for s in scenarios]
     if not refs:
@@ -151,7 +153,7 @@ def evaluate(
     seed = seed if seed is not None else (targets.seed or 0)
     open_warehouse(db_path).check()  # a path that is not a warehouse fails now, before data and model load
     from helmflow.flows.benchmark import benchmark
-    from helmflow.flows.pipeline import RunContext
+    from helmflow.flows.pipeline import RunContext, record_unavailable
     from helmflow.flows.runners import suite_runner, thread_environment
     from helmflow.flows.startup import get_ready
 
@@ -161,10 +163,12 @@ def evaluate(
     try:
         # Bad data fails here, before any flow runs; meanwhile Prefect's server starts and the model loads.
         get_ready(targets.plans, model_specs, seed, source, load_model=not chosen.fans_out, context=context)
+        missing = {id(plan) for plan, _ in context.unavailable}
+        plans = [plan for plan in targets.plans if id(plan) not in missing]
         shown = progress if isinstance(progress, contextlib.AbstractContextManager) else contextlib.nullcontext()
         with shown:
             outcomes = on_runner(benchmark, chosen)(
-                targets.plans,
+                plans,
                 model_specs,
                 seed=seed,
                 db=db_path,
@@ -174,11 +178,14 @@ def evaluate(
                 shards=shards,
                 context=context,
             )
+        outcomes = list(outcomes)
+        for plan, reason in context.unavailable:  # a scenario whose data is not here: a failed run that says why
+            outcomes += [record_unavailable(plan, m, seed, db_path, reason, context.reporter) for m in model_specs]
     finally:
         # The validation worker get_ready started lives as long as this call, however it ends (returned,
         # raised, Ctrl-C, or SIGTERM turned into Terminated by the command): no child outlives it.
         context.checks.stop()
-    return Results(list(outcomes), db_path)
+    return Results(outcomes, db_path)
 
 
 def resume(

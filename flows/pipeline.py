@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from helmflow.flows import progress
 from helmflow.flows.artifacts import publish_run
 from helmflow.flows.failures import cannot_write
 from helmflow.flows.inference import InferencePlan, ModelIdentity, plan_inference
+from helmflow.flows.plans import ScenarioPlan
 from helmflow.flows.prepare import PlanKey, Prepared
 from helmflow.flows.stages import (
     open_run,
@@ -45,6 +47,7 @@ from helmflow.flows.stages import (
     write_stage,
 )
 from helmflow.flows.validation_process import ValidationWorker
+from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.metrics import Prediction
 from helmflow.tasks.models import ModelBackend, ModelInfo
@@ -70,13 +73,15 @@ class RunContext:
     copy every instance and the model's weights into that record (it records this one by its type name).
     """
 
-    __slots__ = ("checks", "models", "prepared", "reporter", "thread_environment")
+    __slots__ = ("checks", "models", "prepared", "reporter", "thread_environment", "unavailable")
 
     def __init__(self, reporter: progress.Reporter | None = None) -> None:
         # Where the data, prediction and score checks run: a worker process once the caller starts it
         # (flows/startup.py), this process otherwise. The caller stops it (helmflow.evaluate).
         self.checks = ValidationWorker()
         self.prepared: dict[PlanKey, Prepared] = {}
+        # Scenarios whose data is not here (flows/prepare.preflight), each with why: recorded as failed runs.
+        self.unavailable: list[tuple[ScenarioPlan, str]] = []
         self.models: dict[str, ModelBackend] = {}
         self.reporter: progress.Reporter = reporter if reporter is not None else progress.default_reporter()
         # OMP_NUM_THREADS and MKL_NUM_THREADS as they were before a local cluster started (flows/runners.py)
@@ -310,3 +315,30 @@ def rescore(db: str | Path | None, run_id: str) -> int:
     predictions = stored_predictions(spec, run.instances, run.answers)
     stats, metrics, _ = score_predictions(spec, run.instances, predictions, run.num_parameters)
     return warehouse.add_metrics_version(run_id, stats, metrics)
+
+
+def record_unavailable(
+    plan: ScenarioPlan, model_spec: ModelSpec, seed: int, db: str | None, reason: str, reporter: progress.Reporter
+) -> RunOutcome:
+    """A failed run for a scenario whose data is not here, so the warehouse (and a suite's layout) says why its
+    cells are empty; nothing was loaded or asked of the model."""
+    spec = plan.spec
+    run_id = uuid.uuid4().hex[:12]
+    row = {
+        "run_id": run_id,
+        "suite": plan.suite,
+        "scenario": spec.name,
+        "spec_hash": spec_hash(spec),
+        "spec_json": spec.model_dump_json(),
+        "spec_dir": plan.base_dir,
+        "model": model_spec.name,
+        "model_json": model_spec.model_dump_json(),
+        "seed": seed,
+        "adapter_json": spec.adapter.model_dump_json(),
+    }
+    warehouse = Warehouse(db)
+    warehouse.start_run(row)
+    message = f"DataUnavailable: {reason}"
+    warehouse.fail_run(run_id, message)
+    reporter.stage(f"{spec.name} × {model_spec.name}", f"failed: {message}")
+    return RunOutcome(run_id, spec.name, model_spec.name, "failed", message)

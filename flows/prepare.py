@@ -15,7 +15,7 @@ import pandas as pd
 from helmflow.flows.plans import ScenarioPlan
 from helmflow.flows.validation_process import ValidationWorker
 from helmflow.tasks.adapt import check_letterable
-from helmflow.tasks.data import ResolvedSource, fewshot_pool, load_instances, select
+from helmflow.tasks.data import DataUnavailable, ResolvedSource, fewshot_pool, load_instances, select
 from helmflow.tasks.instances import Instance
 from helmflow.tasks.validate import ValidationFailed, ValidationResult, validate_instances
 
@@ -45,16 +45,30 @@ def prepare(plan: ScenarioPlan, seed: int, prefer: str, worker: ValidationWorker
 
 
 def preflight(
-    plans: list[ScenarioPlan], seed: int, prefer: str, worker: ValidationWorker
+    plans: list[ScenarioPlan],
+    seed: int,
+    prefer: str,
+    worker: ValidationWorker,
+    unavailable: list[tuple[ScenarioPlan, str]],
 ) -> Callable[[], dict[PlanKey, Prepared]]:
-    """Load every scenario's data now (a missing file or a bad field raises here, before Prefect starts
-    or any model loads) and hand its checks to the validation worker; the function returned waits for
-    the checks, and gives back each scenario prepared, or raises on data that fails them."""
+    """Load every scenario's data now (a bad field raises here, before Prefect starts or any model loads) and
+    hand its checks to the validation worker; the function returned waits for the checks, and gives back each
+    scenario prepared, or raises on data that fails them.
+
+    A scenario whose data is not here (DataUnavailable: the Hub unreachable, offline files missing) is added
+    to `unavailable` with its one-line reason, and the others go on (HELM's core suite on a machine without
+    the Hub runs what it has offline); when no scenario is left, that reason is raised."""
     pending = []
     for plan in plans:
-        loaded = _load(plan, seed, prefer)
+        try:
+            loaded = _load(plan, seed, prefer)
+        except DataUnavailable as exc:
+            unavailable.append((plan, str(exc)))
+            continue
         checks = worker.submit(validate_instances, loaded.frame)
         pending.append((plan_key(plan, seed, prefer), loaded, checks))
+    if unavailable and not pending:  # nothing to run: the command fails as for any data error
+        raise DataUnavailable(unavailable[0][1])
 
     def finish() -> dict[PlanKey, Prepared]:
         return {key: _checked(loaded, checks.result()) for key, loaded, checks in pending}

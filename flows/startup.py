@@ -49,7 +49,7 @@ def get_ready(
     started = time.perf_counter()
     # Unreadable data raises here; data that fails its checks raises at finish_checks(), after the model
     # load that ran beside them. Either way before any flow runs (the server stops at exit).
-    finish_checks = preflight(plans, seed, prefer, context.checks)
+    finish_checks = preflight(plans, seed, prefer, context.checks, context.unavailable)
     data_loaded = time.perf_counter()
     if load_model and models:
         context.models[models[0].model_dump_json()] = load(models[0])

@@ -1,7 +1,8 @@
 """Jinja2 in specs, sandboxed: how a field of the spec reads a value out of a data row.
 
 A field value in a spec is one of three things:
-- a column name of the row (`question`, or `#1 String`: any key the row has);
+- a column name of the row (`question`, or `#1 String`, `Tweet text`: any key the row has); in a template,
+  `row['Tweet text']` reads a column whose name is no Jinja name;
 - a text template, when it contains `{{` or `{%` (`"{{ passage }}\\nQuestion: {{ question }}?"`);
 - otherwise a Jinja expression giving any value (`choices.text`, `['no', 'yes']`, `label | int`).
 
@@ -49,6 +50,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace, generate_lorem_ipsum, pass_environment, pass_eval_context
 from jinja2.visitor import NodeTransformer
 
+# A field value that is a column's name even though it is no Jinja expression: words, digits, spaces and
+# punctuation that Jinja gives no meaning to (RAFT's "Tweet text", "Abstract Note").
+_COLUMN_NAME = re.compile(r"[\w#][\w# .\-/?:,;&]*")
 # A rendered field (a prompt, an option, a reference) is at most this many characters.
 MAX_FIELD_CHARS = 100_000
 # Any one string or list a template builds on the way (counting shared parts each time they appear).
@@ -750,6 +754,8 @@ def check(value: str, where: str) -> None:
     try:
         tree = environment().parse(source)
     except TemplateSyntaxError as exc:
+        if not is_template(value) and _COLUMN_NAME.fullmatch(value):
+            return  # a column whose name is no expression ("Tweet text"): read as it is, or "not a field of the row"
         raise TemplateError(f"{where}: not a valid template or expression: {exc.message}") from None
     for node in tree.find_all((nodes.Getattr, nodes.Name, nodes.Const, *_FORBIDDEN_NODES)):
         if isinstance(node, _FORBIDDEN_NODES):
@@ -844,6 +850,12 @@ def _expression(source: str) -> Any:
     return environment().compile_expression(source, undefined_to_none=False)
 
 
+def _names(row: dict[str, Any]) -> dict[str, Any]:
+    """What a template sees: every column by name, and the row itself as `row` (`row['Tweet text']` reads a
+    column whose name is no Jinja name); a column named "row" keeps its name."""
+    return {"row": row, **row}
+
+
 def _render_text(template: Any, row: dict[str, Any]) -> TemplateText:
     """The template's text, streamed so that an over-long field stops as soon as it is too long.
 
@@ -851,7 +863,7 @@ def _render_text(template: Any, row: dict[str, Any]) -> TemplateText:
     plain string (the row's own text)."""
     parts: list[Part] = []
     length = 0
-    for chunk in template.generate(**row):
+    for chunk in template.generate(**_names(row)):
         length += len(chunk)
         if length > MAX_FIELD_CHARS:
             raise TemplateLimitError(f"the rendered text is longer than {MAX_FIELD_CHARS:,} characters")
@@ -871,7 +883,7 @@ def value_of(spec_value: str, row: dict[str, Any], where: str) -> Any:
         with _rendering():
             if is_template(spec_value):
                 return _render_text(_template(spec_value), row)
-            result = _expression(spec_value)(**row)
+            result = _expression(spec_value)(**_names(row))
             if isinstance(result, Undefined):
                 raise TemplateError(
                     f"{where}: '{spec_value}' is not a field of the row (the row has: {', '.join(row)})"

@@ -42,6 +42,11 @@ class DataError(ValueError):
     """Data that cannot be loaded or mapped. The message names the file, row or field."""
 
 
+class DataUnavailable(DataError):
+    """Data that is not here (offline files missing, the Hub unreachable), not data that is wrong: a suite runs
+    its other scenarios and records this one as failed (flows/prepare.py)."""
+
+
 @dataclass(frozen=True)
 class ResolvedSource:
     kind: Literal["hub", "offline"]
@@ -336,7 +341,7 @@ def _read_hub(spec: ScenarioSpec, split: str) -> list[dict[str, Any]]:
     unreachable = hub_unreachable(hub.path)
     if unreachable:
         where = ", ".join(f for f in (f"config {hub.name}" if hub.name else "", f"split {hub.split or split}") if f)
-        raise DataError(
+        raise DataUnavailable(
             f"scenario '{spec.name}' needs the Hugging Face Hub dataset {hub.path} ({where}), and the Hub cannot "
             f"be reached ({unreachable}); run it where the Hub is reachable, or give the spec offline files"
         )
@@ -379,7 +384,9 @@ def _source_rows(
             raise DataError(f"scenario '{spec.name}' has no offline source for split '{split}'")
         try:
             paths = split_files(offline, split, base_dir)
-        except (SourceMissing, PathNotAllowed) as exc:
+        except SourceMissing as exc:
+            raise DataUnavailable(str(exc)) from None
+        except PathNotAllowed as exc:
             raise DataError(str(exc)) from None
         rows = _read_offline(offline, paths)
         if offline.exclude_where:
@@ -388,7 +395,7 @@ def _source_rows(
         origin = ", ".join(str(p) for p in paths) if len(paths) < 4 else f"{paths[0].parent}/ ({len(paths)} files)"
         return rows, ResolvedSource("offline", origin, _merge_fields(spec.fields, offline.fields))
     if source.hub is None:
-        raise DataError(f"scenario '{spec.name}' has no hub source and no offline files for split '{split}'")
+        raise DataUnavailable(f"scenario '{spec.name}' has no hub source and no offline files for split '{split}'")
     hub = source.hub
     description = f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "")
     rows = [(f"{description} row {n}", row) for n, row in enumerate(_read_hub(spec, split), start=1)]

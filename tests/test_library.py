@@ -133,7 +133,10 @@ def offline_scenarios() -> list[str]:
     for name in spec_names("scenario"):  # files, and the scenarios suites make with for_each (BIG-bench)
         loaded = find("scenario", name)
         spec = loaded.spec
-        if spec.source.offline_sources and offline_available(spec, loaded.path.parent):
+        # Its exemplars too (HELM's BoolQ reads them from the Hub's train split: it needs the Hub).
+        shots = spec.adapter.fewshot_split
+        exemplars = not spec.adapter.num_train or offline_available(spec, loaded.path.parent, shots)
+        if spec.source.offline_sources and offline_available(spec, loaded.path.parent) and exemplars:
             names.append(name)
     return names
 

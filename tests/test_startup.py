@@ -164,7 +164,42 @@ def test_preflight_prepares_every_scenario_of_a_suite(tmp_path: Path) -> None:
         )
         refs.append(str(spec))
     plans = run_targets(refs, None).plans
-    prepared = preflight(plans, 0, "auto", ValidationWorker())()
+    prepared = preflight(plans, 0, "auto", ValidationWorker(), [])()
     assert sorted(p.plan.spec.name for p in prepared.values()) == ["one", "two"]
     assert set(prepared) == {plan_key(plan, 0, "auto") for plan in plans}
     assert all(len(p.instances) == 3 and all(c.success for c in p.checks) for p in prepared.values())
+
+
+def test_a_scenario_whose_data_is_not_here_is_set_aside_and_recorded_as_a_failed_run(tmp_path: Path) -> None:
+    """HELM's core suite on a machine without the Hub: the scenarios with their data run, the others are set aside
+    with one line each (then one failed run per model says it); with none left, the reason is raised."""
+    import json
+
+    from helmflow.flows.pipeline import record_unavailable
+    from helmflow.flows.plans import run_targets
+    from helmflow.flows.prepare import preflight
+    from helmflow.flows.progress import Lines
+    from helmflow.specs.library import find_model
+    from helmflow.tasks.data import DataUnavailable
+    from helmflow.warehouse.store import Warehouse
+
+    (tmp_path / "here.jsonl").write_text(json.dumps({"q": "x?", "opts": ["a", "b"], "gold": 0}) + "\n")
+    for name, data in (("here", "here.jsonl"), ("away", "nowhere.jsonl")):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nsource: {{offline: {{files: {{test: {data}}}}}}}\n"
+            "fields: {input: q, choices: opts, answer: gold}\n"
+        )
+    plans = run_targets([str(tmp_path / "here.yaml"), str(tmp_path / "away.yaml")], None).plans
+    unavailable: list = []
+    prepared = preflight(plans, 0, "auto", ValidationWorker(), unavailable)()
+    assert [p.plan.spec.name for p in prepared.values()] == ["here"]
+    [(plan, reason)] = unavailable
+    assert plan.spec.name == "away" and reason == f"data file not found: {tmp_path / 'nowhere.jsonl'}"
+    with pytest.raises(DataUnavailable, match=r"nowhere\.jsonl"):
+        preflight(plans[1:], 0, "auto", ValidationWorker(), [])
+
+    db = str(tmp_path / "w.duckdb")
+    outcome = record_unavailable(plan, find_model("smollm2-135m-instruct"), 0, db, reason, Lines())
+    assert outcome.status == "failed" and outcome.error == f"DataUnavailable: {reason}"
+    row = Warehouse(db).query(f"select scenario, model, status, error from runs where run_id = '{outcome.run_id}'")
+    assert row.values.tolist() == [["away", "smollm2-135m-instruct", "failed", f"DataUnavailable: {reason}"]]
