@@ -49,8 +49,10 @@ from helmflow.flows.stages import (
 from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
+from helmflow.tasks.fit_context import Window
 from helmflow.tasks.metrics import Prediction
 from helmflow.tasks.models import ModelBackend, ModelInfo
+from helmflow.tasks.models.window import window_for
 from helmflow.tasks.records import Request
 from helmflow.warehouse.rows import result_frames
 from helmflow.warehouse.store import Warehouse
@@ -73,7 +75,7 @@ class RunContext:
     copy every instance and the model's weights into that record (it records this one by its type name).
     """
 
-    __slots__ = ("checks", "models", "prepared", "reporter", "thread_environment", "unavailable")
+    __slots__ = ("checks", "models", "prepared", "reporter", "thread_environment", "unavailable", "windows")
 
     def __init__(self, reporter: progress.Reporter | None = None) -> None:
         # Where the data, prediction and score checks run: a worker process once the caller starts it
@@ -82,6 +84,8 @@ class RunContext:
         self.prepared: dict[PlanKey, Prepared] = {}
         # Scenarios whose data is not here (flows/prepare.preflight), each with why: recorded as failed runs.
         self.unavailable: list[tuple[ScenarioPlan, str]] = []
+        # Each model's context window (its tokenizer, loaded once), for fitting prompts into it.
+        self.windows: dict[str, Window | None] = {}
         self.models: dict[str, ModelBackend] = {}
         self.reporter: progress.Reporter = reporter if reporter is not None else progress.default_reporter()
         # OMP_NUM_THREADS and MKL_NUM_THREADS as they were before a local cluster started (flows/runners.py)
@@ -97,6 +101,13 @@ class RunContext:
 
     def take_model(self, spec: ModelSpec) -> ModelBackend | None:
         return self.models.pop(spec.model_dump_json(), None)
+
+    def window(self, spec: ModelSpec) -> Window | None:
+        """The model's context window (tasks/models/window.py), None where its tokens cannot be counted here."""
+        key = spec.model_dump_json()
+        if key not in self.windows:
+            self.windows[key] = window_for(spec)
+        return self.windows[key]
 
 
 @dataclass(frozen=True)
@@ -190,7 +201,7 @@ def start(
     began = time.perf_counter()
     run_id = open_run(pair.prep, info, pair.model_spec, seed, db, flow_run_id, pair.resume_run_id)
     try:
-        requests = requests_of(pair.prep, seed)
+        requests = requests_of(pair.prep, seed, context.window(pair.model_spec))
         sent, baselines = with_baselines(requests)
         plan = plan_inference(sent, identity, Warehouse(db), use_cache)
         return Run(pair, run_id, info, requests, baselines, plan, began)

@@ -19,6 +19,7 @@ from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.adapt import Request, build_requests
+from helmflow.tasks.fit_context import Window
 from helmflow.tasks.instances import Instance, instances_fingerprint
 from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
 from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
@@ -186,9 +187,10 @@ def open_run(
     return run_id
 
 
-def requests_of(prep: Prepared, seed: int) -> list[Request]:
+def requests_of(prep: Prepared, seed: int, window: Window | None = None) -> list[Request]:
+    """The run's requests, each prompt fitted into the model's context window when it is known."""
     spec = prep.plan.spec
-    return build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec))
+    return build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec), window)
 
 
 def stored_predictions(

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from helmflow.specs.schema import AdapterSpec, group_words
 from helmflow.tasks.data import DataError
+from helmflow.tasks.fit_context import Window, fit_prompt
 from helmflow.tasks.records import LETTERS, Instance, Request, RequestKind
 
 
@@ -106,18 +107,57 @@ def render_prompt(adapter: AdapterSpec, inst: Instance, exemplars: list[Instance
     return _fill(adapter.instructions, inst.group) + shots + render_block(adapter, inst)
 
 
+def _fitted(
+    adapter: AdapterSpec,
+    inst: Instance,
+    variant: Instance,
+    exemplars: list[Instance],
+    window: Window,
+    request_id: str,
+    perturbation: str,
+) -> Request:
+    """The request with its prompt fitted into the model's window, as HELM fits it (tasks/fit_context.py): the
+    last exemplars dropped first, then the prompt cut; room is left for the completion (max_tokens, or the
+    longest continuation scored)."""
+    plain = _request(adapter, inst, "", request_id, perturbation)
+    room = adapter.max_tokens if plain.kind == "generation" else max(map(window.count_tokens, plain.continuations))
+    whole = render_prompt(adapter, variant, exemplars)
+    if window.surely_fits(whole, room):  # most prompts: no tokenizer call
+        return replace(plain, prompt=whole, num_train_instances=len(exemplars))
+    fitted = fit_prompt(
+        lambda k: render_prompt(adapter, variant, exemplars[:k]),
+        len(exemplars),
+        count_tokens=window.count_tokens,
+        truncate=window.truncate,
+        context_window=window.context_window,
+        max_tokens=room,
+    )
+    return replace(
+        plain,
+        prompt=fitted.prompt,
+        num_train_instances=fitted.num_train_instances,
+        prompt_truncated=fitted.prompt_truncated,
+    )
+
+
 def build_requests(
     adapter: AdapterSpec,
     instances: list[Instance],
     fewshot_pool: list[Instance],
     seed: int,
     perturbations: list[str] | tuple[str, ...] = (),
+    window: Window | None = None,
 ) -> list[Request]:
     """One request per instance, plus one per instance and perturbation (its input perturbed).
 
     Only the instance's own text changes (tasks/perturb, perturb_input): the scaffold (the field
     template's literal words, the instructions, prefixes and lettered options added here) and the
     exemplars are byte-identical in every variant, and the options scored are the same.
+
+    With the model's `window`, each prompt is fitted into it as HELM fits it (_fitted): a prompt
+    that does not fit keeps fewer exemplars, or is cut, and its request says so (num_train_instances,
+    prompt_truncated). Each variant is fitted on its own, as HELM fits each request, so a perturbed copy
+    that came out longer may keep one exemplar fewer than its original.
     """
     from helmflow.tasks.perturb import perturb_input
 
@@ -134,8 +174,12 @@ def build_requests(
             (name, replace(inst, input=perturb_input(name, inst, seed))) for name in perturbations
         ]
         for name, variant in variants:
+            request_id = f"{inst.id}|{name}" if name else inst.id
+            if window is not None:
+                requests.append(_fitted(adapter, inst, variant, exemplars, window, request_id, name))
+                continue
             prompt = render_prompt(adapter, variant, exemplars)
-            requests.append(_request(adapter, inst, prompt, f"{inst.id}|{name}" if name else inst.id, name))
+            requests.append(_request(adapter, inst, prompt, request_id, name))
     return requests
 
 

@@ -61,6 +61,22 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Window:
+    """A model's context window and how to count and cut text in its tokens (tasks/models/window.py)."""
+
+    context_window: int
+    count_tokens: Callable[[str], int]
+    truncate: Callable[[str, int], str]
+    # Tokens put before every text (a BOS token); with them, a text's UTF-8 bytes bound its tokens from above.
+    prefix_tokens: int = 0
+
+    def surely_fits(self, text: str, room: int) -> bool:
+        """True when the text fits without counting: every token of a byte-level or byte-fallback tokenizer
+        covers at least one byte, and one more is allowed for a SentencePiece tokenizer's leading space."""
+        return len(text.encode("utf-8")) + self.prefix_tokens + 1 + room <= self.context_window
+
+
+@dataclass(frozen=True)
 class Fitted:
     """The prompt to send and what fitting did to it (HELM's RequestState fields)."""
 

@@ -53,6 +53,10 @@ class Request:
     max_tokens: int = 0
     stop: tuple[str, ...] = ()
     perturbation: str = ""
+    # What fitting the prompt into the model's context window did (tasks/fit_context.py; HELM's fields): the
+    # exemplars kept (None: not fitted, no window known) and whether the prompt was cut.
+    num_train_instances: int | None = None
+    prompt_truncated: bool = False
 
 
 @dataclass

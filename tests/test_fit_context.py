@@ -13,7 +13,7 @@ import pytest
 
 from helmflow.specs.schema import AdapterSpec
 from helmflow.tasks.adapt import render_prompt
-from helmflow.tasks.fit_context import ContextWindowError, Fitted, Passage, fit_prompt
+from helmflow.tasks.fit_context import ContextWindowError, Fitted, Passage, Window, fit_prompt
 from helmflow.tasks.records import Instance
 
 
@@ -174,3 +174,45 @@ def test_open_book_passage_option_falls_back_when_the_rest_does_not_fit() -> Non
 def test_passage_not_in_the_prompt_is_an_error() -> None:
     with pytest.raises(ValueError, match="passage is not where expected"):
         fit_open_book(14, Passage("a passage the prompt does not hold", cut_passage))
+
+
+# -- in the adapter: every request fitted, and what fitting did recorded on it -------------------------------
+
+WORDS = Window(12, count_words, first_words)
+
+
+def _instances() -> tuple[list[Instance], list[Instance]]:
+    pool = [
+        Instance("e1", "sky colour?", "train", references=("blue",)),
+        Instance("e2", "grass colour?", "train", references=("green",)),
+    ]
+    return [Instance("i1", "snow colour?", "test", references=("white",))], pool
+
+
+def test_the_adapter_drops_the_last_exemplar_that_does_not_fit_and_says_so() -> None:
+    from helmflow.tasks.adapt import build_requests
+
+    adapter = AdapterSpec(
+        method="generation", input_prefix="Q: ", output_prefix="A:", num_train=2, fewshot_split="train",
+        fewshot_order="first_n", max_tokens=2,
+    )  # fmt: skip
+    instances, pool = _instances()
+    # Each block "Q: x colour?\nA: y" is 5 words; the instance's "Q: snow colour?\nA:" 4. Two exemplars: 14 words
+    # + 2 for the answer > 12; one: 9 + 2 <= 12.
+    [request] = build_requests(adapter, instances, pool, seed=0, window=WORDS)
+    assert request.prompt == "Q: sky colour?\nA: blue\n\nQ: snow colour?\nA:"
+    assert (request.num_train_instances, request.prompt_truncated) == (1, False)
+    [plain] = build_requests(adapter, instances, pool, seed=0)  # no window known: as before, nothing recorded
+    assert plain.prompt.count("colour?") == 3 and plain.num_train_instances is None
+
+
+def test_a_multiple_choice_prompt_keeps_room_for_its_longest_continuation_and_is_cut_last() -> None:
+    from helmflow.tasks.adapt import build_requests
+
+    adapter = AdapterSpec(method="multiple_choice_separate", input_prefix="Q: ", output_prefix="A:")
+    inst = Instance("i1", "which colour has snow in the winter months?", "test", choices=("white", "pale grey"))
+    # The prompt is 10 words; " pale grey" (2 words) is the longest continuation: 10 + 2 > 11, so the prompt
+    # is cut to its first 9 words (the output prefix goes: HELM cuts the whole prompt from the right) and says so.
+    [request] = build_requests(adapter, [inst], [], seed=0, window=Window(11, count_words, first_words))
+    assert request.prompt == "Q: which colour has snow in the winter months?"
+    assert (request.num_train_instances, request.prompt_truncated) == (0, True)

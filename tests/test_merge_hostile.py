@@ -142,6 +142,8 @@ def test_an_older_source_is_checked_before_its_copy_is_migrated(
         "delete from schema_version where version > 7",
         "alter table inference_cache drop column error",
         "alter table runs drop column load_per_core",
+        "alter table predictions drop column num_train_instances",
+        "alter table predictions drop column prompt_truncated",
         f"create or replace view win_rates as select content as model from read_text('{secret}')",
         "drop view leaderboard",
         "create table leaderboard as select 1 as x",

@@ -58,6 +58,15 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
             "perturbation": [p.request.perturbation for p in predictions],
             "kind": [p.request.kind for p in predictions],
             "prompt": [p.request.prompt for p in predictions],
+            "num_train_instances": pd.array([p.request.num_train_instances for p in predictions], dtype="Int64"),
+            # Known only with num_train_instances (a fitted prompt): null where the window was not known.
+            "prompt_truncated": pd.array(
+                [
+                    p.request.prompt_truncated if p.request.num_train_instances is not None else None
+                    for p in predictions
+                ],
+                dtype="boolean",
+            ),
             "completion": [p.predicted_text for p in predictions],
             "choice_logprobs": [
                 p.completion.logprobs if p.request.kind == "multiple_choice" else None for p in predictions

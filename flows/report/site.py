@@ -148,17 +148,18 @@ class Writer:
         for name in ASSETS:
             shutil.copyfile(HERE / "assets" / name, self.out / "assets" / name)
         content = gather(self.warehouse, self.selection)
-        self.leaderboard(content)
+        layout = self.layout_context(self.selection.suite) if self.selection.suite else None
+        self.leaderboard(content, layout)
         self.matrix(content)
-        if self.selection.suite:
-            self.layout(self.selection.suite)
+        if layout is not None:
+            self.page("layout.html", "layout.html", layout=layout)
         for run in plain_records(content.runs):
             self.run_page(content, run)
         self.history(content)
         self.compare_pages(content)
         return SiteSummary(self.out, self.pages, len(content.runs), time.perf_counter() - began)
 
-    def leaderboard(self, content: Content) -> None:
+    def leaderboard(self, content: Content, layout: dict[str, Any] | None = None) -> None:
         board = content.board
         rows = [
             {
@@ -187,9 +188,11 @@ class Writer:
             scores=scores,
             score_columns=score_columns,
             models=sorted({row["model"] for row in scores}),
+            layout=layout,
         )
 
-    def layout(self, suite: str) -> None:
+    def layout_context(self, suite: str) -> dict[str, Any]:
+        """What layout_tables.html shows of the suite's layout (flows/layout.py)."""
         from helmflow.flows.layout import NOT_MEASURED, suite_layout
         from helmflow.tasks.metrics import CATEGORIES
 
@@ -205,17 +208,14 @@ class Writer:
             }
             for model in layout.models
         ]
-        coverage = [{"row": row, "marks": [c in layout.measured[row] for c in CATEGORIES]} for row in layout.scenarios]
-        self.page(
-            "layout.html",
-            "layout.html",
-            suite=layout.suite,
-            categories=CATEGORIES,
-            tables=tables,
-            coverage=coverage,
-            share=f"{measured} of {total} cells ({100 * measured / total:.1f} %)" if total else "-",
-            not_measured=NOT_MEASURED,
-        )
+        return {
+            "suite": layout.suite,
+            "categories": CATEGORIES,
+            "tables": tables,
+            "coverage": [{"row": r, "marks": [c in layout.measured[r] for c in CATEGORIES]} for r in layout.scenarios],
+            "share": f"{measured} of {total} cells ({100 * measured / total:.1f} %)" if total else "-",
+            "not_measured": NOT_MEASURED,
+        }
 
     def matrix(self, content: Content) -> None:
         self.page("matrix.html", "matrix.html", matrix=content.matrix)
