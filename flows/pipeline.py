@@ -217,7 +217,7 @@ def finish(run: Run, context: RunContext, db: str | None) -> RunOutcome:
             raise run.error
         # Every answer the cache did not give went to the model for this run (in an earlier try, perhaps).
         result = run.plan.result(len(run.plan.answers) - len(run.plan.cached))
-        predictions = predictions_of(run.requests, run.baselines, result.completions)
+        predictions = predictions_of(run.requests, run.baselines, result.completions, run.pair.prep.plan.spec)
         counts = (result.model_calls, result.cache_hits)
         prep, model_name = run.pair.prep, run.names[1]
         return complete_run(prep, run.info, model_name, run.run_id, predictions, counts, run.began, db, context)

@@ -36,13 +36,23 @@ def maps_choices(spec: ScenarioSpec) -> bool:
 
 
 def check_plan(spec: ScenarioSpec, where: object) -> None:
-    """What a single row cannot show: a multiple-choice scenario with no options mapped at all."""
+    """What a single row cannot show: a multiple-choice scenario with no options mapped at all; answer extraction
+    steps that are not lm-eval's (tasks/extract.py names the step and field), or on scored options."""
+    from helmflow.tasks.extract import parse_steps
+
     method = spec.adapter.method
     if method.startswith("multiple_choice") and not maps_choices(spec):
         raise SpecError(
             f"{where}: adapter.method {method} scores options, but fields.choices is not set "
             "(map the options' column, or use method: generation)"
         )
+    if spec.answer_extraction:
+        if method != "generation":
+            raise SpecError(f"{where}: answer_extraction reads generated text; adapter.method {method} generates none")
+        try:
+            parse_steps(spec.answer_extraction)
+        except ValueError as exc:
+            raise SpecError(f"{where}: {exc}") from None
 
 
 def suite_plans(suite: SuiteSpec) -> list[ScenarioPlan]:

@@ -19,6 +19,7 @@ from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.adapt import Request, build_requests
+from helmflow.tasks.extract import parse_steps
 from helmflow.tasks.fit_context import Window
 from helmflow.tasks.instances import Instance, instances_fingerprint
 from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
@@ -59,14 +60,19 @@ def with_baselines(requests: list[Request]) -> tuple[list[Request], dict[str, Re
 
 
 def predictions_of(
-    requests: list[Request], baselines: dict[str, Request], completions: dict[str, Completion]
+    requests: list[Request],
+    baselines: dict[str, Request],
+    completions: dict[str, Completion],
+    spec: ScenarioSpec | None = None,
 ) -> list[Prediction]:
+    """Each request's prediction, its generated answer read through the spec's answer extraction."""
+    steps = parse_steps(spec.answer_extraction) if spec is not None and spec.answer_extraction else []
     predictions = []
     for request in requests:
         completion = completions[request.id]
         if request.id in baselines:
             completion.baseline_logprobs = list(completions[baselines[request.id].id].logprobs)
-        predictions.append(to_prediction(request, completion))
+        predictions.append(to_prediction(request, completion, steps))
     return predictions
 
 
@@ -199,7 +205,8 @@ def stored_predictions(
     """A stored run's answers as predictions again: the warehouse keeps each request and its answer, and
     the adapter's knowledge of which choices a multiple-choice request scored is added back here."""
     by_id = {i.id: i for i in instances}
-    return [to_prediction(_with_choices(r, spec, by_id[r.instance_id]), answer) for r, answer in answers]
+    steps = parse_steps(spec.answer_extraction) if spec.answer_extraction else []
+    return [to_prediction(_with_choices(r, spec, by_id[r.instance_id]), answer, steps) for r, answer in answers]
 
 
 def _with_choices(request: Request, spec: ScenarioSpec, instance: Instance) -> Request:

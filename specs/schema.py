@@ -277,6 +277,11 @@ class ScenarioSpec(Strict):
     perturbations: Perturbations = Perturbations()
     # alt-profanity-check (default, offline), detoxify, or an http(s) URL; see tasks/metrics/toxicity.py.
     toxicity_classifier: str = "alt-profanity-check"
+    # Generation: how the answer is read out of the completion before it is scored, as lm-evaluation-harness's
+    # filter steps with its own keys (`- {function: regex, regex_pattern: "The answer is (\\-?[0-9.,]+)"}`,
+    # then `take_first`, `lowercase`, `map`, ...): tasks/extract.py, checked when the spec is (flows/plans.py).
+    # Left out of dumps when empty, so every spec written before it keeps its hash.
+    answer_extraction: list[dict[str, Any]] = Field(default_factory=list, exclude_if=lambda value: not value)
     # Restrict to these groups (e.g. MMLU subjects). Empty means all.
     groups: list[str] = Field(default_factory=list)
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)

@@ -101,6 +101,8 @@ class Prediction:
     # Separate / calibrated multiple choice: the choice picked after dividing each score by its
     # token count ("token") or by its text's length in characters ("char", lm-eval's acc_norm).
     normalized_indices: dict[str, int] = field(default_factory=dict)
+    # Generation: predicted_text was read out of completion.text by the scenario's answer_extraction.
+    extracted: bool = False
 
 
 @dataclass(frozen=True)

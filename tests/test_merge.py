@@ -275,11 +275,12 @@ def test_an_older_source_brings_what_only_its_write_ahead_log_holds(tmp_path: Pa
     site = machine(tmp_path, "site", "a-")
     raw = duckdb.connect(str(site))
     # Back to schema version 7 (before 008 added the cache's error column, 009 the runs' load, 011 the
-    # predictions' prompt fitting): a source from an older helmflow.
+    # predictions' prompt fitting, 012 their raw completions): a source from an older helmflow.
     raw.execute("alter table inference_cache drop column error")
     raw.execute("alter table runs drop column load_per_core")
     raw.execute("alter table predictions drop column num_train_instances")
     raw.execute("alter table predictions drop column prompt_truncated")
+    raw.execute("alter table predictions drop column raw_completion")
     raw.execute("delete from schema_version where version > 7")
     raw.execute("checkpoint")
     raw.execute("pragma disable_checkpoint_on_shutdown")  # as a process that died before its checkpoint

@@ -144,6 +144,7 @@ def test_an_older_source_is_checked_before_its_copy_is_migrated(
         "alter table runs drop column load_per_core",
         "alter table predictions drop column num_train_instances",
         "alter table predictions drop column prompt_truncated",
+        "alter table predictions drop column raw_completion",
         f"create or replace view win_rates as select content as model from read_text('{secret}')",
         "drop view leaderboard",
         "create table leaderboard as select 1 as x",

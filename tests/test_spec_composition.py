@@ -171,8 +171,9 @@ def test_an_error_in_the_merged_spec_names_the_file_and_line_that_wrote_it(tmp_p
     assert str(caught.value).splitlines() == [
         f"{base}:8: field 'adapter.num_train': Input should be a valid integer, unable to parse string as an integer",
         f"{child}:4: field 'adapter.max_tokens': Input should be greater than or equal to 1",
-        f"{child}:5: unknown field 'sorce'; did you mean 'source'? (expected one of: adapter, description, fields, "
-        "groups, main_metric, max_instances, metrics, name, perturbations, source, toxicity_classifier)",
+        f"{child}:5: unknown field 'sorce'; did you mean 'source'? (expected one of: adapter, answer_extraction, "
+        "description, fields, groups, main_metric, max_instances, metrics, name, perturbations, source, "
+        "toxicity_classifier)",
     ]
 
 

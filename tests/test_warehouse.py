@@ -37,7 +37,7 @@ def counts(db: Path) -> dict[str, int]:
 def test_new_warehouse_gets_the_latest_schema(db: Path) -> None:
     with connect(db) as con:
         assert (
-            con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 11
+            con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 12
         )  # 009: run conditions, 010: chat letter misses dropped
         tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
     assert {"runs", "instances", "predictions", "instance_stats", "metrics", "validations"} <= tables
@@ -60,6 +60,7 @@ def test_a_version_1_warehouse_is_backed_up_and_upgraded(tmp_path: Path) -> None
             (9,),
             (10,),
             (11,),
+            (12,),
         ]
         assert con.execute("select run_id, status, toxicity_classifier, num_parameters from runs").fetchall() == [
             ("v1run", "succeeded", None, None)

@@ -170,8 +170,7 @@ def merge_one(con: duckdb.DuckDBPyConnection, src: str, report: MergeReport) -> 
     refused = conflicts(con, src, compared)
     if refused:
         raise WarehouseError(
-            f"{report.source}: run id(s) {', '.join(refused)} exist here with different content; "
-            "nothing was merged"
+            f"{report.source}: run id(s) {', '.join(refused)} exist here with different content; nothing was merged"
         )
     report.runs_skipped = [r for r, status, _ in rows if status == "running"]
     report.runs_present = len(here) - len(replaced)

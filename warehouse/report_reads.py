@@ -18,7 +18,7 @@ from helmflow.warehouse.db import Connected, latest_version, schema_version
 # The columns of report_instance_batches' rows, in order.
 INSTANCE_COLUMNS = (
     "instance_id", "group_name", "input", "choices", "gold_index", "reference_texts", "perturbation", "prompt",
-    "completion", "choice_logprobs", "predicted_index", "confidence", "error", "score",
+    "completion", "raw_completion", "choice_logprobs", "predicted_index", "confidence", "error", "score",
 )  # fmt: skip
 # Each prediction's main-metric value as last scored (parameters: run id, metric, run id).
 _CURRENT_SCORES = """
@@ -129,7 +129,7 @@ class ReportReads(Connected):
                     """
                     select p.rowid, p.instance_id, coalesce(i.group_name, '') as group_name, i.input, i.choices,
                            i.gold_index, i.reference_texts, p.perturbation, p.prompt, p.completion,
-                           p.choice_logprobs, p.predicted_index, p.confidence, p.error
+                           p.raw_completion, p.choice_logprobs, p.predicted_index, p.confidence, p.error
                     from predictions p join instances i using (run_id, instance_id)
                     where p.run_id = ? and p.rowid between ? and ? and p.rowid in (select unnest(?))
                     """,

@@ -68,6 +68,8 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
                 dtype="boolean",
             ),
             "completion": [p.predicted_text for p in predictions],
+            # The generated text as it came, where answer extraction read `completion` out of it (else null).
+            "raw_completion": pd.array([_raw_text(p) for p in predictions], dtype="string"),
             "choice_logprobs": [
                 p.completion.logprobs if p.request.kind == "multiple_choice" else None for p in predictions
             ],
@@ -85,6 +87,10 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
             "error": pd.array([p.completion.error for p in predictions], dtype="string"),
         }
     )
+
+
+def _raw_text(p: Prediction) -> str | None:
+    return p.completion.text if p.extracted else None
 
 
 def stats_frame(stats: list[Stat], version: int = 1) -> pd.DataFrame:
@@ -206,7 +212,8 @@ def stored_answer_of(row: Row) -> tuple[Request, Completion]:
     completion = Completion(
         request_id=row["request_id"],
         logprobs=list(logprobs or []),
-        text=(row["completion"] or "") if kind == "generation" else "",
+        # The raw text where answer extraction stored its answer apart: re-scoring extracts it again.
+        text=(row.get("raw_completion") or row["completion"] or "") if kind == "generation" else "",
         continuation_tokens=list(row["choice_token_counts"] or []),
         baseline_logprobs=list(row["choice_baseline_logprobs"] or []),
         prompt_tokens=row["prompt_tokens"],

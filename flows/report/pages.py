@@ -149,7 +149,10 @@ def _answer(row: dict[str, Any], options: list[Any]) -> Any:
     chosen = row["predicted_index"]
     if options and chosen is not None and not pd.isna(chosen):
         return _option_or_text(chosen, options, str(int(chosen)))
-    return row["completion"] if isinstance(row["completion"], str) else ""
+    answer = row["completion"] if isinstance(row["completion"], str) else ""
+    raw = row.get("raw_completion")
+    # The answer read out of a longer completion (answer_extraction), and what the model wrote.
+    return f"{answer} ← {raw}" if isinstance(raw, str) else answer
 
 
 def _gold(row: dict[str, Any], options: list[Any]) -> Any:

@@ -8,11 +8,13 @@ which the `helmflow.metrics` entry points name (pyproject.toml), as a plugin nam
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import groupby
 
 from helmflow.specs import registry
 from helmflow.specs.schema import ScenarioSpec
 from helmflow.tasks.adapt import Request
+from helmflow.tasks.extract import Step, extract
 from helmflow.tasks.instances import LETTERS, Instance
 from helmflow.tasks.metrics import calibration
 from helmflow.tasks.metrics.intervals import with_intervals
@@ -36,7 +38,9 @@ def choice_scores(completion: Completion) -> list[float]:
     return list(completion.logprobs)
 
 
-def to_prediction(request: Request, completion: Completion) -> Prediction:
+def to_prediction(request: Request, completion: Completion, extraction: Sequence[Step] = ()) -> Prediction:
+    """The prediction a completion makes: the chosen option, or the generated text, read through the spec's
+    answer extraction steps when it has any (tasks/extract.py; the completion keeps the raw text)."""
     if completion.error:
         return Prediction(request, completion, None, "", None)
     if request.kind == "multiple_choice":
@@ -55,6 +59,8 @@ def to_prediction(request: Request, completion: Completion) -> Prediction:
     # HELM's max_prob, exp of the kept tokens' log-prob: 1 for an empty answer (cut at once by a stop
     # sequence); None only when the server gave no log-probs for a non-empty one.
     confidence = math.exp(sum(completion.logprobs)) if completion.logprobs or not completion.text else None
+    if extraction:
+        return Prediction(request, completion, None, extract(completion.text, extraction), confidence, extracted=True)
     return Prediction(request, completion, None, completion.text, confidence)
 
 
