@@ -136,7 +136,11 @@ def _unknown(kind: str, ref: str) -> SpecError:
 
 
 def find(kind: str, ref: str) -> LoadedSpec:
-    """A spec by file path or by name in the library."""
+    """A spec by file path or by name in the library; a scenario also as `bigbench:TASK[/SUBTASK]`."""
+    if kind == "scenario" and ref.startswith(BIGBENCH_PREFIX):
+        from helmflow.specs.bigbench_refs import bigbench_scenario
+
+        return bigbench_scenario(ref)
     if looks_like_path(ref):
         return load_file(ref, kind)
     found = _named(kind, ref)
@@ -199,7 +203,11 @@ def find_model(ref: str) -> ModelSpec:
 
 
 def resolve_run_target(ref: str) -> LoadedSpec:
-    """What `helmflow run REF` names: a suite or scenario file, or a suite/scenario name."""
+    """What `helmflow run REF` names: a suite or scenario file, a suite/scenario name, or `bigbench:TASK`."""
+    if ref.startswith(BIGBENCH_PREFIX) and not Path(ref).is_file():
+        from helmflow.specs.bigbench_refs import bigbench_scenario
+
+        return bigbench_scenario(ref)
     if Path(ref).is_file():
         return load_file(ref)
     if ref.endswith((".yaml", ".yml")):
@@ -232,7 +240,11 @@ def apply_suite_entry(scenario: ScenarioSpec, **overrides: object) -> ScenarioSp
         raise SpecError(f"scenario '{scenario.name}' with the overrides {{{given}}}: {problems}") from None
 
 
+# `bigbench:TASK[/SUBTASK]` names any BIG-bench JSON task as a scenario (specs/bigbench_refs.py).
+BIGBENCH_PREFIX = "bigbench:"
+
 __all__ = [
+    "BIGBENCH_PREFIX",
     "ModelSpec",
     "ScenarioSpec",
     "SpecError",
