@@ -90,6 +90,11 @@ class _Loaded:
 def _load(plan: ScenarioPlan, seed: int, prefer: str) -> _Loaded:
     spec = plan.spec
     base = Path(plan.base_dir) if plan.base_dir else None
+    if spec.adapter.instructions_file and not spec.adapter.instructions:  # the loader found no such file here
+        raise DataUnavailable(
+            f"scenario '{spec.name}' needs its prompt file {spec.adapter.instructions_file} "
+            "(adapter.instructions_file), which is not on this machine"
+        )
     instances, source = load_instances(spec, prefer=prefer, base_dir=base, groups=spec.groups)  # type: ignore[arg-type]
     instances = select(instances, spec.groups, spec.max_instances, seed)
     pool = fewshot_pool(spec, prefer, base)  # type: ignore[arg-type]

@@ -10,7 +10,15 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from helmflow.specs.compose import recording
-from helmflow.specs.loader import LoadedSpec, SpecError, check_model_path, in_chain, load_spec, looks_like_path
+from helmflow.specs.loader import (
+    LoadedSpec,
+    SpecError,
+    allowed_roots,
+    check_model_path,
+    in_chain,
+    load_spec,
+    looks_like_path,
+)
 from helmflow.specs.schema import ModelSpec, ScenarioSpec, SuiteSpec, expand_path, model_path_problem
 
 LIBRARY = Path(__file__).parent
@@ -80,7 +88,9 @@ def _stamp(files: list[Path]) -> tuple:
             return (str(path), None)
         return (str(path), status.st_mtime_ns, status.st_size)
 
-    return (tuple(library_roots()), tuple(one(p) for p in dict.fromkeys(files)))
+    # The folders an instructions_file may be read from (specs/loader.py) too: `{shared}` moves with them.
+    folders = (tuple(library_roots()), tuple(allowed_roots(LIBRARY)))
+    return (folders, tuple(one(p) for p in dict.fromkeys(files)))
 
 
 def _suite_expansions(suite: Path, chain: tuple[Path, ...]) -> dict[str, LoadedSpec]:

@@ -19,6 +19,7 @@ from helmflow.specs.compose import (
     Node,
     SpecError,
     Variables,
+    _reads,
     from_plain,
     has_placeholders,
     locate,
@@ -144,7 +145,8 @@ def load_spec(path: str | Path, kind: str | None = None, chain: tuple[Path, ...]
     elif kind == "suite":
         tree, expansions = _expand_suite(tree, path, chain)
     try:
-        spec = _validate(SPEC_KINDS[kind], tree)
+        # The tree kept (LoadedSpec.tree, what `extends:` merges) is as written: instructions_file unread.
+        spec = _validate(SPEC_KINDS[kind], resolve_instructions_file(tree, path) if kind == "scenario" else tree)
     except SpecError as exc:
         if kind == "scenario" and has_placeholders(tree):  # said, because its placeholders fail name's pattern
             raise SpecError(
@@ -269,7 +271,8 @@ def _expand(
             )
         if override is not None:
             scenario = merge(scenario, override)
-        spec = _validate(ScenarioSpec, scenario, note=f" (for_each item at {item.where})")
+        at = f" (for_each item at {item.where})"
+        spec = _validate(ScenarioSpec, resolve_instructions_file(scenario, path, at), note=at)
         origin = f"for_each item at {item.where}, {note}"
         yield item, LoadedSpec("scenario", path, spec, origin, tree=scenario)
 
@@ -307,6 +310,84 @@ def _variables(item: Node, name: str | None, field_name: str) -> tuple[dict[str,
         else:
             values[key] = value.value
     return values, override
+
+
+# -- instructions_file -----------------------------------------------------------------------------
+
+# The folders a spec may read files from, as tasks/sources.py (shared_data, data_path_folders, allowed_roots,
+# checked) decides them for data files; written again here because specs/ may not import tasks/
+# (tests/test_layers.py). tests/test_bbh.py checks that both give the same folders.
+DATA_PATH_VARIABLE = "HELMFLOW_DATA_PATH"
+
+
+def shared_data() -> Path:
+    """The shared data folder, `{shared}` in a path: HELMFLOW_SHARED_DATA, else ../shared/data beside the repository."""
+    return Path(os.environ.get("HELMFLOW_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def allowed_roots(spec_dir: Path) -> list[Path]:
+    """The folders a spec in `spec_dir` may read: its own, the shared data folder, HELMFLOW_DATA_PATH's (resolved)."""
+    extra = [Path(p) for p in os.environ.get(DATA_PATH_VARIABLE, "").split(os.pathsep) if p.strip()]
+    return list(dict.fromkeys(f.resolve() for f in (spec_dir, shared_data(), *extra)))
+
+
+def instructions_path(written: str, spec_dir: Path) -> Path:
+    """Where an instructions_file is: `{shared}` and $VARS replaced, a relative path read from the spec's folder."""
+    expanded = Path(os.path.expandvars(written.replace("{shared}", str(shared_data()))))
+    return expanded if expanded.is_absolute() else spec_dir / expanded
+
+
+def _instructions_problem(path: Path, spec_dir: Path) -> tuple[str | None, str]:
+    """Why the file cannot be the instructions (None when it can), and its text."""
+    resolved, roots = path.resolve(), allowed_roots(spec_dir)
+    if not any(resolved.is_relative_to(root) for root in roots):
+        shown = str(path) if path == resolved else f"{path} (which resolves to {resolved})"
+        return (
+            f"{shown} is outside the spec's folder and the allowed data folders ({', '.join(map(str, roots))}); "
+            f"add its folder to {DATA_PATH_VARIABLE} to allow it"
+        ), ""
+    if not resolved.is_file():
+        return f"no such file {path}", ""
+    reads = _reads.get()
+    if reads is not None:  # a suite cached by the library is made again when the file changes
+        reads.append(resolved)
+    try:
+        text = resolved.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"{path} is not UTF-8 text (byte {exc.start})", ""
+    return (f"{path} is empty" if not text else None), text
+
+
+def resolve_instructions_file(tree: Node, spec_file: Path, note: str = "") -> Node:
+    """The scenario with `adapter.instructions_file`'s text as `adapter.instructions`, byte for byte.
+
+    The path is read as data files are (instructions_path) from the folder of `spec_file`, the file relative data
+    paths are read from (LoadedSpec.path), and must lie in the folders data may come from (allowed_roots). A
+    tree without the key (or with a value that is not text, which validation refuses) is returned as it is.
+    """
+    adapter = tree.value.get("adapter")
+    ref = adapter.value.get("instructions_file") if adapter is not None and adapter.is_mapping else None
+    if ref is None or not isinstance(ref.value, str) or not ref.value:
+        return tree
+    name = tree.value.get("name")
+    of = f" of scenario '{name.value}'" if name is not None and isinstance(name.value, str) else ""
+    where = f"{ref.key_where}: field 'adapter.instructions_file'{of}"
+    if "instructions" in adapter.value:
+        raise SpecError(
+            f"{where}: give instructions or instructions_file, not both (instructions at "
+            f"{adapter.value['instructions'].key_where}; to replace one a base sets, write it as null){note}"
+        )
+    path = instructions_path(ref.value, spec_file.parent)
+    problem, text = _instructions_problem(path, spec_file.parent)
+    if problem is not None and problem.startswith("no such file"):
+        # Not on this machine (BBH's prompts come from ../shared/data): the spec loads, as a scenario whose data
+        # files are absent does, and a run of it fails at preflight in one line (flows/prepare.py).
+        return tree
+    if problem is not None:
+        written = f" (written {ref.value})" if ref.value != str(path) else ""
+        raise SpecError(f"{where}{written}: {problem}{note}")
+    adapter = replace(adapter, value={**adapter.value, "instructions": replace(ref, value=text)})
+    return replace(tree, value={**tree.value, "adapter": adapter})
 
 
 def _top_level(path: Path, key: str) -> tuple[int, str | None]:

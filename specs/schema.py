@@ -213,6 +213,13 @@ class AdapterSpec(Strict):
     )
     # Python format fields: {group} and {group_words} (underscores as spaces).
     instructions: str = ""
+    # A file whose text is the instructions (a benchmark's own few-shot prompt file), given as data files are
+    # ({shared}, $VARS, relative to the spec's folder) and allowed from the same folders. The loader reads it
+    # (specs/loader.py) into `instructions`, byte for byte, so the text is part of the spec hash; the path stays
+    # as written. Both keys written in a spec is an error. A file not on this machine leaves `instructions`
+    # empty, and a run of the scenario fails at preflight saying so (flows/prepare.py). Left out of dumps when
+    # unset, so every spec written before it keeps its hash.
+    instructions_file: str | None = Field(None, min_length=1, exclude_if=lambda value: value is None)
     input_prefix: str = ""
     input_suffix: str = "\n"
     option_format: str = "{letter}. {text}\n"
