@@ -42,7 +42,8 @@ class Layout:
 
 def _failed(status: str, error: Any) -> str:
     first = str(error).strip().splitlines()[0] if isinstance(error, str) and error.strip() else ""
-    return f"latest run {status}" + (f": {first[:160]}" if first else "")
+    shown = first if len(first) <= 160 else first[:159].rsplit(" ", 1)[0] + " …"  # a word kept whole
+    return f"latest run {status}" + (f": {shown}" if first else "")
 
 
 def _entry_cell(
