@@ -14,7 +14,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,cluster]'
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,cluster,lmeval]'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(NODEPS)
 	touch $(STAMP)
 

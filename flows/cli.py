@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from helmflow.flows import termination
+from helmflow.flows import cli_lmeval, termination
 from helmflow.flows.api import DEFAULT_MODEL as DEFAULT_MODEL  # the CLI's default model is the API's
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from helmflow.flows.cli_contamination import add_contamination_parser
 from helmflow.flows.cli_history import (
     cmd_compare,
     cmd_export,
@@ -58,6 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from helmflow.flows.api import evaluate
     from helmflow.flows.display import Display, results_table
 
+    cli_lmeval.configure(args)  # --data-dir, --trust-task-code, --lmeval-path for lmeval:TASK (a resume's hooks too)
     if args.resume:
         return _resume(args)
     if not args.specs:
@@ -160,6 +162,13 @@ _seconds = _bounded_int(1, 86_400, "a query's time limit in seconds")
 _rows = _bounded_int(1, 1_000_000_000, "a query's largest result in rows")
 
 
+# --references on leaderboard, history and report: a user's file of baselines and declared contamination.
+REFERENCES_HELP = (
+    "a references file (published baselines, declared contamination) besides helmflow's own and "
+    "$HELMFLOW_REFERENCES's (repeatable; docs/baselines-and-contamination.md)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="helmflow", description="Holistic evaluation of language models.")
     parser.add_argument(
@@ -191,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--shards", type=_shards, default=1, help="split each run's uncached requests into N tasks (dask or ray)"
     )
+    cli_lmeval.add_run_arguments(run)
     run.set_defaults(func=cmd_run)
 
     merge = sub.add_parser("merge", help="copy the runs and cached answers of other warehouses into this one")
@@ -238,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="HELM's layout of --suite: per model its scenarios × the seven categories, then the coverage matrix",
     )
+    board.add_argument("--references", action="append", metavar="FILE", help=REFERENCES_HELP)
     board.set_defaults(func=cmd_leaderboard)
 
     history = sub.add_parser("history", help="a metric over time for one model and scenario")
@@ -251,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument(
         "--group", help="the metric within one instance group (e.g. an MMLU subject): where it changed"
     )
+    history.add_argument("--references", action="append", metavar="FILE", help=REFERENCES_HELP)
     history.set_defaults(func=cmd_history)
 
     comp = sub.add_parser("compare", help="two runs metric by metric, with paired significance")
@@ -274,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     add_report_parser(sub)
+    add_contamination_parser(sub)
 
     perturb = sub.add_parser("perturb", help="show what a perturbation does to a text")
     perturb.add_argument(
@@ -290,9 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate = specs.add_parser("validate", help="check spec files")
     validate.add_argument("paths", nargs="+")
     validate.set_defaults(func=cmd_specs_validate)
-    specs.add_parser(
+    listing = specs.add_parser(
         "list", help="list suites, scenarios and models, and the backends, metrics and data formats specs may name"
-    ).set_defaults(func=cmd_specs_list)
+    )
+    listing.add_argument(
+        "--source",
+        choices=["library", "lmeval"],
+        default="library",
+        help="lmeval: every lm-evaluation-harness task, group and tag found, with what each needs",
+    )
+    cli_lmeval.add_path_argument(listing)
+    listing.set_defaults(func=cmd_specs_list)
     specs.add_parser(
         "metrics", help="every metric `metrics:` may name (plugins' too), as a Markdown table"
     ).set_defaults(func=cmd_specs_metrics)
@@ -302,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = specs.add_parser("show", help="a scenario's resolved spec and two rendered prompts")
     show.add_argument("name")
     show.add_argument("--seed", type=int, default=0)
+    show.add_argument("--model", help="render the prompts in this model's chat format (apply_chat_template)")
     show.set_defaults(func=cmd_specs_show)
     return parser
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helmflow.flows.cli_common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from helmflow.specs.reference_rows import ReferenceRow, References
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -50,7 +56,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
         scenarios = [e.scenario for e in find("suite", args.suite).spec.scenarios]  # type: ignore[union-attr]
     from helmflow.flows.leaderboard import board_frame, leaderboard_of, tie_lines
+    from helmflow.flows.reference_view import contamination_marks, with_mark
+    from helmflow.specs.reference_rows import load_references
 
+    # Read first: a references file with a mistake stops the command with its file and line, before any work.
+    references = load_references(getattr(args, "references", None) or ())
     warehouse = Warehouse(args.db)
     if args.layout:
         from helmflow.flows.layout import layout_lines, suite_layout
@@ -64,7 +74,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print("no column has two or more models yet: run another model on the same scenarios")
         return EXIT_OK
     frame = board_frame(result, CATEGORIES)
-    shown = pd.DataFrame({"model": frame.model})
+    # The board is the models' alone (references are never columns); a model with a declared contamination
+    # among its results is marked, and the footnotes below the values say which result and why.
+    marks = contamination_marks(references, zip(latest.model, latest.scenario, strict=True))
+    shown = pd.DataFrame({"model": [with_mark(m, marks.of_model(m)) for m in frame.model]})
     for category in [c for c in ["overall", *CATEGORIES] if c in frame.columns]:
         shown[category] = [
             with_interval(v, lo, hi)
@@ -88,13 +101,47 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
             "scenario": where[m.run_id][1],
             "category": m.category,
             "metric": m.metric + (f" ({m.perturbation})" if m.perturbation else ""),
-            "value [95% interval]": with_interval(m.value, m.ci_low, m.ci_high, m.ci_method),
+            "value [95% interval]": with_mark(
+                with_interval(m.value, m.ci_low, m.ci_high, m.ci_method), marks.of_pair(*where[m.run_id])
+            ),
         }
         for m in metrics.itertuples()
     ]
     if rows:
-        print_frame(pd.DataFrame(rows).sort_values(["scenario", "category", "model"]), "table")
+        frame, cited = _with_reference_rows(rows, references)
+        print_frame(frame, "table")
+        for line in [*cited, *(f.line for f in marks.footnotes)]:
+            print(line)
     return EXIT_OK
+
+
+def _with_reference_rows(rows: list[dict[str, str]], references: References) -> tuple[pd.DataFrame, list[str]]:
+    """The headline rows with, after the models' rows of each scenario × category, the published reference
+    rows for that headline metric (labelled, the number as reported); and the lines that cite them."""
+    import pandas as pd
+
+    from helmflow.flows.reference_view import REFERENCE_NOTE, REFERENCE_PREFIX, Headline, cited, shown_references
+
+    shown = shown_references(
+        references, [Headline(r["model"], r["scenario"], r["category"], r["metric"], None) for r in rows]
+    )
+    refs = [
+        {
+            "model": REFERENCE_PREFIX + row.label,
+            "scenario": scenario,
+            "category": row.category,
+            "metric": row.metric,
+            "value [95% interval]": f"{row.value:.4g} · reported {row.reported}",
+        }
+        for scenario, row in shown
+    ]
+    frame = pd.DataFrame(rows).sort_values(["scenario", "category", "model"]).assign(reference=0)
+    if refs:
+        frame = pd.concat([frame, pd.DataFrame(refs).assign(reference=1)])
+    # A stable sort: within each scenario × category the models (by name), then the references (files' order).
+    frame = frame.sort_values(["scenario", "category", "reference"], kind="stable").drop(columns="reference")
+    lines = [REFERENCE_NOTE + ":", *cited(row for _, row in shown)] if refs else []
+    return frame, lines
 
 
 BAR_WIDTH = 30  # blocks for the whole scale
@@ -137,10 +184,13 @@ def _groups_line(args: argparse.Namespace, groups: list[str]) -> str:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from helmflow.flows.display import print_frame, with_interval
+    from helmflow.flows.reference_view import REFERENCE_PREFIX, contamination_marks
+    from helmflow.specs.reference_rows import load_references
     from helmflow.warehouse.store import Warehouse
 
     category = getattr(args, "category", None)
     group = getattr(args, "group", None)
+    references = load_references(getattr(args, "references", None) or ())
     warehouse = Warehouse(args.db)
     where = (args.model, args.scenario, args.metric, args.perturbation)
     if group is None:
@@ -157,11 +207,27 @@ def cmd_history(args: argparse.Namespace) -> int:
     frame["value [95% interval]"] = [
         with_interval(v, lo, hi) for v, lo, hi in zip(frame.value, frame.ci_low, frame.ci_high, strict=True)
     ]
-    scale = bar_scale([float(v) for v in frame.value.dropna()])
+    # Published references of this metric, on the same scale as the runs' bars: only for the whole run's
+    # unperturbed value, which is what a reference reports (not a group's, not a perturbed variant's).
+    refs: list[ReferenceRow] = []
+    if group is None and not args.perturbation:
+        for row in references.rows_for(args.scenario, category, args.metric):
+            if row.category in set(frame.category) and row.baseline not in {r.baseline for r in refs}:
+                refs.append(row)
+    scale = bar_scale([float(v) for v in frame.value.dropna()] + [r.value for r in refs])
     frame["chart"] = [bar(v, scale) for v in frame.value]
     named = ["group_name"] if group is not None else []
     columns = ["started_at", "run_id", "category", *named, "value [95% interval]", "n", "chart"]
     print_frame(frame[columns].rename(columns={"group_name": "group"}), "table")
+    for row in refs:
+        # The category is said only where the table has several (exact_match is accuracy's and robustness's).
+        said = f" [{row.category}]" if frame.category.nunique() > 1 else ""
+        print(
+            f"{REFERENCE_PREFIX}{row.label}{said}: {row.value:.4g} {bar(row.value, scale)} · reported {row.reported} "
+            f"· {row.source} (a published result, not a run)"
+        )
+    for footnote in contamination_marks(references, [(args.model, args.scenario)], numbered=False).footnotes:
+        print(footnote.line)
     print(scale_line(scale))
     return EXIT_OK
 

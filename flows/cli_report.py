@@ -16,6 +16,13 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--suite", help="only this suite's scenarios")
     report.add_argument("--model", action="append", help="only these models (repeatable)")
     report.add_argument("--since", help="only runs started on or after this date (YYYY-MM-DD or ISO time)")
+    report.add_argument(
+        "--references",
+        action="append",
+        metavar="FILE",
+        help="a references file (published baselines, declared contamination) besides helmflow's own and "
+        "$HELMFLOW_REFERENCES's (repeatable; docs/baselines-and-contamination.md)",
+    )
     report.set_defaults(func=cmd_report)
 
 
@@ -38,7 +45,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     out = Path(args.out)
     try:
-        summary = write_site(Warehouse(args.db), out, Selection(scenarios, args.model, since, args.suite))
+        selection = Selection(scenarios, args.model, since, args.suite, getattr(args, "references", None))
+        summary = write_site(Warehouse(args.db), out, selection)
     except ReportFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

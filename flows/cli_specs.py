@@ -125,6 +125,10 @@ def source_kinds(spec: ScenarioSpec) -> str:
 
 
 def cmd_specs_list(args: argparse.Namespace) -> int:
+    if getattr(args, "source", "library") == "lmeval":
+        from helmflow.flows.cli_lmeval import cmd_specs_list_lmeval
+
+        return cmd_specs_list_lmeval(args)
     import pandas as pd
 
     from helmflow.flows.display import print_frame
@@ -220,7 +224,13 @@ def cmd_specs_show(args: argparse.Namespace) -> int:
     instances, source = load_instances(spec, base_dir=loaded.path.parent, groups=spec.groups)
     instances = select(instances, spec.groups, 2, seed=args.seed)
     pool = fewshot_pool(spec, base_dir=loaded.path.parent)
-    for request in build_requests(spec.adapter, instances, pool, args.seed):
+    chat = None
+    if getattr(args, "model", None):  # the prompts as that model reads them (its chat template)
+        from helmflow.specs.library import find_model
+        from helmflow.tasks.models.chat_format import chat_format_for
+
+        chat = chat_format_for(find_model(args.model))
+    for request in build_requests(spec.adapter, instances, pool, args.seed, chat=chat):
         print(f"# prompt for {request.instance_id} ({source.kind}: {source.description})")
         print(request.prompt)
         if request.continuations:

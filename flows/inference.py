@@ -77,6 +77,9 @@ def request_key(request: Request, model: ModelBackend | ModelIdentity) -> str:
     }
     if identity.prompt_prefix:  # only then: the keys of answers computed without one stay as they were
         decisive["prompt_prefix"] = list(identity.prompt_prefix)
+    if request.sample:  # a sampled answer (tasks/samples.py); greedy requests keep the keys they always had
+        decisive["decoding"] = "sample"
+        decisive.update(temperature=request.temperature, top_p=request.top_p, seed=request.seed)
     return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()
 
 

@@ -49,11 +49,14 @@ from helmflow.flows.stages import (
 from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
+from helmflow.tasks.chat import ChatFormat
 from helmflow.tasks.fit_context import Window
 from helmflow.tasks.metrics import Prediction
 from helmflow.tasks.models import ModelBackend, ModelInfo
+from helmflow.tasks.models.chat_format import chat_format_for
 from helmflow.tasks.models.window import window_for
 from helmflow.tasks.records import Request
+from helmflow.tasks.samples import expected_samples
 from helmflow.warehouse.rows import result_frames
 from helmflow.warehouse.store import Warehouse
 
@@ -75,7 +78,7 @@ class RunContext:
     copy every instance and the model's weights into that record (it records this one by its type name).
     """
 
-    __slots__ = ("checks", "models", "prepared", "reporter", "thread_environment", "unavailable", "windows")
+    __slots__ = ("chats", "checks", "models", "prepared", "reporter", "thread_environment", "unavailable", "windows")
 
     def __init__(self, reporter: progress.Reporter | None = None) -> None:
         # Where the data, prediction and score checks run: a worker process once the caller starts it
@@ -86,6 +89,8 @@ class RunContext:
         self.unavailable: list[tuple[ScenarioPlan, str]] = []
         # Each model's context window (its tokenizer, loaded once), for fitting prompts into it.
         self.windows: dict[str, Window | None] = {}
+        # Each model's chat format (its template, system prompt, turn layout), applied as requests are built.
+        self.chats: dict[str, ChatFormat | None] = {}
         self.models: dict[str, ModelBackend] = {}
         self.reporter: progress.Reporter = reporter if reporter is not None else progress.default_reporter()
         # OMP_NUM_THREADS and MKL_NUM_THREADS as they were before a local cluster started (flows/runners.py)
@@ -108,6 +113,13 @@ class RunContext:
         if key not in self.windows:
             self.windows[key] = window_for(spec)
         return self.windows[key]
+
+    def chat(self, spec: ModelSpec) -> ChatFormat | None:
+        """The model's chat format (tasks/models/chat_format.py), None where its prompts are plain text."""
+        key = spec.model_dump_json()
+        if key not in self.chats:
+            self.chats[key] = chat_format_for(spec)
+        return self.chats[key]
 
 
 @dataclass(frozen=True)
@@ -201,7 +213,7 @@ def start(
     began = time.perf_counter()
     run_id = open_run(pair.prep, info, pair.model_spec, seed, db, flow_run_id, pair.resume_run_id)
     try:
-        requests = requests_of(pair.prep, seed, context.window(pair.model_spec))
+        requests = requests_of(pair.prep, seed, context.window(pair.model_spec), context.chat(pair.model_spec))
         sent, baselines = with_baselines(requests)
         plan = plan_inference(sent, identity, Warehouse(db), use_cache)
         return Run(pair, run_id, info, requests, baselines, plan, began)
@@ -240,8 +252,9 @@ def complete_run(
     spec = prep.plan.spec
     calls, hits = counts
     # What the adapter promises, counted from the instances, not from the predictions: one answer per
-    # instance and per instance and perturbation.
-    expected = len(prep.instances) * (1 + len(perturbations_of(spec)))
+    # instance and per instance and perturbation, and num_samples sampled answers per instance.
+    count = len(prep.instances)
+    expected = count * (1 + len(perturbations_of(spec))) + expected_samples(spec.adapter, count)
     # quote(): Prefect would otherwise walk every element of these lists looking for futures (about a second
     # of a 514-instance run); the values are plain data made in this process.
     checks = list(prep.checks) + validate_predictions_stage(quote(predictions), expected, context.checks)

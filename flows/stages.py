@@ -19,6 +19,7 @@ from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
 from helmflow.tasks.adapt import Request, build_requests
+from helmflow.tasks.chat import ChatFormat
 from helmflow.tasks.extract import parse_steps
 from helmflow.tasks.fit_context import Window
 from helmflow.tasks.instances import Instance, instances_fingerprint
@@ -26,6 +27,7 @@ from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Sta
 from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
 from helmflow.tasks.models import ModelInfo
 from helmflow.tasks.records import LETTERS, Completion
+from helmflow.tasks.samples import with_samples
 from helmflow.tasks.validate import ValidationResult, validate_predictions, validate_stats
 from helmflow.warehouse.rows import Table, checked_predictions_frame, metrics_frame
 from helmflow.warehouse.store import Warehouse
@@ -193,10 +195,16 @@ def open_run(
     return run_id
 
 
-def requests_of(prep: Prepared, seed: int, window: Window | None = None) -> list[Request]:
-    """The run's requests, each prompt fitted into the model's context window when it is known."""
+def requests_of(
+    prep: Prepared, seed: int, window: Window | None = None, chat: ChatFormat | None = None
+) -> list[Request]:
+    """The run's requests, each prompt fitted into the model's context window when it is known, and made in
+    the model's chat format when it has one; then the sampled copies of the generation requests, when the
+    adapter asks for num_samples (tasks/samples.py)."""
     spec = prep.plan.spec
-    return build_requests(spec.adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec), window)
+    adapter = spec.adapter
+    requests = build_requests(adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec), window, chat)
+    return with_samples(requests, adapter, seed)
 
 
 def stored_predictions(

@@ -151,6 +151,10 @@ def find(kind: str, ref: str) -> LoadedSpec:
         from helmflow.specs.bigbench_refs import bigbench_scenario
 
         return bigbench_scenario(ref)
+    if kind == "scenario" and ref.startswith(LMEVAL_PREFIX):
+        from helmflow.specs.lmeval_refs import lmeval_scenario
+
+        return lmeval_scenario(ref)
     if looks_like_path(ref):
         return load_file(ref, kind)
     found = _named(kind, ref)
@@ -162,6 +166,10 @@ def find(kind: str, ref: str) -> LoadedSpec:
 def extended_scenario(name: str, chain: tuple[Path, ...]) -> LoadedSpec:
     """The library scenario `extends: NAME` names. The files being loaded (`chain`) are passed over, so that
     a spec folder's own mmlu.yaml can say `extends: mmlu` and mean the next folder's (the library's)."""
+    if name.startswith(LMEVAL_PREFIX):  # `extends: lmeval:arc_easy`: the translated task, overridden
+        from helmflow.specs.lmeval_refs import lmeval_scenario
+
+        return lmeval_scenario(name)
     found = _named("scenario", name, chain)
     if found is not None:
         return found
@@ -218,6 +226,12 @@ def resolve_run_target(ref: str) -> LoadedSpec:
         from helmflow.specs.bigbench_refs import bigbench_scenario
 
         return bigbench_scenario(ref)
+    if ref.startswith(LMEVAL_PREFIX) and not Path(ref).is_file():
+        from helmflow.specs.lmeval_refs import lmeval_target
+
+        loaded = lmeval_target(ref)
+        _PATH_SUITE_SCENARIOS.update(loaded.expansions)  # a group's tasks, found by name while it is planned
+        return loaded
     if Path(ref).is_file():
         return load_file(ref)
     if ref.endswith((".yaml", ".yml")):
@@ -252,6 +266,8 @@ def apply_suite_entry(scenario: ScenarioSpec, **overrides: object) -> ScenarioSp
 
 # `bigbench:TASK[/SUBTASK]` names any BIG-bench JSON task as a scenario (specs/bigbench_refs.py).
 BIGBENCH_PREFIX = "bigbench:"
+# `lmeval:TASK` names an lm-evaluation-harness task (a group or tag: a suite of them): specs/lmeval_refs.py.
+LMEVAL_PREFIX = "lmeval:"
 
 __all__ = [
     "BIGBENCH_PREFIX",

@@ -180,6 +180,18 @@ class OfflineSource(Strict):
     _fields = field_serializer("fields")(lambda self, fields: given_fields(fields))
 
 
+class DocHooks(Strict):
+    """Python functions each row passes through before the field map: lm-evaluation-harness's `!function`
+    hooks, as specs/lmeval_translate.py writes them and tasks/lmeval_hooks.py runs them. Each is "FILE:FUNCTION":
+    a FILE under `lm_eval/` is read from the installed lm_eval package (code that came with it); any other is
+    someone's code and runs only with --trust-task-code (HELMFLOW_TRUST_TASK_CODE=1)."""
+
+    # lm-eval's process_docs: the split's rows (a datasets.Dataset) in, the rows the task reads out.
+    process_docs: str | None = None
+    # Columns added to each row: name -> a function of the row (a doc_to_text, doc_to_choice or doc_to_target hook).
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
 class Source(Strict):
     hub: HubSource | None = None
     # Alternatives, tried in order; the first that has the split and whose files are there is used.
@@ -188,6 +200,8 @@ class Source(Strict):
     # A list column to turn into one row per element (tasks/unnest.py): a query's passages, one row each.
     # Left out of dumps when unset, so every spec written before it keeps its hash (cached answers, refresh).
     unnest: str | None = Field(None, exclude_if=lambda value: value is None)
+    # Python hooks the rows pass through first (DocHooks); left out of dumps when unset, as unnest is.
+    hooks: DocHooks | None = Field(None, exclude_if=lambda value: value is None)
 
     @property
     def offline_sources(self) -> list[OfflineSource]:
@@ -200,6 +214,17 @@ class Source(Strict):
         if self.hub is None and self.offline is None:
             raise ValueError("a source needs 'hub' or 'offline' (or both)")
         return self
+
+
+class LmevalFewshot(Strict):
+    """lm-evaluation-harness's few-shot sampling (lm_eval/api/samplers.py), for fewshot_order "lmeval": one
+    random.Random(seed) for the whole run, from which each instance in turn draws its exemplars (sampler
+    "default": random.sample over the few-shot rows; "first_n": the first rows); with exclude_eval_doc, one row
+    more is drawn and the instance itself left out, as lm-eval does when its few-shot split is its test split."""
+
+    sampler: Literal["default", "first_n"] = "default"
+    seed: int = Field(1234, ge=0, le=MAX_SEED)
+    exclude_eval_doc: bool = False
 
 
 class AdapterSpec(Strict):
@@ -231,10 +256,20 @@ class AdapterSpec(Strict):
     # How the num_train exemplars are picked from fewshot_split (the instance's own group when it has
     # rows there): "random", HELM's way (label-balanced, shuffled with the run's seed), or "first_n",
     # lm-evaluation-harness's (the first rows in file order, as its MMLU tasks take them).
-    fewshot_order: Literal["random", "first_n"] = "random"
+    # "lmeval": as lm-evaluation-harness draws them, for prompts byte-identical to its own (lmeval_fewshot).
+    fewshot_order: Literal["random", "first_n", "lmeval"] = "random"
+    # fewshot_order "lmeval"'s settings (its defaults when unset); left out of dumps when unset.
+    lmeval_fewshot: LmevalFewshot | None = Field(None, exclude_if=lambda value: value is None)
     # Generation only.
     max_tokens: int = Field(32, ge=1, le=4096)
     stop: list[str] = Field(default_factory=lambda: ["\n"])
+    # Generation: this many sampled completions per instance besides its greedy one (tasks/samples.py), each at
+    # `temperature` with nucleus `top_p` and a seed of its own drawn from the run's seed, scored as maj@k and
+    # pass@k (tasks/metrics/sampling.py). 0: greedy only. The three keys are left out of dumps at their
+    # defaults, so every spec written before them keeps its hash.
+    num_samples: int = Field(0, ge=0, le=1024, exclude_if=lambda value: value == 0)
+    temperature: float = Field(1.0, gt=0, le=10, exclude_if=lambda value: value == 1.0)
+    top_p: float = Field(1.0, gt=0, le=1, exclude_if=lambda value: value == 1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> AdapterSpec:
@@ -242,6 +277,11 @@ class AdapterSpec(Strict):
             raise ValueError("num_train > 0 needs fewshot_split (the split exemplars come from)")
         if self.method == "multiple_choice_calibrated" and not self.output_prefix.strip():
             raise ValueError("multiple_choice_calibrated needs an output_prefix (the bare answer prompt)")
+        if self.num_samples and self.method != "generation":
+            raise ValueError("num_samples needs method generation (multiple choice is scored, not sampled)")
+        if not self.num_samples and {"temperature", "top_p"} & self.model_fields_set:
+            # Greedy decoding has neither: a value set here would change nothing, silently.
+            raise ValueError("temperature and top_p apply to sampled completions only: set num_samples too")
         return self
 
 
@@ -369,7 +409,17 @@ class ModelSpec(Strict):
     # when set). A chat API gives no prompt log-probs, so multiple choice is answered by generating the
     # option letter, as HELM does for chat models; the model fingerprint says so.
     chat: bool = False
+    # openai chat: the system message. hf/embedded: the system message inside the chat template (with the
+    # scenario's instructions after it, as lm-evaluation-harness's --system_instruction), or, without a
+    # template, text before the instructions.
     system_prompt: str | None = None
+    # hf/embedded: prompts are the tokenizer's chat template applied to the conversation (lm-evaluation-harness's
+    # --apply_chat_template): the instructions as the system message, the question as the user turn, the
+    # generation prompt after it; a choice is scored as the assistant's answer (docs/spec-reference.md).
+    apply_chat_template: bool = False
+    # With apply_chat_template: each exemplar is its own user turn and assistant answer (lm-eval's
+    # --fewshot_as_multiturn), instead of all exemplars and the question in one user turn.
+    fewshot_as_multiturn: bool = False
     # openai: the environment variable that holds the API key, read at run time and sent as a Bearer
     # token. Only the variable's name is part of the spec (and so of the warehouse and Prefect's parameters).
     api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -420,6 +470,13 @@ class ModelSpec(Strict):
             raise ValueError("backend 'openai' needs 'path': the server's base URL, e.g. http://127.0.0.1:8000/v1")
         if self.backend == "openai" and self.batch_size == "auto":
             raise ValueError("backend 'openai' needs a number as batch_size (prompts per request)")
+        if self.apply_chat_template and self.backend not in ("hf", "embedded"):
+            raise ValueError(
+                "apply_chat_template is for backends hf and embedded (helmflow applies the tokenizer's template); "
+                "an openai server applies its own with chat: true"
+            )
+        if self.fewshot_as_multiturn and not self.apply_chat_template:
+            raise ValueError("fewshot_as_multiturn needs apply_chat_template: true (exemplars become chat turns)")
         return self
 
 

@@ -12,12 +12,14 @@ from collections import defaultdict
 from dataclasses import replace
 
 from helmflow.specs.schema import AdapterSpec, group_words
+from helmflow.tasks.chat import ChatFormat
 from helmflow.tasks.data import DataError
 from helmflow.tasks.fit_context import Window, fit_prompt
+from helmflow.tasks.lmeval_fewshot import lmeval_exemplars
 from helmflow.tasks.records import LETTERS, Instance, Request, RequestKind
 
 
-def _fill(template: str, group: str | None) -> str:
+def fill_instructions(template: str, group: str | None) -> str:
     # Plain replacement rather than str.format: instructions may contain literal braces.
     return template.replace("{group_words}", group_words(group)).replace("{group}", group or "")
 
@@ -51,7 +53,14 @@ def target_text(adapter: AdapterSpec, inst: Instance) -> str:
     return inst.gold_text or ""
 
 
-def _request(adapter: AdapterSpec, inst: Instance, prompt: str, request_id: str, perturbation: str) -> Request:
+def _request(
+    adapter: AdapterSpec,
+    inst: Instance,
+    prompt: str,
+    request_id: str,
+    perturbation: str,
+    chat: ChatFormat | None = None,
+) -> Request:
     if adapter.method == "generation":
         return Request(
             request_id,
@@ -64,7 +73,10 @@ def _request(adapter: AdapterSpec, inst: Instance, prompt: str, request_id: str,
         )
     joint = adapter.method == "multiple_choice_joint"
     options = tuple(LETTERS[: len(inst.choices)]) if joint else inst.choices
-    continuations = tuple(adapter.target_delimiter + option for option in options)
+    # Inside a chat template the answer is the assistant's message, right after the generation prompt: no
+    # delimiter before it (lm-eval's construct_requests drops target_delimiter under --apply_chat_template).
+    delimiter = "" if chat is not None and chat.templated else adapter.target_delimiter
+    continuations = tuple(delimiter + option for option in options)
     baseline = adapter.output_prefix if adapter.method == "multiple_choice_calibrated" else None
     return Request(
         request_id, inst.id, "multiple_choice", prompt, continuations, options, baseline, perturbation=perturbation
@@ -99,12 +111,20 @@ def choose_exemplars(
     return chosen
 
 
-def render_prompt(adapter: AdapterSpec, inst: Instance, exemplars: list[Instance]) -> str:
+def render_prompt(
+    adapter: AdapterSpec, inst: Instance, exemplars: list[Instance], chat: ChatFormat | None = None
+) -> str:
+    if chat is not None:
+        pairs = [(render_block(adapter, ex), target_text(adapter, ex)) for ex in exemplars]
+        instructions = fill_instructions(adapter.instructions, inst.group)
+        return chat.prompt(
+            instructions, pairs, render_block(adapter, inst), adapter.target_delimiter, adapter.fewshot_delimiter
+        )
     shots = "".join(
         render_block(adapter, ex) + adapter.target_delimiter + target_text(adapter, ex) + adapter.fewshot_delimiter
         for ex in exemplars
     )
-    return _fill(adapter.instructions, inst.group) + shots + render_block(adapter, inst)
+    return fill_instructions(adapter.instructions, inst.group) + shots + render_block(adapter, inst)
 
 
 def _fitted(
@@ -115,17 +135,18 @@ def _fitted(
     window: Window,
     request_id: str,
     perturbation: str,
+    chat: ChatFormat | None = None,
 ) -> Request:
     """The request with its prompt fitted into the model's window, as HELM fits it (tasks/fit_context.py): the
     last exemplars dropped first, then the prompt cut; room is left for the completion (max_tokens, or the
     longest continuation scored)."""
-    plain = _request(adapter, inst, "", request_id, perturbation)
+    plain = _request(adapter, inst, "", request_id, perturbation, chat)
     room = adapter.max_tokens if plain.kind == "generation" else max(map(window.count_tokens, plain.continuations))
-    whole = render_prompt(adapter, variant, exemplars)
+    whole = render_prompt(adapter, variant, exemplars, chat)
     if window.surely_fits(whole, room):  # most prompts: no tokenizer call
         return replace(plain, prompt=whole, num_train_instances=len(exemplars))
     fitted = fit_prompt(
-        lambda k: render_prompt(adapter, variant, exemplars[:k]),
+        lambda k: render_prompt(adapter, variant, exemplars[:k], chat),
         len(exemplars),
         count_tokens=window.count_tokens,
         truncate=window.truncate,
@@ -147,6 +168,7 @@ def build_requests(
     seed: int,
     perturbations: list[str] | tuple[str, ...] = (),
     window: Window | None = None,
+    chat: ChatFormat | None = None,
 ) -> list[Request]:
     """One request per instance, plus one per instance and perturbation (its input perturbed).
 
@@ -158,28 +180,40 @@ def build_requests(
     that does not fit keeps fewer exemplars, or is cut, and its request says so (num_train_instances,
     prompt_truncated). Each variant is fitted on its own, as HELM fits each request, so a perturbed copy
     that came out longer may keep one exemplar fewer than its original.
+
+    With the model's `chat` format (tasks/chat.py) each prompt is the conversation its template makes.
     """
+    if chat is not None and chat.templated and adapter.method == "multiple_choice_calibrated":
+        raise DataError(
+            "adapter.method multiple_choice_calibrated has no chat-template form (its bare answer prompt is not a "
+            "conversation): run this scenario with apply_chat_template: false, or use multiple_choice_separate"
+        )
     from helmflow.tasks.perturb import perturb_input
 
     exemplar_cache: dict[str | None, list[Instance]] = {}
+    # lm-eval's sampler draws each instance's exemplars in turn from one generator (tasks/lmeval_fewshot.py).
+    drawn = lmeval_exemplars(adapter, instances, fewshot_pool) if adapter.fewshot_order == "lmeval" else None
     requests = []
-    for inst in instances:
-        if inst.group not in exemplar_cache:
-            exemplar_cache[inst.group] = choose_exemplars(
-                fewshot_pool, adapter.num_train, seed, inst.group, adapter.fewshot_order
-            )
-        # Never show an instance as its own exemplar (ids are per split, so compare both).
-        exemplars = [e for e in exemplar_cache[inst.group] if (e.id, e.split) != (inst.id, inst.split)]
+    for position, inst in enumerate(instances):
+        if drawn is not None:
+            exemplars = drawn[position]
+        else:
+            if inst.group not in exemplar_cache:
+                exemplar_cache[inst.group] = choose_exemplars(
+                    fewshot_pool, adapter.num_train, seed, inst.group, adapter.fewshot_order
+                )
+            # Never show an instance as its own exemplar (ids are per split, so compare both).
+            exemplars = [e for e in exemplar_cache[inst.group] if (e.id, e.split) != (inst.id, inst.split)]
         variants = [("", inst)] + [
             (name, replace(inst, input=perturb_input(name, inst, seed))) for name in perturbations
         ]
         for name, variant in variants:
             request_id = f"{inst.id}|{name}" if name else inst.id
             if window is not None:
-                requests.append(_fitted(adapter, inst, variant, exemplars, window, request_id, name))
+                requests.append(_fitted(adapter, inst, variant, exemplars, window, request_id, name, chat))
                 continue
-            prompt = render_prompt(adapter, variant, exemplars)
-            requests.append(_request(adapter, inst, prompt, request_id, name))
+            prompt = render_prompt(adapter, variant, exemplars, chat)
+            requests.append(_request(adapter, inst, prompt, request_id, name, chat))
     return requests
 
 

@@ -364,6 +364,10 @@ def load_rows(
     They come from the first offline alternative that has them (or asked for), else from the Hub.
     """
     rows, resolved = _source_rows(spec, split, prefer, base_dir)
+    if spec.source.hooks:  # lm-eval's !function hooks, before anything reads the rows (tasks/lmeval_hooks.py)
+        from helmflow.tasks.lmeval_hooks import apply_hooks
+
+        rows = apply_hooks(rows, spec.source.hooks)
     if spec.source.unnest:
         try:
             rows = unnest(rows, spec.source.unnest)

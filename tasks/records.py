@@ -57,6 +57,13 @@ class Request:
     # exemplars kept (None: not fitted, no window known) and whether the prompt was cut.
     num_train_instances: int | None = None
     prompt_truncated: bool = False
+    # Generation sampled at temperature > 0 (the adapter's num_samples; tasks/samples.py): its place among the
+    # instance's samples (1..n; 0 is the greedy request every instance has), its decoding, and the seed of its
+    # random stream, so the same run seed draws the same sample whatever batch the request is computed in.
+    sample: int = 0
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
 
 
 @dataclass

@@ -72,7 +72,8 @@ def test_unknown_model(warehouse: Path, capsys: pytest.CaptureFixture) -> None:
     code, err = run(warehouse, capsys, "mmlu", "--model", "gpt-9")
     assert code == 2
     assert err == (
-        f"error: unknown model 'gpt-9': no gpt-9.yaml in {LIBRARY / 'models'} (known: smollm2-135m-instruct; "
+        f"error: unknown model 'gpt-9': no gpt-9.yaml in {LIBRARY / 'models'} (known: smollm2-135m-instruct, "
+        "smollm2-135m-instruct-chat; "
         "HELMFLOW_SPEC_PATH adds folders, each holding scenarios/, models/ and suites/); "
         "or use hf:<hub id or local directory>"
     )

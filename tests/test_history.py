@@ -243,8 +243,15 @@ def test_export_writes_every_table(warehouse: tuple[Path, list[str]], tmp_path: 
             "metrics",
             "predictions",
             "runs",
+            "samples",
             "schema_version",
             "validations",
+            "contamination_checks",
+            "contamination_files",
+            "contamination_instances",
+            "contamination_matches",
+            "contamination_probe_runs",
+            "contamination_probe_stats",
         )
     )
     with connect(db, read_only=True) as con:

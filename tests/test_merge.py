@@ -116,7 +116,14 @@ def test_merged_history_equals_one_warehouse_and_merging_again_adds_nothing(tmp_
 
     [report] = Warehouse(a).merge([b])
     assert report.runs_added == ["b-s1", "b-s2"] and report.runs_present == 0 and report.runs_skipped == []
-    assert report.rows_added == {"instances": 7, "predictions": 7, "instance_stats": 7, "metrics": 4, "validations": 2}
+    assert report.rows_added == {
+        "instances": 7,
+        "predictions": 7,
+        "samples": 0,
+        "instance_stats": 7,
+        "metrics": 4,
+        "validations": 2,
+    }
     assert report.cache_added == 7
     board = Warehouse(a).leaderboard(scenarios)
     assert len(board) == 6
@@ -275,7 +282,20 @@ def test_an_older_source_brings_what_only_its_write_ahead_log_holds(tmp_path: Pa
     site = machine(tmp_path, "site", "a-")
     raw = duckdb.connect(str(site))
     # Back to schema version 7 (before 008 added the cache's error column, 009 the runs' load, 011 the
-    # predictions' prompt fitting, 012 their raw completions): a source from an older helmflow.
+    # predictions' prompt fitting, 012 their raw completions, 013 the samples table, 014 and 015 the
+    # contamination tables): a source from an older helmflow.
+    raw.execute("drop table samples")
+    for later in ("contamination_probe_metrics",):  # 014's and 015's objects (a view first: it reads a table)
+        raw.execute(f"drop view {later}")
+    for later in (
+        "contamination_probe_stats",
+        "contamination_probe_runs",
+        "contamination_instances",
+        "contamination_matches",
+        "contamination_files",
+        "contamination_checks",
+    ):
+        raw.execute(f"drop table {later}")
     raw.execute("alter table inference_cache drop column error")
     raw.execute("alter table runs drop column load_per_core")
     raw.execute("alter table predictions drop column num_train_instances")

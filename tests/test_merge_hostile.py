@@ -140,6 +140,14 @@ def test_an_older_source_is_checked_before_its_copy_is_migrated(
     edit(
         source,
         "delete from schema_version where version > 7",
+        "drop view contamination_probe_metrics",  # migrations 13-15's objects, which version 7 did not have
+        "drop table contamination_probe_stats",
+        "drop table contamination_probe_runs",
+        "drop table contamination_instances",
+        "drop table contamination_matches",
+        "drop table contamination_files",
+        "drop table contamination_checks",
+        "drop table samples",
         "alter table inference_cache drop column error",
         "alter table runs drop column load_per_core",
         "alter table predictions drop column num_train_instances",

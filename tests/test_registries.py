@@ -24,6 +24,7 @@ from helmflow.tasks.data import load_instances
 from helmflow.tasks.metrics import score, to_prediction
 from helmflow.tasks.models import fingerprint_of, load_model
 from helmflow.tasks.records import Instance
+from helmflow.tasks.samples import with_samples
 from tests.conftest import REPO
 
 DOC = REPO / "docs" / "adding-a-backend-or-category.md"
@@ -187,6 +188,7 @@ def scored(spec: ScenarioSpec) -> tuple[list, list]:
     requests = build_requests(spec.adapter, instances, [], seed=0)
     perturbed = [*spec.perturbations.robustness, *spec.perturbations.fairness]
     requests += [r.__class__(**{**r.__dict__, "id": r.id + p, "perturbation": p}) for p in perturbed for r in requests]
+    requests = with_samples(requests, spec.adapter, 0)  # what maj@k and pass@k read, with num_samples
     completions = [
         Completion(r.id, logprobs=[-1.0 - (k + len(r.id)) % 3 for k in range(max(len(r.continuations), 1))],
                    continuation_tokens=[1 + k for k in range(len(r.continuations))], text="he is a nurse",
@@ -225,10 +227,18 @@ def test_every_metric_record_says_its_rows_direction_and_category() -> None:
     """Each metric scored alone gives rows of its own category whose lower_is_better is its record's."""
     for info in registry.metrics().values():
         method = "generation" if info.methods == ("generation",) else "multiple_choice_separate"
-        main = {"main_metric": "f1_score"} if method == "generation" else {}
+        main = (
+            {"main_metric": "f1_score", "adapter": {"method": method, "num_samples": 2}}
+            if method == "generation"
+            else {}
+        )
         _, metrics = scored(scenario([info.name], method, **PERTURBED, **main))
+        # A family named `x@k` (maj@k, pass@k) stores its rows as x@<k>.
+        name = re.escape(info.name).replace("@k", r"@\d+")
         own = [
-            m for m in metrics if m.category == info.category and (m.category != "accuracy" or m.metric == info.name)
+            m
+            for m in metrics
+            if m.category == info.category and (m.category != "accuracy" or re.fullmatch(name, m.metric))
         ]
         assert own, info.name
         assert {m.lower_is_better for m in own} == {not info.higher_is_better}, info.name

@@ -32,7 +32,8 @@ def test_an_unknown_model_names_the_folders_searched(spec_path: tuple[Path, Path
         find_model("flat-model")
     assert str(caught.value) == (
         f"unknown model 'flat-model': no flat-model.yaml in {team}/models, {flat}/models (no such folder), "
-        f"{LIBRARY}/models (known: smollm2-135m-instruct, team-model; {HINT}); or use hf:<hub id or local directory>"
+        f"{LIBRARY}/models (known: smollm2-135m-instruct, smollm2-135m-instruct-chat, team-model; "
+        f"{HINT}); or use hf:<hub id or local directory>"
     )
 
 

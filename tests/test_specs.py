@@ -50,7 +50,8 @@ def test_unknown_model_lists_known_ones() -> None:
     with pytest.raises(SpecError) as err:
         find_model("gpt-9")
     assert str(err.value) == (
-        f"unknown model 'gpt-9': no gpt-9.yaml in {LIBRARY / 'models'} (known: smollm2-135m-instruct; "
+        f"unknown model 'gpt-9': no gpt-9.yaml in {LIBRARY / 'models'} (known: smollm2-135m-instruct, "
+        "smollm2-135m-instruct-chat; "
         "HELMFLOW_SPEC_PATH adds folders, each holding scenarios/, models/ and suites/); "
         "or use hf:<hub id or local directory>"
     )

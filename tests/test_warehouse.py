@@ -37,8 +37,9 @@ def counts(db: Path) -> dict[str, int]:
 def test_new_warehouse_gets_the_latest_schema(db: Path) -> None:
     with connect(db) as con:
         assert (
-            con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 12
-        )  # 009: run conditions, 010: chat letter misses dropped
+            con.execute("select max(version) from schema_version").fetchone()[0] == latest_version() == 15
+        )  # 009: run conditions, 010: chat letter misses dropped, 013: sampled completions, 014: corpus overlap,
+        # 015: memorisation probes
         tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
     assert {"runs", "instances", "predictions", "instance_stats", "metrics", "validations"} <= tables
 
@@ -61,6 +62,9 @@ def test_a_version_1_warehouse_is_backed_up_and_upgraded(tmp_path: Path) -> None
             (10,),
             (11,),
             (12,),
+            (13,),
+            (14,),
+            (15,),
         ]
         assert con.execute("select run_id, status, toxicity_classifier, num_parameters from runs").fetchall() == [
             ("v1run", "succeeded", None, None)

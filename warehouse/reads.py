@@ -14,7 +14,7 @@ import pandas as pd
 
 from helmflow.tasks.records import Completion, Instance, Request
 from helmflow.warehouse.db import Connected
-from helmflow.warehouse.rows import Row, instance_of, stored_answer_of
+from helmflow.warehouse.rows import Row, instance_of, stored_answer_of, stored_sample_of
 from helmflow.warehouse.runs import interrupted_run_ids, reap_interrupted
 
 # What two runs must share to be comparable; every other difference is reported beside a comparison.
@@ -37,7 +37,7 @@ class StoredRun:
     spec_json: str
     num_parameters: int | None
     instances: list[Instance]
-    answers: list[tuple[Request, Completion]]
+    answers: list[tuple[Request, Completion]]  # the predictions', then the samples' (request.sample > 0)
     status: str  # as `helmflow runs` shows it: a run whose process died is failed
 
 
@@ -130,7 +130,16 @@ class Reads(Connected):
                 status = "failed"
             instances = _dicts(con.execute("select * from instances where run_id = ? order by rowid", [run_id]))
             predictions = _dicts(con.execute("select * from predictions where run_id = ? order by rowid", [run_id]))
-        answers = [stored_answer_of(r) for r in predictions]
+            # A sample's prompt is its instance's unperturbed prediction's (not stored twice).
+            samples = _dicts(
+                con.execute(
+                    "select s.*, p.prompt from samples s left join predictions p on p.run_id = s.run_id "
+                    "and p.instance_id = s.instance_id and p.perturbation = '' and p.kind = 'generation' "
+                    "where s.run_id = ? order by s.rowid",
+                    [run_id],
+                )
+            )
+        answers = [stored_answer_of(r) for r in predictions] + [stored_sample_of(r) for r in samples]
         return StoredRun(run_id, spec_json, num_parameters, [instance_of(r) for r in instances], answers, status)
 
     # -- results -------------------------------------------------------------------------------------

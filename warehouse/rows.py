@@ -93,6 +93,31 @@ def _raw_text(p: Prediction) -> str | None:
     return p.completion.text if p.extracted else None
 
 
+def samples_frame(samples: list[Prediction]) -> pd.DataFrame:
+    """Sampled predictions (request.sample > 0: tasks/samples.py) as rows of `samples`: the answer and how it was
+    drawn, without the prompt (their instance's unperturbed prediction has it)."""
+    return pd.DataFrame(
+        {
+            "request_id": [p.request.id for p in samples],
+            "instance_id": [p.request.instance_id for p in samples],
+            "sample": [p.request.sample for p in samples],
+            "seed": pd.array([p.request.seed for p in samples], dtype="Int64"),
+            "temperature": [p.request.temperature for p in samples],
+            "top_p": [p.request.top_p for p in samples],
+            "completion": [p.predicted_text for p in samples],
+            "raw_completion": pd.array([_raw_text(p) for p in samples], dtype="string"),
+            "output_logprobs": [p.completion.logprobs for p in samples],
+            "confidence": [p.confidence for p in samples],
+            "prompt_tokens": [p.completion.prompt_tokens for p in samples],
+            "output_tokens": [p.completion.output_tokens for p in samples],
+            "generated_tokens": [p.completion.generated_tokens for p in samples],
+            "latency_s": [p.completion.latency_s for p in samples],
+            "batch_size": [p.completion.batch_size for p in samples],
+            "error": pd.array([p.completion.error for p in samples], dtype="string"),
+        }
+    )
+
+
 def stats_frame(stats: list[Stat], version: int = 1) -> pd.DataFrame:
     return pd.DataFrame(
         [(s.instance_id, s.perturbation, s.category, s.metric, s.value, version) for s in stats],
@@ -181,10 +206,15 @@ def result_frames(
     metrics: list[Metric],
     validations: list[ValidationResult],
 ) -> dict[str, Table]:
-    """A run's result tables, by table name (the predictions made into frames slice by slice as written)."""
+    """A run's result tables, by table name (the predictions made into frames slice by slice as written). Sampled
+    predictions go to `samples`, the greedy ones to `predictions`."""
+    samples = [p for p in predictions if p.request.sample]
+    if samples:
+        predictions = [p for p in predictions if not p.request.sample]
     return {
         "instances": instances_frame(instances),
         "predictions": Sliced(len(predictions), lambda start, stop: predictions_frame(predictions[start:stop])),
+        "samples": Sliced(len(samples), lambda start, stop: samples_frame(samples[start:stop])),
         "instance_stats": stats_frame(stats),
         "metrics": metrics_frame(metrics),
         "validations": validations_frame(validations),
@@ -220,6 +250,33 @@ def stored_answer_of(row: Row) -> tuple[Request, Completion]:
         output_tokens=row["output_tokens"],
         prompt_tokens_requested=row.get("prompt_tokens_requested") or 0,
         prompt_tokens_computed=row.get("prompt_tokens_computed") or 0.0,
+        latency_s=row["latency_s"],
+        batch_size=row["batch_size"],
+        error=row["error"],
+    )
+    return request, completion
+
+
+def stored_sample_of(row: Row) -> tuple[Request, Completion]:
+    """A stored sample's request (its prompt joined from its instance's prediction, where the reader has it) and
+    completion, as stored_answer_of gives a prediction's."""
+    request = Request(
+        row["request_id"],
+        row["instance_id"],
+        "generation",
+        row.get("prompt") or "",
+        sample=row["sample"],
+        temperature=row["temperature"],
+        top_p=row["top_p"],
+        seed=row["seed"],
+    )
+    completion = Completion(
+        request_id=row["request_id"],
+        logprobs=list(row["output_logprobs"] or []),
+        text=row.get("raw_completion") or row["completion"] or "",
+        generated_tokens=row["generated_tokens"] or 0,
+        prompt_tokens=row["prompt_tokens"],
+        output_tokens=row["output_tokens"],
         latency_s=row["latency_s"],
         batch_size=row["batch_size"],
         error=row["error"],

@@ -20,7 +20,7 @@ from helmflow.tasks.records import Metric, Stat
 from helmflow.warehouse.db import Connected
 from helmflow.warehouse.rows import Sliced, Table, metrics_frame, stats_frame
 
-RESULT_TABLES = ("instances", "predictions", "instance_stats", "metrics", "validations")
+RESULT_TABLES = ("instances", "predictions", "samples", "instance_stats", "metrics", "validations")
 INTERRUPTED = "interrupted: its process ended before the run finished"
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from helmflow.warehouse.cache import InferenceCache
+from helmflow.warehouse.contamination import ContaminationStore
+from helmflow.warehouse.contamination_probes import ProbeStore
 from helmflow.warehouse.db import db_path
 from helmflow.warehouse.merge import Merge
 from helmflow.warehouse.query import UserQuery
@@ -19,7 +21,7 @@ from helmflow.warehouse.report_reads import ReportReads
 from helmflow.warehouse.runs import RunLifecycle
 
 
-class Warehouse(RunLifecycle, InferenceCache, Reads, ReportReads, UserQuery, Merge):
+class Warehouse(RunLifecycle, InferenceCache, Reads, ReportReads, UserQuery, Merge, ContaminationStore, ProbeStore):
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = db_path(path)
 

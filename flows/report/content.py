@@ -58,6 +58,9 @@ class Selection:
     models: list[str] | None = None
     since: datetime | None = None
     suite: str | None = None  # `--suite`: its layout page too (flows/layout.py), HELM's scenario × category table
+    # `--references`: users' files of baselines and declared contamination, read after helmflow's own
+    # (specs/reference_rows.py); shown beside the results, never ranked.
+    references: list[str] | None = None
 
 
 @dataclass

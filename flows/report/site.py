@@ -26,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
 from helmflow.flows.history import compare
+from helmflow.flows.reference_view import history_references, matrix_headlines, report_context
 from helmflow.flows.report import charts
 from helmflow.flows.report.answers import WARNING_RULE
 from helmflow.flows.report.content import (
@@ -42,6 +43,7 @@ from helmflow.flows.report.content import (
     run_sections,
 )
 from helmflow.flows.report.pages import PAGE_ROWS, InstancePage, InstancePages
+from helmflow.specs.reference_rows import References, load_references
 from helmflow.specs.registry import CATEGORIES
 from helmflow.tasks.records import LETTERS
 from helmflow.warehouse.report_reads import INSTANCE_COLUMNS
@@ -126,6 +128,7 @@ class Writer:
         self.env = _environment()
         self.pages = 0
         self.charts: list[dict[str, Any]] = []
+        self.references = References()  # read by write(): published baselines, declared contamination
 
     def chart(self, spec: dict[str, Any]) -> int:
         """Register a chart for the page being written; the template puts a div with this index."""
@@ -142,6 +145,8 @@ class Writer:
 
     def write(self) -> SiteSummary:
         began = time.perf_counter()
+        # First: a references file with a mistake stops the report (file and line) before any page is written.
+        self.references = load_references(self.selection.references or ())
         self.out.mkdir(exist_ok=True)
         (self.out / "assets").mkdir(exist_ok=True)
         (self.out / "data").mkdir(exist_ok=True)
@@ -189,6 +194,8 @@ class Writer:
             score_columns=score_columns,
             models=sorted({row["model"] for row in scores}),
             layout=layout,
+            # Reference rows and contamination marks (templates/references.html): beside the board, never in it.
+            refs=report_context(self.references, matrix_headlines(content.matrix, CATEGORIES)),
         )
 
     def layout_context(self, suite: str) -> dict[str, Any]:
@@ -275,7 +282,10 @@ class Writer:
             name = f"{category}: {metric}" + (f" ({perturbation})" if perturbation else "")
             title = f"{model} × {scenario} — {name}"
             chart = self.chart(charts.history(data, title, bool(frame.lower_is_better.iloc[0])))
-            series.append({"model": model, "scenario": scenario, "name": name, "chart": chart, "runs": len(frame)})
+            refs = history_references(self.references, model, scenario, category, metric, perturbation)
+            series.append(
+                {"model": model, "scenario": scenario, "name": name, "chart": chart, "runs": len(frame), "refs": refs}
+            )
         self.page("history.html", "history.html", series=series, regressions=sorted(content.regression_runs))
 
     def compare_pages(self, content: Content) -> None:

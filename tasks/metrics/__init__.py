@@ -83,10 +83,14 @@ def score(
     num_parameters: int | None = None,
     toxicity_classifier: ToxicityClassifier | None = None,
 ) -> tuple[list[Stat], list[Metric]]:
-    """Per-instance stats, then metrics, category by category; headline metrics carry 95% intervals."""
+    """Per-instance stats, then metrics, category by category; headline metrics carry 95% intervals.
+
+    Sampled predictions (request.sample > 0) are scored apart (Scoring.samples): only maj@k and pass@k read them."""
     records = records_of(spec)
     wanted = frozenset(r.name for r in records)
-    scoring = Scoring(spec, instances, predictions, num_parameters, toxicity_classifier, wanted=wanted)
+    greedy = [p for p in predictions if not p.request.sample]
+    samples = [p for p in predictions if p.request.sample]
+    scoring = Scoring(spec, instances, greedy, num_parameters, toxicity_classifier, wanted=wanted, samples=samples)
     metrics: list[Metric] = []
     for _, group in groupby(records, key=lambda r: r.category):
         own = list(group)

@@ -5,6 +5,15 @@ gsm8k-cot-self-consistency.yaml: regex, then ``majority_vote``, maj@64 and maj@8
 the most frequent extracted answer, and code tasks score pass@k, the chance that at least one of k samples is
 correct, with the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained on Code",
 figure 3) from n >= k samples of which c are correct.
+
+A run samples with the adapter's `num_samples` (n; tasks/samples.py). Its metrics, category accuracy, read
+only the sampled predictions (Scoring.samples; the greedy pass is what every other metric reads), each
+sample's answer after the spec's answer extraction, in sample order:
+- `maj@n`: the majority vote of the n answers (exact text), scored with the main metric as accuracy scores
+  an answer (instance_accuracy: the best over the references);
+- `pass@1` and `pass@n`: pass@k with c the samples whose main-metric value is 1 (correct, as calibration
+  counts correct: a graded metric counts only a perfect score).
+Per instance in `instance_stats`, their means in `metrics` (and per group, as accuracy's).
 """
 
 from __future__ import annotations
@@ -13,6 +22,10 @@ import math
 import operator
 from collections import Counter
 from collections.abc import Sequence
+
+from helmflow.tasks.metrics.accuracy import instance_accuracy, metric_rows
+from helmflow.tasks.metrics.scoring import GENERATION, MetricRecord, Scoring
+from helmflow.tasks.records import Instance, Metric, Prediction, Stat
 
 
 def majority_vote(answers: Sequence[str]) -> str:
@@ -47,3 +60,81 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+# -- the run metrics -----------------------------------------------------------------------------------------
+
+
+def sampled_names(num_samples: int) -> tuple[str, list[str]]:
+    """The stored names of maj@k (k = num_samples) and of pass@k (k = 1 and num_samples)."""
+    return f"maj@{num_samples}", [f"pass@{k}" for k in dict.fromkeys((1, num_samples))]
+
+
+def _main_value(inst: Instance, answer: str, main: str) -> float | None:
+    """An answer's main-metric value against the instance's gold, as accuracy scores a generated answer."""
+    return instance_accuracy(inst, None, answer, None, [main]).get(main)
+
+
+def instance_values(inst: Instance, answers: list[str], main: str, num_samples: int) -> dict[str, float]:
+    """One instance's maj@n, pass@1 and pass@n from its n sampled answers (in sample order); {} when the main
+    metric gives the instance no value (no reference) or it has fewer than n answers."""
+    values = [_main_value(inst, a, main) for a in answers]
+    if len(answers) < num_samples or not answers or any(v is None for v in values):
+        return {}
+    maj, passes = sampled_names(num_samples)
+    voted = _main_value(inst, majority_vote(answers[:num_samples]), main)
+    assert voted is not None  # the instance has references: every answer has a value
+    correct = sum(1 for v in values[:num_samples] if v == 1.0)
+    out = {maj: voted}
+    for name in passes:
+        out[name] = pass_at_k(num_samples, correct, int(name.removeprefix("pass@")))
+    return out
+
+
+def _instance_stats(scoring: Scoring) -> list[Stat]:
+    """maj@n and pass@k of every instance that has samples (the metrics asked for among them)."""
+    n = scoring.spec.adapter.num_samples
+    if not n or not scoring.samples:
+        return []
+    by_instance: dict[str, list[Prediction]] = {}
+    for prediction in scoring.samples:
+        if not prediction.request.perturbation:  # tasks/samples.py samples unperturbed inputs only
+            by_instance.setdefault(prediction.request.instance_id, []).append(prediction)
+    wanted_maj, wanted_pass = scoring.wants("maj@k"), scoring.wants("pass@k")
+    stats = []
+    for instance_id, samples in by_instance.items():
+        answers = [p.predicted_text for p in sorted(samples, key=lambda p: p.request.sample)]
+        values = instance_values(scoring.by_id[instance_id], answers, scoring.spec.main_metric, n)
+        for name, value in values.items():
+            if wanted_maj if name.startswith("maj@") else wanted_pass:
+                stats.append(Stat(instance_id, "accuracy", name, value))
+    return stats
+
+
+def _rows(scoring: Scoring, prefix: str) -> list[Metric]:
+    """The means of this family's stats (maj@ or pass@), for the run and per group; [] without samples."""
+    maj, passes = sampled_names(scoring.spec.adapter.num_samples)
+    names = [maj] if prefix == "maj@" else passes
+    return [m for name in names for m in metric_rows(scoring.stats, name, scoring.spec.main_metric, scoring.groups)]
+
+
+METRICS = [
+    MetricRecord(
+        name="maj@k",
+        category="accuracy",
+        function=lambda scoring: _rows(scoring, "maj@"),
+        display_name="Majority vote (maj@k)",
+        methods=GENERATION,
+        stats=_instance_stats,
+        description="the main metric of the most frequent answer of the num_samples samples (stored as maj@<n>)",
+    ),
+    MetricRecord(
+        name="pass@k",
+        category="accuracy",
+        function=lambda scoring: _rows(scoring, "pass@"),
+        display_name="pass@k",
+        methods=GENERATION,
+        stats=_instance_stats,
+        description="unbiased chance that one of k samples is right (Chen et al. 2021; pass@1 and pass@<n>)",
+    ),
+]

@@ -33,6 +33,9 @@ class Scoring:
     # The names of the metrics asked for (None: all): a stats function shared by several metrics computes
     # only theirs (accuracy's, say: ROUGE-L only where it is asked).
     wanted: frozenset[str] | None = None
+    # The sampled completions (the adapter's num_samples; tasks/samples.py), kept apart from `predictions` so
+    # that every other metric reads the greedy pass only: maj@k and pass@k read these (metrics/sampling.py).
+    samples: list[Prediction] = field(default_factory=list)
 
     def wants(self, name: str) -> bool:
         return self.wanted is None or name in self.wanted

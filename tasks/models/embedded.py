@@ -111,4 +111,11 @@ def load_embedded(spec: ModelSpec):  # -> HFModel
     return HFModel(spec, path=str(directory), fingerprint=fingerprint)
 
 
-BACKEND = Backend(load=load_embedded, fingerprint=lambda spec: converted_dir()[1])
+def fingerprint(spec: ModelSpec) -> str:
+    """The GGUF's hash, and the chat format when the spec asks for one (tasks/models/chat_format.py)."""
+    from helmflow.tasks.models.chat_format import spec_fingerprint_suffix
+
+    return converted_dir()[1] + spec_fingerprint_suffix(spec)
+
+
+BACKEND = Backend(load=load_embedded, fingerprint=fingerprint)

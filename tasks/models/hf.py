@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from helmflow.specs.schema import ModelSpec, model_path_problem
 from helmflow.tasks.adapt import Request
 from helmflow.tasks.models.base import GENERATION_GROUP_BATCHES, Backend, Completion, ModelError, ModelInfo
+from helmflow.tasks.models.chat_format import fingerprint_suffix, spec_fingerprint_suffix, template_of
 from helmflow.tasks.models.hf_generate import (
     Generated,
     full_attention,
@@ -153,6 +154,9 @@ class HFModel:
             commit = getattr(self.model.config, "_commit_hash", None)
             local = Path(target)
             fingerprint = local_fingerprint(local) if local.is_dir() else f"{target}@{commit or 'unknown'}"
+        if spec.apply_chat_template or spec.system_prompt:  # the chat format is part of what the model is
+            template = template_of(spec, self.tokenizer) if spec.apply_chat_template else None
+            fingerprint += fingerprint_suffix(spec, template)
         self.info = ModelInfo(
             name=spec.name,
             backend=spec.backend,
@@ -351,7 +355,12 @@ def decoder_and_head(model: Any, probe: Any, logits: Any) -> tuple[Any, Any] | N
 
 
 def fingerprint(spec: ModelSpec) -> str:
-    """A local directory's file hashes, or a hub id's current revision (without loading weights)."""
+    """A local directory's file hashes, or a hub id's current revision (without loading weights), and the
+    chat format when the spec asks for one."""
+    return _weights_fingerprint(spec) + spec_fingerprint_suffix(spec)
+
+
+def _weights_fingerprint(spec: ModelSpec) -> str:
     assert spec.path is not None
     if Path(spec.path).is_dir():
         return local_fingerprint(Path(spec.path))

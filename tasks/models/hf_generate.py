@@ -11,6 +11,12 @@ rows that are already done, and every batch pays its own steps. The loop here
 Every token is the argmax of the same logits at the same positions over the same tokens as in
 `generate`, so the text is the same (tests/test_generation_loop.py checks it against `generate`).
 
+A sampled request (tasks/samples.py: `sample` > 0) is a row like any other, whose token is drawn instead
+(`sample_tokens`: temperature, then the top-p nucleus, then one uniform number from the row's own random
+stream, seeded with the request's seed). The stream is the row's alone, so its sample does not depend on which
+batch or group it lands in. transformers' `generate` samples from one global stream, so there each sampled
+request runs alone, the global stream seeded with its seed for that call (and put back after).
+
 The loop applies no logits processor, so a model whose generation config asks for one (a repetition
 penalty, banned words, a minimum length...) goes through `generate`, as do models without a separate
 decoder and output head.
@@ -18,6 +24,9 @@ decoder and output head.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +117,12 @@ class _Row:
     prompt_ids: list[int]
     produced: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    # A sampled request's random stream: one uniform number per token, from its own seed (None: greedy).
+    stream: random.Random | None = None
+
+    def __post_init__(self) -> None:
+        if self.request.sample and self.stream is None:
+            self.stream = random.Random(self.request.seed)
 
     def add(self, token: int, logprob: float, model: HFModel, end_ids: set[int]) -> bool:
         """Append a token; True when the row is done."""
@@ -123,8 +138,9 @@ class _Row:
 
 
 def greedy_generate(model: HFModel, batch: list[Request], prompts: list[list[int]] | None = None) -> list[Generated]:
-    """Greedy continuations of every request, decoded together as one group (see the module's docstring).
-    `prompts`: the requests' tokens when the caller has them already (`hf_tokens.generation_prompt`)."""
+    """Greedy continuations of every request (a sampled request's drawn: `next_tokens`), decoded together as
+    one group (see the module's docstring). `prompts`: the requests' tokens when the caller has them already
+    (`hf_tokens.generation_prompt`)."""
     torch = model.torch
     from transformers import DynamicCache
 
@@ -145,8 +161,8 @@ def greedy_generate(model: HFModel, batch: list[Request], prompts: list[list[int
         live = list(range(len(order)))
         while True:
             logits = logits.float()
-            tokens = logits.argmax(dim=-1).tolist()  # greedy: on the logits, as `generate` takes it
-            logprobs = torch.log_softmax(logits, dim=-1)
+            tokens = next_tokens(torch, logits, [order[b] for b in live])
+            logprobs = torch.log_softmax(logits, dim=-1)  # the model's own, also for a sampled token
             chosen = logprobs[torch.arange(len(live)), tokens].tolist()
             still = [k for k, b in enumerate(live) if not order[b].add(tokens[k], chosen[k], model, end_ids)]
             if not still:
@@ -177,6 +193,44 @@ def greedy_generate(model: HFModel, batch: list[Request], prompts: list[list[int
         computed = n_prompt - shared + shared / len(rows)
         results.append((text, row.logprobs[:n], n_prompt, len(row.produced), computed))
     return results
+
+
+def next_tokens(torch: Any, logits: Any, rows: list[_Row]) -> list[int]:
+    """Each row's next token: the argmax of its logits (greedy, as `generate` takes it), or drawn from them
+    for a sampled row (sample_tokens, with the next number of the row's own stream)."""
+    tokens = logits.argmax(dim=-1)
+    sampled = [k for k, row in enumerate(rows) if row.stream is not None]
+    if sampled:
+        requests = [rows[k].request for k in sampled]
+        uniforms = [rows[k].stream.random() for k in sampled]  # type: ignore[union-attr]
+        where = torch.tensor(sampled, device=logits.device)
+        drawn = sample_tokens(
+            torch, logits[where], [r.temperature for r in requests], [r.top_p for r in requests], uniforms
+        )
+        tokens[where] = drawn
+    return tokens.tolist()
+
+
+def sample_tokens(
+    torch: Any, logits: Any, temperatures: list[float], top_ps: list[float], uniforms: list[float]
+) -> Any:
+    """One token per row of `logits`, drawn by inverse transform from the row's uniform number in [0, 1):
+    softmax(logits / temperature), cut to its nucleus (the most probable tokens, fewest first, whose mass
+    reaches top_p: the top token always), renormalised. As transformers' TemperatureLogitsWarper then
+    TopPLogitsWarper, except that ties keep the vocabulary's order (a stable sort) and the number drawn is the
+    row's own (not torch's global stream), so a row draws the same token in any batch."""
+    device = logits.device
+    scaled = logits / torch.tensor(temperatures, device=device, dtype=logits.dtype)[:, None]
+    ranked, vocabulary = torch.sort(torch.softmax(scaled, dim=-1), dim=-1, descending=True, stable=True)
+    above = ranked.cumsum(dim=-1) - ranked  # the mass of the tokens ranked before each
+    top_p = torch.tensor(top_ps, device=device, dtype=ranked.dtype)[:, None]
+    kept = torch.where(above < top_p, ranked, torch.zeros_like(ranked))
+    cumulative = kept.cumsum(dim=-1)
+    target = torch.tensor(uniforms, device=device, dtype=cumulative.dtype)[:, None] * cumulative[:, -1:]
+    position = torch.searchsorted(cumulative, target, right=True)  # the first whose mass passes the target
+    # Rounding may put the target at the total: the last kept token with mass then, never one past it.
+    position = torch.minimum(position, (kept > 0).sum(dim=-1, keepdim=True) - 1)
+    return vocabulary.gather(1, position).squeeze(1)
 
 
 def _shared_length(rows: list[_Row]) -> int:
@@ -244,9 +298,47 @@ def stop_criteria(model: HFModel, stops: tuple[str, ...]) -> Any:
 def transformers_generate(
     model: HFModel, batch: list[Request], prompts: list[list[int]] | None = None
 ) -> list[Generated]:
-    """The same through transformers' `generate` (left padding; rows that stop early wait for the batch)."""
-    torch = model.torch
+    """The same through transformers' `generate` (left padding; rows that stop early wait for the batch). A
+    sampled request runs alone, `generate` drawing from torch's global stream seeded with the request's seed,
+    so that its sample, too, does not depend on the batch (it differs from the decode loop's draw: another
+    stream, and the model's own logits processors, which sent it here, apply)."""
     prompts = prompts or [generation_prompt(model, r) for r in batch]
+    if not any(r.sample for r in batch):
+        return _generate(model, batch, prompts)
+    out: dict[int, Generated] = {}
+    greedy = [i for i, r in enumerate(batch) if not r.sample]
+    if greedy:
+        done = _generate(model, [batch[i] for i in greedy], [prompts[i] for i in greedy])
+        out.update(zip(greedy, done, strict=True))
+    for i, request in enumerate(batch):
+        if request.sample:
+            [out[i]] = _generate(model, [request], [prompts[i]])
+    return [out[i] for i in range(len(batch))]
+
+
+@contextmanager
+def _seeded(torch: Any, device: str, seed: int | None) -> Iterator[None]:
+    """torch's global random streams seeded with `seed` inside, and put back as they were after (None: as
+    they are): so a sampled `generate` call draws the same tokens whatever ran before it."""
+    if seed is None:
+        yield
+        return
+    devices = [torch.device(device)] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _generate(model: HFModel, batch: list[Request], prompts: list[list[int]]) -> list[Generated]:
+    """One `generate` call: greedy over the batch, or the one sampled request it holds."""
+    torch = model.torch
+    sampled = batch[0] if len(batch) == 1 and batch[0].sample else None
+    # top_k 0: no top-k cut beside the spec's top_p (a generation config's top_k, often 50, would add one).
+    decoding: dict[str, Any] = (
+        {"do_sample": True, "temperature": sampled.temperature, "top_p": sampled.top_p, "top_k": 0}
+        if sampled
+        else {"do_sample": False}
+    )
     width = max(len(ids) for ids in prompts)
     input_ids = torch.full((len(batch), width), model.tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -259,17 +351,21 @@ def transformers_generate(
     # row has: greedy tokens before the stop are the same as running to max_tokens and cutting after.
     stops = {tuple(s for s in r.stop if s) for r in batch}
     early = {"stopping_criteria": stop_criteria(model, next(iter(stops)))} if len(stops) == 1 and any(stops) else {}
-    with torch.inference_mode():
+    with torch.inference_mode(), _seeded(torch, model.device, sampled.seed if sampled else None):
         result = model.model.generate(
             **encoded,
             max_new_tokens=max(r.max_tokens for r in batch),
-            do_sample=False,
+            **decoding,
             pad_token_id=model.tokenizer.pad_token_id,
             output_scores=True,
+            output_logits=sampled is not None,
             return_dict_in_generate=True,
             **early,
         )
-        scores = model.model.compute_transition_scores(result.sequences, result.scores, normalize_logits=True)
+        # A sampled token's log-prob is the model's own (its raw logits), as the decode loop records it, not
+        # the one after temperature and top-p.
+        steps = result.logits if sampled else result.scores
+        scores = model.model.compute_transition_scores(result.sequences, steps, normalize_logits=True)
     results = []
     end_ids = end_of_text_ids(model)
     for b, request in enumerate(batch):

@@ -5,7 +5,8 @@ Log-likelihoods use the legacy completions endpoint the way lm-evaluation-harnes
 `logprobs`, and add up the log-probs of the tokens that start at or after the prompt's end.
 `batch_size` prompts go in one request (`prompt` as a list) when it is above 1.
 Generation is greedy (`temperature: 0`) with the request's stop sequences; text past a stop
-sequence is cut here too, since some servers (transformers serve) keep it.
+sequence is cut here too, since some servers (transformers serve) keep it. A sampled request
+(the adapter's num_samples) sends its temperature, top_p and seed instead (`decoding`).
 
 `concurrency` requests are in flight at once, on one asyncio event loop (openai_async.py: aiohttp,
 `concurrency` keep-alive connections, orjson), and answers come back in request order. Within one call,
@@ -295,7 +296,7 @@ class OpenAIModel:
     # -- generation ----------------------------------------------------------------------------
 
     def _complete_body(self, request: Request) -> dict[str, Any]:
-        body = {"prompt": request.prompt, "max_tokens": request.max_tokens, "temperature": 0, "logprobs": 1}
+        body = {"prompt": request.prompt, "max_tokens": request.max_tokens, **decoding(request), "logprobs": 1}
         return {**body, "stop": list(request.stop) or None}
 
     def _completed(self, request: Request, answer: dict[str, Any], elapsed: float) -> Completion:
@@ -307,7 +308,7 @@ class OpenAIModel:
         return self._generated(request, answer, choice["text"], raw, self.url, elapsed)
 
     def _chat_body(self, request: Request, max_tokens: int, stop: tuple[str, ...]) -> dict[str, Any]:
-        body = {"messages": self.messages(request.prompt), "max_tokens": max_tokens, "temperature": 0}
+        body = {"messages": self.messages(request.prompt), "max_tokens": max_tokens, **decoding(request)}
         return {**body, "logprobs": True, "stop": list(stop) or None}
 
     def _chatted(self, request: Request, answer: dict[str, Any], elapsed: float) -> Completion:
@@ -344,6 +345,15 @@ class OpenAIModel:
             return [self._chatted(r, answer, elapsed) for r, (answer, elapsed) in zip(requests, answers, strict=True)]
         answers = self._post_all(self.url, [self._complete_body(r) for r in requests], progress)
         return [self._completed(r, answer, elapsed) for r, (answer, elapsed) in zip(requests, answers, strict=True)]
+
+
+def decoding(request: Request) -> dict[str, Any]:
+    """How a generation is decoded, in the body's keys: greedy (`temperature: 0`), or a sampled request's
+    temperature, top_p and seed (tasks/samples.py). A server that honours `seed` (vLLM, llama.cpp, OpenAI's
+    best effort) gives the same sample for the same seed; one that ignores it samples anew on every run."""
+    if not request.sample:
+        return {"temperature": 0}
+    return {"temperature": request.temperature, "top_p": request.top_p, "seed": request.seed}
 
 
 def _fingerprint_without_loading(spec: ModelSpec) -> str:

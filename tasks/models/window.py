@@ -8,20 +8,27 @@ refuses) on its side, and a plugin backend says nothing of its window, so neithe
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from helmflow.specs.schema import ModelSpec
 from helmflow.tasks.fit_context import Window
 
 
-def _tokenizer(spec: ModelSpec) -> Any:
+def tokenizer_of(spec: ModelSpec) -> Any:
+    """The tokenizer of an hf or embedded model, loaded once per process (its window and chat format read it)."""
+    return _tokenizer(spec.backend, spec.path, spec.revision)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(backend: str, path: str | None, revision: str | None) -> Any:
     from transformers import AutoTokenizer
 
-    if spec.backend == "embedded":
+    if backend == "embedded":
         from helmflow.tasks.models.embedded import converted_dir
 
         return AutoTokenizer.from_pretrained(converted_dir()[0])
-    return AutoTokenizer.from_pretrained(spec.path, revision=spec.revision)
+    return AutoTokenizer.from_pretrained(path, revision=revision)
 
 
 def window_for(spec: ModelSpec) -> Window | None:
@@ -30,7 +37,7 @@ def window_for(spec: ModelSpec) -> Window | None:
         return None
     from helmflow.tasks.models.hf_tokens import prompt_prefix
 
-    tokenizer = _tokenizer(spec)
+    tokenizer = tokenizer_of(spec)
     prefix = len(prompt_prefix(tokenizer, spec.add_bos_token, spec.name))
 
     def ids(text: str) -> list[int]:

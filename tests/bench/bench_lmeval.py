@@ -24,19 +24,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from helmflow.specs.library import find_model
+from helmflow.tasks.models.chat_format import chat_format_for
 from tests.bench.bench import SUBJECTS
 from tests.bench.bench_lmeval_tasks import (
     LM_EVAL_VERSION,
     Agreement,
     Shape,
     compare,
+    helmflow_scores,
     lm_eval_venv,
+    lmeval_scores,
     read_run,
     read_samples,
     worst,
+    write_chat_tasks,
+    write_data,
+    write_lmeval_own_task,
     write_task,
 )
 
@@ -47,6 +54,20 @@ SHAPES = (
     Shape("mmlu_5shot", "mmlu", groups=("abstract_algebra", "college_chemistry"), num_train=5),
     Shape("arc_challenge", "arc_challenge", max_instances=300),
     Shape("object_counting", "bigbench_object_counting", max_instances=100),
+    # Issue 27: MMLU inside the chat template, exemplars as turns; lm-eval builds its prompts from the parts.
+    Shape(
+        "mmlu_5shot_chat",
+        "mmlu",
+        groups=("abstract_algebra", "college_chemistry"),
+        num_train=5,
+        model="smollm2-135m-instruct-chat",
+        chat=True,
+    ),
+    # Chain of thought with answer extraction (lm-eval's filter on its side), generation capped for the CPU.
+    Shape("bbh_boolean_cot", "bbh_boolean_expressions", max_instances=40, max_tokens=128),
+    # Issue 28: lm-eval's own arc_easy YAML against helmflow's translation of it (`lmeval:arc_easy`), both on
+    # the first 300 rows of ../shared/data's ARC-Easy test set in the Hub's schema.
+    Shape("arc_easy_lmeval", "lmeval:arc_easy", max_instances=300, lmeval_task="arc_easy"),
 )
 # Both tools read only local files: a request to the Hub is a bug here, not a slow start.
 OFFLINE = {
@@ -66,6 +87,8 @@ class Result:
     lm_eval_runs: tuple[float, ...]
     agreement: Agreement  # the weakest over the repeats
     helmflow_batch: int
+    # lm-eval-task shapes: acc and acc_norm as helmflow stored them and as lm-eval reported them (last repeat).
+    scores: tuple[dict[str, float], dict[str, float]] | None = None
 
     @property
     def helmflow_s(self) -> float:
@@ -98,31 +121,47 @@ def bench_shape(
 ) -> Result:
     """helmflow, then lm-eval on the requests helmflow made, each timed, `repeat` times; then the comparison."""
     folder = work / shape.name
-    spec = shape.write_spec(folder, limit)
+    data_file = None
+    if shape.lmeval_task:  # one local file for both tools, cut to the shape's size here: the same rows
+        caps = [n for n in (shape.max_instances, limit) if n is not None]
+        data_file = write_data(shape, folder, min(caps))
+        shape = replace(shape, max_instances=None)
+    spec = shape.write_spec(folder, None if data_file else limit, data_file)
     helmflow_runs: list[float] = []
     lm_eval_runs: list[float] = []
     agreement: Agreement | None = None
     task = ""
+    scores = None
     for k in range(repeat):
         db = folder / f"helmflow-{k}.duckdb"  # fresh: nothing in its inference cache
-        helmflow = [*helmflow_command(), "--db", str(db), "run", str(spec), "--model", MODEL, "--seed", "0"]
+        helmflow = [*helmflow_command(), "--db", str(db), "run", str(spec), "--model", shape.model, "--seed", "0"]
         helmflow_runs.append(timed([*helmflow, "--source", "offline"], folder / f"helmflow-{k}.log", env))
-        run = read_run(db, spec)
+        run = read_run(db, spec, chat_format_for(find_model(shape.model)))
         if run.cache_hits:
             raise RuntimeError(f"{shape.name}: the fresh warehouse served {run.cache_hits} cached answers")
-        task = task or write_task(shape.name, run, folder / "task")
+        if shape.lmeval_task:
+            assert data_file is not None
+            task = task or write_lmeval_own_task(shape, venv, data_file, folder / "task")
+        else:
+            write = write_chat_tasks if shape.chat else write_task
+            task = task or write(shape.name, run, folder / "task")
         lm_eval = [
             str(venv / "bin" / "lm_eval"),
             *("--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32"),
             *("--device", "cpu", "--batch_size", str(LM_EVAL_BATCH_SIZE)),
             *("--tasks", task, "--include_path", str(folder / "task")),
             *("--output_path", str(folder / f"lm-eval-{k}"), "--log_samples"),
+            *(("--apply_chat_template", "--fewshot_as_multiturn") if shape.chat else ()),
         ]
         lm_eval_runs.append(timed(lm_eval, folder / f"lm-eval-{k}.log", env))
-        this = compare(run, read_samples(folder / f"lm-eval-{k}", task))
+        this = compare(run, read_samples(folder / f"lm-eval-{k}", task, by_row=bool(shape.lmeval_task)))
         agreement = this if agreement is None else worst(agreement, this)
+        if shape.lmeval_task:
+            scores = (helmflow_scores(db, run.run_id), lmeval_scores(folder / f"lm-eval-{k}", task))
     assert agreement is not None  # repeat >= 1
-    return Result(shape.name, len(run.requests), tuple(helmflow_runs), tuple(lm_eval_runs), agreement, run.batch_size)
+    return Result(
+        shape.name, len(run.requests), tuple(helmflow_runs), tuple(lm_eval_runs), agreement, run.batch_size, scores
+    )
 
 
 def _fraction(n: int | None, total: int) -> str:
@@ -203,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             each = " / ".join(f"{h:.1f} vs {e:.1f}" for h, e in zip(r.helmflow_runs, r.lm_eval_runs, strict=True))
             print(f"{r.shape}: helmflow vs lm-eval, run by run: {each}")
+    for r in results:
+        if r.scores:
+            ours, theirs = r.scores
+            each = ", ".join(
+                f"{m} {ours.get(m, float('nan')):.4f} vs {theirs.get(m, float('nan')):.4f}" for m in theirs
+            )
+            print(f"{r.shape}: helmflow vs lm-eval's own task: {each}")
     differing = [r.shape for r in results if r.agreement.same_prompts != r.instances]
     if differing:
         print(f"prompts differ in: {', '.join(differing)}", file=sys.stderr)

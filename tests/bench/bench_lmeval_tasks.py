@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,10 +29,13 @@ import yaml
 from helmflow.specs.library import apply_suite_entry, find_scenario
 from helmflow.specs.loader import load_spec
 from helmflow.specs.schema import ScenarioSpec
-from helmflow.tasks.adapt import build_requests
+from helmflow.tasks.adapt import build_requests, choose_exemplars, fill_instructions, render_block
+from helmflow.tasks.chat import ChatFormat
 from helmflow.tasks.data import fewshot_pool
+from helmflow.tasks.extract import extract, parse_steps
+from helmflow.tasks.instances import Instance
 from helmflow.tasks.models.embedded import cache_root
-from helmflow.tasks.records import Completion, Request
+from helmflow.tasks.records import LETTERS, Completion, Request
 from helmflow.warehouse.store import Warehouse
 
 LM_EVAL_VERSION = "0.4.13"
@@ -89,9 +93,19 @@ class Shape:
     max_instances: int | None = None
     groups: tuple[str, ...] = ()
     num_train: int | None = None
+    # A generation budget for both tools (BBH's 1,024 tokens of chain of thought would take hours on the CPU).
+    max_tokens: int | None = None
+    # The model spec helmflow runs; chat: its prompts are the chat template's, and lm-eval is asked for the
+    # same with --apply_chat_template --fewshot_as_multiturn, building its prompts itself from the task's parts.
+    model: str = "smollm2-135m-instruct"
+    chat: bool = False
+    # An lm-eval task run by lm-eval from its own YAML (the scenario is `lmeval:<task>`, helmflow's translation),
+    # both reading the same local copy of the task's data (`prepare_data` writes it in the Hub's schema).
+    lmeval_task: str | None = None
 
-    def spec(self, limit: int | None) -> dict[str, Any]:
-        """The scenario as a spec file's data: unperturbed and accuracy only (lm-eval does no more)."""
+    def spec(self, limit: int | None, data_file: Path | None = None) -> dict[str, Any]:
+        """The scenario as a spec file's data: unperturbed and accuracy only (lm-eval does no more); with
+        `data_file`, read from it (the test split) rather than the Hub."""
         caps = [n for n in (self.max_instances, limit) if n is not None]
         spec = apply_suite_entry(
             find_scenario(self.scenario),
@@ -101,14 +115,94 @@ class Shape:
         )
         data = spec.model_dump(mode="json", exclude_unset=True)
         data.update(metrics=["accuracy"], perturbations={"robustness": [], "fairness": []})
+        if self.max_tokens is not None:
+            data["adapter"]["max_tokens"] = self.max_tokens
+        data["adapter"].pop("instructions_file", None)  # read already: its text is `instructions`
+        if data_file is not None:
+            data["source"] = {**data["source"], "offline": {"files": {"test": str(data_file)}}}
         ScenarioSpec.model_validate(data)  # still a valid spec
         return data
 
-    def write_spec(self, folder: Path, limit: int | None) -> Path:
+    def write_spec(self, folder: Path, limit: int | None, data_file: Path | None = None) -> Path:
         path = folder / "scenarios" / f"{self.name}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.spec(limit), sort_keys=False, allow_unicode=True))
+        path.write_text(yaml.safe_dump(self.spec(limit, data_file), sort_keys=False, allow_unicode=True))
         return path
+
+
+# -- lm-eval's own task on local data --------------------------------------------------------------
+
+ARC_EASY_TEST = Path("/work/shared/data/arc/ARC-Easy/ARC-Easy-Test.jsonl")
+
+
+def arc_hub_rows(source: Path, n: int) -> list[dict[str, Any]]:
+    """The first n rows of AI2's ARC jsonl in the Hub's schema (allenai/ai2_arc), which lm-eval's arc_easy reads."""
+    rows = []
+    for line in source.open():
+        if len(rows) == n:
+            break
+        row = json.loads(line)
+        choices = row["question"]["choices"]
+        rows.append(
+            {
+                "id": row["id"],
+                "question": row["question"]["stem"],
+                "choices": {"text": [c["text"] for c in choices], "label": [c["label"] for c in choices]},
+                "answerKey": row["answerKey"],
+            }
+        )
+    return rows
+
+
+def write_data(shape: Shape, folder: Path, n: int) -> Path:
+    """The shape's local data: the first n rows, one file both tools read (so both evaluate the same rows)."""
+    path = folder / "data" / "test.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = arc_hub_rows(Path(os.environ.get("HELMFLOW_BENCH_ARC_EASY", ARC_EASY_TEST)), n)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def write_lmeval_own_task(shape: Shape, venv: Path, data_file: Path, folder: Path) -> str:
+    """A task that includes lm-eval's own YAML for the shape's task and only points it at the local data."""
+    assert shape.lmeval_task is not None
+    [own] = sorted(venv.glob(f"lib/python*/site-packages/lm_eval/tasks/**/{shape.lmeval_task}.yaml"))
+    folder.mkdir(parents=True, exist_ok=True)
+    task = f"helmflow_{shape.name}"
+    config = {
+        "include": str(own),
+        "task": task,
+        "tag": [],
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"test": str(data_file.resolve())}},
+        "training_split": None,
+        "validation_split": None,
+        "test_split": "test",
+    }
+    (folder / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return task
+
+
+def lmeval_scores(folder: Path, task: str) -> dict[str, float]:
+    """acc and acc_norm as lm-eval's results file gives them."""
+    [results] = sorted(folder.rglob("results_*.json"))[-1:]
+    values = json.loads(results.read_text())["results"][task]
+    return {m: float(values[f"{m},none"]) for m in ("acc", "acc_norm") if f"{m},none" in values}
+
+
+def helmflow_scores(db: Path, run_id: str) -> dict[str, float]:
+    """The same two as the run stored them (exact_match, exact_match_char_norm: lm-eval's acc, acc_norm)."""
+    import duckdb
+
+    names = {"exact_match": "acc", "exact_match_char_norm": "acc_norm"}
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "select metric, value from metrics where run_id = ? and perturbation = '' and group_name = '' "
+            "and metric in ('exact_match', 'exact_match_char_norm')",
+            [run_id],
+        ).fetchall()
+    return {names[m]: float(v) for m, v in rows}
 
 
 # -- the helmflow run ------------------------------------------------------------------------------
@@ -127,9 +221,12 @@ class HelmflowRun:
     prompt_mismatches: list[str]
     cache_hits: int
     batch_size: int
+    spec: ScenarioSpec
+    instances: list[Instance]
+    exemplars: dict[str | None, list[Instance]]  # per group, as the adapter chose them
 
 
-def read_run(db: Path, spec_path: Path) -> HelmflowRun:
+def read_run(db: Path, spec_path: Path, chat: ChatFormat | None = None) -> HelmflowRun:
     """The one run of a fresh warehouse, its requests rebuilt from its spec file and seed."""
     warehouse = Warehouse(db)
     [run_id] = warehouse.runs(10).run_id.tolist()
@@ -143,7 +240,12 @@ def read_run(db: Path, spec_path: Path) -> HelmflowRun:
     adapter = spec.adapter
     pool = fewshot_pool(spec, "offline", spec_path.parent)
     # The run's own instances (its selection), no perturbations: only unperturbed requests compare.
-    requests = build_requests(adapter, stored.instances, pool, int(row["seed"]))
+    seed = int(row["seed"])
+    requests = build_requests(adapter, stored.instances, pool, seed, chat=chat)
+    exemplars = {
+        group: choose_exemplars(pool, adapter.num_train, seed, group, adapter.fewshot_order)
+        for group in {i.group for i in stored.instances}
+    }
     answers = {r.id: c for r, c in stored.answers if r.perturbation == ""}
     prompts = {r.id: r.prompt for r, _ in stored.answers if r.perturbation == ""}
     mismatches = [r.id for r in requests if prompts.get(r.id) != r.prompt]
@@ -158,6 +260,9 @@ def read_run(db: Path, spec_path: Path) -> HelmflowRun:
         prompt_mismatches=mismatches,
         cache_hits=int(row["cache_hits"] or 0),
         batch_size=int(row["batch_size"]),
+        spec=spec,
+        instances=list(stored.instances),
+        exemplars=exemplars,
     )
 
 
@@ -208,17 +313,63 @@ def write_task(name: str, run: HelmflowRun, folder: Path) -> str:
             generation_kwargs={"until": list(first.stop), "max_gen_toks": first.max_tokens, "do_sample": False},
             metric_list=[{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
         )
+        if run.spec.answer_extraction:  # helmflow's steps are lm-eval's filter syntax: the same pipeline
+            config["filter_list"] = [{"name": "extracted", "filter": run.spec.answer_extraction}]
     (folder / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     return task
 
 
-def read_samples(folder: Path, task: str) -> dict[str, dict[str, Any]]:
-    """lm-eval's logged samples of a task (--log_samples), by helmflow instance id."""
+def write_chat_tasks(name: str, run: HelmflowRun, folder: Path) -> str:
+    """lm-eval tasks (one per group: its instructions and exemplars) made of the run's parts, not its prompts:
+    each question up to its output prefix, the exemplars as fixed few-shot samples in the adapter's order, the
+    instructions as the description. lm-eval builds the conversation and applies the template itself
+    (--apply_chat_template --fewshot_as_multiturn). Multiple choice (lettered) only. The task names, comma-joined.
+    """
+    adapter = run.spec.adapter
+    folder.mkdir(parents=True, exist_ok=True)
+    order = {r.instance_id: k for k, r in enumerate(run.requests)}
+    names = []
+    for k, group in enumerate(sorted(run.exemplars, key=str)):
+        task = f"helmflow_{name}_{k}"
+        members = sorted((i for i in run.instances if i.group == group), key=lambda i: order[i.id])
+
+        def doc(inst: Instance) -> dict[str, Any]:
+            letters = list(LETTERS[: len(inst.choices)])
+            return {"id": inst.id, "question": render_block(adapter, inst), "gold": inst.gold_index, "letters": letters}
+
+        data = folder / f"{task}.jsonl"
+        data.write_text("".join(json.dumps(doc(i), ensure_ascii=False) + "\n" for i in members))
+        shots = run.exemplars[group]
+        config: dict[str, Any] = {
+            "task": task,
+            "dataset_path": "json",
+            "dataset_kwargs": {"data_files": {"test": str(data.resolve())}},
+            "test_split": "test",
+            "output_type": "multiple_choice",
+            "description": fill_instructions(adapter.instructions, group),
+            "doc_to_text": "question",
+            "doc_to_choice": "letters",
+            "doc_to_target": "gold",
+            "target_delimiter": adapter.target_delimiter,
+            "fewshot_delimiter": adapter.fewshot_delimiter,
+            "num_fewshot": len(shots),
+            "fewshot_config": {"sampler": "first_n", "samples": [doc(e) for e in shots]},
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        }
+        (folder / f"{task}.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        names.append(task)
+    return ",".join(names)
+
+
+def read_samples(folder: Path, tasks: str, by_row: bool = False) -> dict[str, dict[str, Any]]:
+    """lm-eval's logged samples of its tasks (--log_samples; names comma-joined), by helmflow instance id: the
+    document's `id`, or with `by_row` its row in the data file (helmflow's id for a row of lm-eval's data)."""
     samples = {}
-    for path in sorted(folder.rglob(f"samples_{task}_*.jsonl")):
-        for line in path.open():
-            sample = json.loads(line)
-            samples[sample["doc"]["id"]] = sample
+    for task in tasks.split(","):
+        for path in sorted(folder.rglob(f"samples_{task}_*.jsonl")):
+            for line in path.open():
+                sample = json.loads(line)
+                samples[str(sample["doc_id"]) if by_row else sample["doc"]["id"]] = sample
     return samples
 
 
@@ -271,6 +422,7 @@ def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
     An instance lm-eval did not answer counts as a differing prompt."""
     same_prompts, same_argmax, same_text, diffs = 0, 0, 0, []
     mismatches = set(run.prompt_mismatches)
+    steps = parse_steps(run.spec.answer_extraction) if run.spec.answer_extraction else []
     for request in run.requests:
         sample = samples.get(request.instance_id)
         if sample is None:
@@ -282,6 +434,8 @@ def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
             theirs = [float(r[0][0]) for r in sample["resps"]]
             diffs += [abs(a - b) for a, b in zip(ours.logprobs, theirs, strict=True)]
             same_argmax += _argmax(ours.logprobs) == _argmax(theirs)
+        elif steps:  # the answers both read out of their completions, each with its own filter code
+            same_text += extract(ours.text, steps) == sample["filtered_resps"][0]
         else:
             same_text += ours.text == sample["filtered_resps"][0]
     generation = run.kind == "generation"

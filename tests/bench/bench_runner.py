@@ -37,9 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="helmflow-bench-runner-"))
     from prefect import flow
 
+    from helmflow.flows.temporary_server import start_prefect_api
+
+    # helmflow's temporary server, as `helmflow run` starts it: PREFECT_API_URL names it, so the Dask workers
+    # report to it too. Prefect's own in-process start (a first flow with no API set) tells no child, and
+    # each worker then started and waited for a server of its own inside the dask timing.
+    server = start_prefect_api()
+    if server is not None:
+        server.wait_until_healthy()
+
     @flow(name="helmflow-bench-warm-up")
     def warm_up() -> None:
-        """Nothing: running it starts the temporary Prefect server, outside both timings."""
+        """Nothing: Prefect's client set up for flow runs, outside both timings."""
 
     warm_up()
     lines, walls = [], {}
