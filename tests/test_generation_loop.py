@@ -54,6 +54,7 @@ def local_model():  # -> HFModel
 
 
 @pytest.mark.model
+@pytest.mark.slow  # make test-slow: two of transformers' generate runs, about 30 s on 2 cores
 @pytest.mark.parametrize("requests", [FEWSHOT, MIXED], ids=["fewshot", "mixed"])
 def test_the_loop_generates_what_transformers_generates(local_model, requests: list[Request]) -> None:
     ours = greedy_generate(local_model, requests)

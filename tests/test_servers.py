@@ -280,6 +280,7 @@ def test_an_out_of_memory_batch_is_halved_and_retried(local_model, monkeypatch: 
 
 
 @model
+@pytest.mark.slow  # make test-slow: generation retried row by row, about 15 s on 2 cores
 def test_generation_survives_a_plain_runtime_oom_and_one_row_that_never_fits(
     local_model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
