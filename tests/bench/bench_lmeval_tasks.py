@@ -156,7 +156,7 @@ def arc_hub_rows(source: Path, n: int) -> list[dict[str, Any]]:
 
 def write_data(shape: Shape, folder: Path, n: int) -> Path:
     """The shape's local data: the first n rows, one file both tools read (so both evaluate the same rows)."""
-    path = folder / "data" / "test.jsonl"
+    path = folder / "scenarios" / "data" / "test.jsonl"  # beside the spec: a spec reads data from its folder
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = arc_hub_rows(Path(os.environ.get("HELMFLOW_BENCH_ARC_EASY", ARC_EASY_TEST)), n)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
@@ -363,13 +363,13 @@ def write_chat_tasks(name: str, run: HelmflowRun, folder: Path) -> str:
 
 def read_samples(folder: Path, tasks: str, by_row: bool = False) -> dict[str, dict[str, Any]]:
     """lm-eval's logged samples of its tasks (--log_samples; names comma-joined), by helmflow instance id: the
-    document's `id`, or with `by_row` its row in the data file (helmflow's id for a row of lm-eval's data)."""
+    document's `id`, or with `by_row` its row in the test split (`test-<row>`: helmflow's id for a row of a file)."""
     samples = {}
     for task in tasks.split(","):
         for path in sorted(folder.rglob(f"samples_{task}_*.jsonl")):
             for line in path.open():
                 sample = json.loads(line)
-                samples[str(sample["doc_id"]) if by_row else sample["doc"]["id"]] = sample
+                samples[f"test-{sample['doc_id']}" if by_row else sample["doc"]["id"]] = sample
     return samples
 
 
