@@ -127,6 +127,7 @@ print("children:", [p.name for p in multiprocessing.active_children()])
 """
 
 
+@pytest.mark.slow  # make test-slow: a whole evaluate() in a child process
 def test_evaluate_stops_the_validation_worker_it_started_when_it_raises(tmp_path: Path) -> None:
     """The worker belongs to the call (its RunContext), not to a module: refused data leaves no child behind."""
     import subprocess

@@ -70,6 +70,7 @@ def test_the_loop_generates_what_transformers_generates(local_model, requests: l
 
 
 @pytest.mark.model
+@pytest.mark.slow  # make test-slow: generation twice on the model
 def test_the_shared_prefix_is_computed_once_and_counted(local_model) -> None:
     encoded = sorted(local_model._encode(r.prompt) for r in FEWSHOT)
     shared = common_prefix_length(encoded[0], encoded[-1])

@@ -58,6 +58,7 @@ def test_a_crashed_run_is_resumed_only_when_it_asked_the_same_questions() -> Non
     assert resumable_run({**crashed, "spec_hash": "s0"}, current, 3) is None
 
 
+@pytest.mark.slow  # make test-slow: several runs of the model
 def test_cache_hits_only_the_same_model_and_decoding(tmp_path: Path) -> None:
     db = str(tmp_path / "cache.duckdb")
     model = load_model(find_model("smollm2-135m-instruct"))
