@@ -40,6 +40,9 @@ HOOK_COLUMNS = {"doc_to_text": "lmeval_text", "doc_to_choice": "lmeval_choices",
 # lm-eval filter functions tasks/extract.py applies with lm-eval's semantics (specs/ may not import tasks/).
 FILTERS = {"regex", "multi_choice_regex", "take_first", "lowercase", "uppercase", "remove_whitespace", "map"}
 MC_METRICS = {"acc": "exact_match", "acc_norm": "exact_match_char_norm"}
+# lm-eval's exact_match options (lm_eval/api/metrics.py, exact_match_hf_evaluate): the spec's exact_match_options.
+EXACT_MATCH_FLAGS = ("ignore_case", "ignore_punctuation", "ignore_numbers")
+EXACT_MATCH_OPTIONS = ("regexes_to_ignore", *EXACT_MATCH_FLAGS)
 _COLUMN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _EXPRESSION = re.compile(r"\{\{-?(.*?)-?\}\}", re.DOTALL)
 _JINJA = re.compile(r"\{[{%#]")
@@ -152,6 +155,16 @@ class _Fields:
         self.needs.append(f"doc_to_target {value!r} (several gold answers)")
         return None
 
+    def document(self) -> str | None:
+        """loglikelihood_rolling: the text scored, which lm-eval takes from doc_to_target (doc_to_text unused)."""
+        value = self.config.get("doc_to_target")
+        if isinstance(value, FunctionRef):
+            return self._hook("doc_to_target", value)
+        if isinstance(value, str):
+            return value if _column(value) else _template(value)
+        self.needs.append(f"doc_to_target {value!r} (a text to score)")
+        return None
+
     def references(self) -> str | None:
         value = self.config.get("doc_to_target")
         if isinstance(value, FunctionRef):
@@ -170,6 +183,11 @@ class _Fields:
 
 
 def _unsupported_keys(config: dict[str, Any], needs: list[str]) -> None:
+    # A loglikelihood_rolling task's process_results only counts words and bytes its own way (wikitext counts them
+    # on the page before detokenising): run once per row when it is read, for those counts (tasks/lmeval_hooks.py).
+    counts_hook = config.get("output_type") == "loglikelihood_rolling" and isinstance(
+        config.get("process_results"), FunctionRef
+    )
     for key, what in (
         ("custom_dataset", "a custom_dataset function"),
         ("use_prompt", "a promptsource prompt (use_prompt)"),
@@ -179,7 +197,7 @@ def _unsupported_keys(config: dict[str, Any], needs: list[str]) -> None:
         ("process_results", "its own scoring (process_results)"),
         ("class", "a Python task class"),
     ):
-        if config.get(key) not in (None, "", False):
+        if config.get(key) not in (None, "", False) and not (key == "process_results" and counts_hook):
             needs.append(what)
     if config.get("unsafe_code"):
         needs.append("unsafe_code (it runs generated code)")
@@ -193,8 +211,8 @@ def _unsupported_keys(config: dict[str, Any], needs: list[str]) -> None:
         needs.append("a description that is a template (helmflow's instructions are the same for every question)")
 
 
-def _metrics(config: dict[str, Any], output: str, needs: list[str]) -> tuple[str, list[str], list[str]]:
-    """main_metric, metrics and notes on what is scored otherwise than in lm-eval."""
+def _metrics(config: dict[str, Any], output: str, needs: list[str]) -> tuple[str, list[str], dict[str, Any] | None]:
+    """main_metric, metrics and exact_match_options."""
     listed = config.get("metric_list") or [{"metric": m} for m in ("acc", "acc_norm")]
     if output == "generate_until" and not config.get("metric_list"):
         listed = [{"metric": "exact_match"}]
@@ -203,23 +221,36 @@ def _metrics(config: dict[str, Any], output: str, needs: list[str]) -> tuple[str
         for name in names:
             if name not in MC_METRICS:
                 needs.append(f"metric {name if isinstance(name, str) else 'from a function'}")
-        return "exact_match", ["accuracy", "calibration", "efficiency"], []
-    main, notes = "exact_match", []
+        return "exact_match", ["accuracy", "calibration", "efficiency"], None
+    options: dict[str, Any] | None = None
     for entry in listed:
         name = entry.get("metric") if isinstance(entry, dict) else entry
         if name != "exact_match":
             needs.append(f"metric {name if isinstance(name, str) else 'from a function'}")
             continue
-        options = {k: v for k, v in entry.items() if k not in ("metric", "aggregation", "higher_is_better") and v}
-        if "regexes_to_ignore" in options:
-            needs.append("exact_match's regexes_to_ignore (text removed from answers and targets before comparing)")
-        if options.get("ignore_case") or options.get("ignore_punctuation"):
-            main = "quasi_exact_match"
-            notes.append(
-                "lm-eval's exact_match ignoring case or punctuation is scored as quasi_exact_match (HELM's "
-                "normalisation: lower case, no punctuation or articles)"
-            )
-    return main, ["accuracy", "efficiency"], notes
+        # lm-eval keys its metrics by name: a second exact_match entry's options replace the first's.
+        options = _exact_match_options(entry if isinstance(entry, dict) else {}, needs)
+    return "exact_match", ["accuracy", "efficiency"], options
+
+
+def _exact_match_options(entry: dict[str, Any], needs: list[str]) -> dict[str, Any] | None:
+    """An exact_match entry's options as the spec's exact_match_options (None when it has none that is set).
+
+    lm-eval passes every key but metric, aggregation, higher_is_better and hf_evaluate to exact_match_hf_evaluate,
+    which reads the flags as truth values (`if ignore_case:`) and regexes_to_ignore as a list of patterns."""
+    options: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key in ("metric", "aggregation", "higher_is_better", "hf_evaluate"):
+            continue
+        if key in EXACT_MATCH_FLAGS:
+            options[key] = bool(value)
+        elif key != "regexes_to_ignore":
+            needs.append(f"exact_match's {key} (lm-eval's exact_match takes {', '.join(EXACT_MATCH_OPTIONS)})")
+        elif value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            needs.append(f"exact_match's regexes_to_ignore {value!r} (not a list of patterns)")
+        elif value:
+            options[key] = list(value)
+    return options if any(options.values()) else None
 
 
 def _extraction(config: dict[str, Any], needs: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -365,8 +396,10 @@ def _source(config: dict[str, Any], splits: list[str], data_dir: Path | None, ne
     return source
 
 
-def _hooks(process: Any, columns: dict[str, FunctionRef], trusted: bool, needs: list[str]) -> dict[str, Any] | None:
-    refs = ([process] if isinstance(process, FunctionRef) else []) + list(columns.values())
+def _hooks(
+    process: Any, columns: dict[str, FunctionRef], trusted: bool, needs: list[str], counts: Any = None
+) -> dict[str, Any] | None:
+    refs = [r for r in (process, counts) if isinstance(r, FunctionRef)] + list(columns.values())
     for ref in refs:
         if not ref.file.is_file():
             needs.append(f"{ref}: no such file")
@@ -378,6 +411,8 @@ def _hooks(process: Any, columns: dict[str, FunctionRef], trusted: bool, needs: 
     hooks: dict[str, Any] = {"columns": {name: hook_ref(ref) for name, ref in columns.items()}}
     if isinstance(process, FunctionRef):
         hooks["process_docs"] = hook_ref(process)
+    if isinstance(counts, FunctionRef):
+        hooks["counts"] = hook_ref(counts)
     return hooks
 
 
@@ -391,6 +426,7 @@ def _description(task: str, config: dict[str, Any], path: Path | None, output: s
     shape = {
         "multiple_choice": "each choice scored as a continuation (acc is exact_match, acc_norm exact_match_char_norm)",
         "generate_until": "a greedy completion up to its until strings",
+        "loglikelihood_rolling": "each document's log-likelihood in rolling windows (perplexity, bits per byte)",
     }.get(output, output)
     data = f"{config.get('dataset_path')}" + (f" ({config['dataset_name']})" if config.get("dataset_name") else "")
     said = "".join(f" Not as in lm-eval: {n}." for n in notes)
@@ -406,9 +442,9 @@ def translate(
     """The scenario of one task config (its includes merged, a group's settings applied), or what it needs."""
     needs: list[str] = []
     output = config.get("output_type", "generate_until")
-    if output not in ("multiple_choice", "generate_until"):
+    rolling = output == "loglikelihood_rolling"
+    if output not in ("multiple_choice", "generate_until", "loglikelihood_rolling"):
         what = {
-            "loglikelihood_rolling": "language modelling: perplexity over whole documents in rolling windows",
             "loglikelihood": "one continuation's log-likelihood and whether greedy decoding gives it",
         }.get(output, "unknown")
         needs.append(f"output_type {output} ({what})")
@@ -417,29 +453,40 @@ def translate(
     if not splits:
         needs.append("neither test_split nor validation_split")
     fields_of = _Fields(config, needs)
-    fields: dict[str, Any] = {"input": fields_of.text()}
+    fields: dict[str, Any] = {"input": fields_of.document() if rolling else fields_of.text()}
     if output == "multiple_choice":
         fields["choices"] = fields_of.choices()
         fields["answer"] = fields_of.answer(fields["choices"]) if fields["choices"] else None
-    else:
+    elif not rolling:
         if config.get("doc_to_choice") is not None:
             needs.append("doc_to_choice in a generate_until task")
         fields["references"] = fields_of.references()
     fewshot, shots_text = _fewshot(config, needs)
     # An output type helmflow lacks has metrics of its own: saying the type says it all.
-    scored = output in ("multiple_choice", "generate_until")
-    main, metrics, notes = _metrics(config, output, needs) if scored else ("exact_match", [], [])
+    scored = output in ("multiple_choice", "generate_until", "loglikelihood_rolling")
+    if rolling:
+        main, metrics, options = _rolling_metrics(config, needs), ["accuracy", "efficiency"], None
+        if fewshot.get("num_train") or shots_text or config.get("description"):
+            needs.append("exemplars or a description before a text scored as a language model reads it")
+        fewshot, shots_text = {}, ""
+        if isinstance(config.get("process_results"), FunctionRef):
+            fields["extra"] = {"words": "{{ lmeval_words }}", "bytes": "{{ lmeval_bytes }}"}
+    else:
+        main, metrics, options = _metrics(config, output, needs) if scored else ("exact_match", [], None)
     extraction, more = _extraction(config, needs)
     if extraction and output != "generate_until":
         needs.append("filters on scored choices")
     if fewshot.get("fewshot_split") and fewshot["fewshot_split"] not in splits:
         splits.append(fewshot["fewshot_split"])
     source = _source(config, splits or ["test"], data_dir, needs)
-    hooks = _hooks(config.get("process_docs"), fields_of.columns, trusted, needs)
+    counts = config.get("process_results") if rolling else None
+    hooks = _hooks(config.get("process_docs"), fields_of.columns, trusted, needs, counts)
     if hooks:
         source["hooks"] = hooks
     adapter: dict[str, Any] = {
-        "method": "multiple_choice_separate" if output == "multiple_choice" else "generation",
+        "method": {"multiple_choice": "multiple_choice_separate", "loglikelihood_rolling": "language_modeling"}.get(
+            output, "generation"
+        ),
         "instructions": str(config.get("description") or "") + shots_text,
         "input_prefix": "",
         "input_suffix": "",
@@ -449,6 +496,8 @@ def translate(
         **fewshot,
         **(_generation(config, needs) if output == "generate_until" else {}),
     }
+    if rolling:
+        adapter = {"method": "language_modeling"}
     hub = source.get("hub", {})
     shown = f"{hub['path']}" + (f" ({hub['name']})" if hub.get("name") else "") if hub else ""
     trust = bool(hooks) and any(not r.startswith("lm_eval/") for r in _refs(hooks))
@@ -456,13 +505,14 @@ def translate(
         return Translation(task, None, needs, shown, trust)
     raw = {
         "name": scenario_name(task),
-        "description": _description(task, config, path, output, notes + more),
+        "description": _description(task, config, path, output, more),
         "source": source,
         "fields": {k: v for k, v in fields.items() if v is not None},
         "adapter": adapter,
         "main_metric": main,
         "metrics": metrics,
         "answer_extraction": extraction,
+        **({"exact_match_options": options} if options else {}),
     }
     try:
         spec = ScenarioSpec.model_validate(raw)
@@ -474,4 +524,19 @@ def translate(
 
 
 def _refs(hooks: dict[str, Any]) -> list[str]:
-    return [*hooks.get("columns", {}).values(), *([hooks["process_docs"]] if "process_docs" in hooks else [])]
+    return [*hooks.get("columns", {}).values(), *(hooks[k] for k in ("process_docs", "counts") if k in hooks)]
+
+
+# lm-eval's metrics of a loglikelihood_rolling task, each helmflow's of the same name (metrics/language_modeling.py).
+ROLLING_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+
+
+def _rolling_metrics(config: dict[str, Any], needs: list[str]) -> str:
+    """The main metric of a loglikelihood_rolling task: bits_per_byte (HELM's headline) when listed, else the first."""
+    listed = config.get("metric_list") or [{"metric": m} for m in ROLLING_METRICS]
+    names = [m.get("metric") if isinstance(m, dict) else m for m in listed]
+    for name in names:
+        if name not in ROLLING_METRICS:
+            needs.append(f"metric {name if isinstance(name, str) else 'from a function'}")
+    known = [n for n in names if n in ROLLING_METRICS]
+    return "bits_per_byte" if "bits_per_byte" in known else (known[0] if known else "bits_per_byte")

@@ -43,7 +43,15 @@ CATEGORIES = (
     "efficiency",
 )
 # The adapter methods (AdapterSpec.method; a test keeps the two the same). A metric applies to some of them.
-METHODS = ("multiple_choice_joint", "multiple_choice_separate", "multiple_choice_calibrated", "generation")
+# The last scores a text itself, not an answer to a question (a language model's perplexity, HELM's language
+# modelling): only the metrics that say so apply to it (tasks/metrics/language_modeling.py).
+METHODS = (
+    "multiple_choice_joint",
+    "multiple_choice_separate",
+    "multiple_choice_calibrated",
+    "generation",
+    "language_modeling",
+)
 
 
 class PluginError(LookupError):

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from helmflow.specs import registry
+from helmflow.specs.regexes import compile_pattern
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 
@@ -190,6 +191,9 @@ class DocHooks(Strict):
     process_docs: str | None = None
     # Columns added to each row: name -> a function of the row (a doc_to_text, doc_to_choice or doc_to_target hook).
     columns: dict[str, str] = Field(default_factory=dict)
+    # A loglikelihood_rolling task's process_results, run on each row with a stand-in log-likelihood for the word
+    # and byte counts it gives (columns lmeval_words, lmeval_bytes); left out of dumps when unset.
+    counts: str | None = Field(None, exclude_if=lambda value: value is None)
 
 
 class Source(Strict):
@@ -233,9 +237,15 @@ class AdapterSpec(Strict):
     # multiple_choice_joint: lettered options in the prompt, letters scored (lm-eval's MMLU).
     # multiple_choice_separate: each choice scored as a continuation (lm-eval's acc / acc_norm).
     # multiple_choice_calibrated: separate, minus the choice's log-prob after the bare output prefix (HELM).
-    method: Literal["multiple_choice_joint", "multiple_choice_separate", "multiple_choice_calibrated", "generation"] = (
-        "multiple_choice_joint"
-    )
+    # language_modeling: the instance's input text is scored itself, whole (its log-likelihood; perplexity and
+    # bits per byte: tasks/metrics/language_modeling.py); no question, prefixes or exemplars.
+    method: Literal[
+        "multiple_choice_joint",
+        "multiple_choice_separate",
+        "multiple_choice_calibrated",
+        "generation",
+        "language_modeling",
+    ] = "multiple_choice_joint"
     # Python format fields: {group} and {group_words} (underscores as spaces).
     instructions: str = ""
     # A file whose text is the instructions (a benchmark's own few-shot prompt file), given as data files are
@@ -277,6 +287,10 @@ class AdapterSpec(Strict):
             raise ValueError("num_train > 0 needs fewshot_split (the split exemplars come from)")
         if self.method == "multiple_choice_calibrated" and not self.output_prefix.strip():
             raise ValueError("multiple_choice_calibrated needs an output_prefix (the bare answer prompt)")
+        if self.method == "language_modeling" and (self.num_train or self.instructions or self.instructions_file):
+            raise ValueError(
+                "language_modeling scores each text by itself: it takes no exemplars (num_train 0) or instructions"
+            )
         if self.num_samples and self.method != "generation":
             raise ValueError("num_samples needs method generation (multiple choice is scored, not sampled)")
         if not self.num_samples and {"temperature", "top_p"} & self.model_fields_set:
@@ -294,6 +308,28 @@ class Perturbations(Strict):
 
     robustness: list[RobustnessName] = Field(default_factory=list)
     fairness: list[FairnessName] = Field(default_factory=list)
+
+
+def _compiles(pattern: str) -> str:
+    # Untrusted text: compiled as tasks/extract.py's patterns are (the regex module, read as `re` reads it).
+    try:
+        compile_pattern(pattern)
+    except ValueError as exc:
+        raise PydanticCustomError("bad_regex", str(exc)) from None
+    return pattern
+
+
+class ExactMatchOptions(Strict):
+    """Generation's exact_match as lm-evaluation-harness 0.4.13 computes it with its metric_list options
+    (lm_eval/api/metrics.py, exact_match_hf_evaluate): every match of each regex, in order, deleted from the answer
+    and from each reference (re.sub), then both lower-cased, then ASCII punctuation (string.punctuation) deleted,
+    then ASCII digits; equal texts score 1. Texts are compared as they are, whitespace included (helmflow's
+    exact_match without these options strips both). tasks/metrics/accuracy.py applies them."""
+
+    regexes_to_ignore: list[Annotated[str, AfterValidator(_compiles)]] = Field(default_factory=list)
+    ignore_case: bool = False
+    ignore_punctuation: bool = False
+    ignore_numbers: bool = False
 
 
 class ScenarioSpec(Strict):
@@ -315,6 +351,11 @@ class ScenarioSpec(Strict):
         "ndcg_at_10",
         "exact_match_token_norm",
         "exact_match_char_norm",
+        "bits_per_byte",
+        "byte_perplexity",
+        "word_perplexity",
+        "perplexity",
+        "logprob",
     ] = "exact_match"
     # Categories (each stands for its metrics) or single metrics, helmflow's or a plugin's: specs/registry.py.
     # Checked even when left out, so a metric plugin that does not load is said when a spec is checked.
@@ -329,6 +370,9 @@ class ScenarioSpec(Strict):
     # then `take_first`, `lowercase`, `map`, ...): tasks/extract.py, checked when the spec is (flows/plans.py).
     # Left out of dumps when empty, so every spec written before it keeps its hash.
     answer_extraction: list[dict[str, Any]] = Field(default_factory=list, exclude_if=lambda value: not value)
+    # Generation: exact_match scored as lm-evaluation-harness's, with its metric_list options (ExactMatchOptions):
+    # `{regexes_to_ignore: [",", "\\$"], ignore_case: true}`. Left out of dumps when unset, as answer_extraction.
+    exact_match_options: ExactMatchOptions | None = Field(None, exclude_if=lambda value: value is None)
     # Restrict to these groups (e.g. MMLU subjects). Empty means all.
     groups: list[str] = Field(default_factory=list)
     max_instances: int | None = Field(None, ge=1, le=MAX_INSTANCES)
@@ -342,6 +386,36 @@ class ScenarioSpec(Strict):
         if problem:
             raise PydanticCustomError("inapplicable_metric", problem)
         return names
+
+    @field_validator("exact_match_options")
+    @classmethod
+    def _exact_match_options_apply(
+        cls, options: ExactMatchOptions | None, info: ValidationInfo
+    ) -> ExactMatchOptions | None:
+        # They change how a generated text is compared; a chosen option is compared by its index.
+        adapter = info.data.get("adapter")
+        if options is not None and isinstance(adapter, AdapterSpec) and adapter.method != "generation":
+            raise PydanticCustomError(
+                "inapplicable_options",
+                "exact_match_options compare generated text: adapter.method {method} generates none",
+                {"method": adapter.method},
+            )
+        return options
+
+    @model_validator(mode="after")
+    def _main_metric_applies(self) -> ScenarioSpec:
+        # The main metric is measured whatever the method (other categories read it), so it must fit the method:
+        # a text has no gold answer to match, and a question no perplexity.
+        problem = registry.inapplicable([self.main_metric], self.adapter.method)
+        if problem:
+            raise ValueError(f"main_metric: {problem}")
+        if self.adapter.method == "language_modeling" and (
+            self.perturbations.robustness or self.perturbations.fairness or self.answer_extraction
+        ):
+            raise ValueError(
+                "language_modeling scores the text as written: it takes no perturbations or answer_extraction"
+            )
+        return self
 
     def measures(self, category: str) -> bool:
         """Whether the spec asks for any metric of a category (so a run prepares its perturbations or classifier)."""

@@ -61,6 +61,11 @@ def _request(
     perturbation: str,
     chat: ChatFormat | None = None,
 ) -> Request:
+    if adapter.method == "language_modeling":
+        # The text is the one continuation, after an empty prompt: the backend scores it from the model's prefix
+        # token (BOS, else EOS), in rolling windows when it is longer than the model's window (hf_tokens.py).
+        text = inst.input
+        return Request(request_id, inst.id, "multiple_choice", "", (text,), (text,), perturbation=perturbation)
     if adapter.method == "generation":
         return Request(
             request_id,
@@ -209,6 +214,9 @@ def build_requests(
         ]
         for name, variant in variants:
             request_id = f"{inst.id}|{name}" if name else inst.id
+            if adapter.method == "language_modeling":  # a text, not a prompt: nothing to fit (the backend rolls)
+                requests.append(_request(adapter, inst, "", request_id, name, chat))
+                continue
             if window is not None:
                 requests.append(_fitted(adapter, inst, variant, exemplars, window, request_id, name, chat))
                 continue

@@ -30,10 +30,12 @@ import sys
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 import regex as _regex
+
+from helmflow.specs.regexes import compile_pattern  # a spec's patterns are compiled (and checked) there
 
 FALLBACK = "[invalid]"
 REGEX_TIMEOUT_S = 1.0
@@ -42,15 +44,6 @@ MAX_TEXT_CHARS = 100_000
 
 class RegexTimeoutError(TimeoutError):
     """A spec's regex ran past REGEX_TIMEOUT_S on one text (catastrophic backtracking)."""
-
-
-@lru_cache(maxsize=512)
-def compile_pattern(pattern: str) -> _regex.Pattern[str]:
-    """``pattern`` compiled as ``re`` reads it; ValueError naming it when it does not compile."""
-    try:
-        return _regex.compile(pattern, _regex.V0)
-    except _regex.error as exc:
-        raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
 
 
 def _guarded(pattern: _regex.Pattern[str], text: str, call: Callable[[str], Any]) -> Any:
@@ -70,6 +63,12 @@ def _findall(pattern: _regex.Pattern[str], text: str) -> list[Any]:
 
 def _delete(pattern: _regex.Pattern[str], text: str) -> str:
     return _guarded(pattern, text, lambda t: pattern.sub("", t, timeout=REGEX_TIMEOUT_S))
+
+
+def delete_matches(text: str, pattern: str) -> str:
+    """``re.sub(pattern, "", text)`` with a spec regex's guards (see SAFETY): exact_match's ``regexes_to_ignore``
+    (tasks/metrics/accuracy.py)."""
+    return _delete(compile_pattern(pattern), text)
 
 
 def regex(text: str, pattern: str, group_select: int = 0, fallback: str = FALLBACK) -> str:

@@ -102,6 +102,8 @@ def apply_hooks(rows: Rows, hooks: DocHooks) -> Rows:
     if hooks.process_docs:
         rows = _processed(rows, hooks.process_docs)
     columns = {name: function(ref) for name, ref in hooks.columns.items()}
+    if hooks.counts:
+        rows = [(origin, {**row, **_counts(origin, row, hooks.counts)}) for origin, row in rows]
     if not columns:
         return rows
     out: Rows = []
@@ -118,4 +120,39 @@ def apply_hooks(rows: Rows, hooks: DocHooks) -> Rows:
                 "inputs, one per choice (as winogrande), which helmflow does not score"
             )
         out.append((origin, added))
+    return out
+
+
+# What the counts hook is given as the text's log-likelihood: it only passes it on beside its counts.
+_STAND_IN = -1.0
+# lm-eval's rolling metrics, and the count each divides the log-likelihood by.
+_COUNTED = {"word_perplexity": "lmeval_words", "byte_perplexity": "lmeval_bytes", "bits_per_byte": "lmeval_bytes"}
+
+
+def _counts(origin: str, row: dict[str, Any], ref: str) -> dict[str, int]:
+    """A loglikelihood_rolling task's process_results on one row: the word and byte counts its metrics divide by.
+
+    lm-eval calls it after scoring with (doc, [loglikelihood]) and reads {metric: (loglikelihood, count)}; the
+    counts depend on the doc only, so they are read here, once, with a stand-in log-likelihood, which each pair
+    must give back unchanged (a hook that computes with it is a scoring of its own: refused)."""
+    try:
+        given = function(ref)(row, [_STAND_IN])
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{origin}: process_results hook {ref} failed: {type(exc).__name__}: {exc}") from exc
+    out: dict[str, int] = {}
+    for metric, column in _COUNTED.items():
+        pair = given.get(metric) if isinstance(given, dict) else None
+        if pair is None:
+            continue
+        ok = isinstance(pair, tuple | list) and len(pair) == 2 and pair[0] == _STAND_IN and isinstance(pair[1], int)
+        if not ok:
+            raise DataError(
+                f"{origin}: process_results hook {ref} gave {metric}: {pair!r}; helmflow reads only "
+                "(the log-likelihood passed in, a whole-number count) from it"
+            )
+        out[column] = pair[1]
+    if not out:
+        raise DataError(f"{origin}: process_results hook {ref} gave none of {', '.join(_COUNTED)}")
     return out

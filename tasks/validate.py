@@ -19,6 +19,14 @@ from helmflow.tasks.records import ValidationResult
 
 # Expected ranges per metric family; a stat outside its range fails validation.
 UNIT_INTERVAL_CATEGORIES = ("accuracy", "calibration", "robustness", "fairness", "toxicity")
+# The accuracy metrics of language modelling, each with its bounds (None: unbounded on that side).
+LANGUAGE_MODELING_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "bits_per_byte": (0.0, None),
+    "byte_perplexity": (1.0, None),
+    "word_perplexity": (1.0, None),
+    "perplexity": (1.0, None),
+    "logprob": (None, 0.0),
+}
 # The predictions frame's list-valued columns (each row: a list of numbers, or None).
 LOGPROB_COLUMNS = ("choice_logprobs", "output_logprobs", "choice_baseline_logprobs")
 
@@ -189,6 +197,21 @@ def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
     e = gx.expectations
     # A perturbation's delta from the unperturbed mean is a difference of two values in [0, 1].
     unit = "(" + " or ".join(f'category == "{c}"' for c in UNIT_INTERVAL_CATEGORIES) + ") and is_delta == False"
+    # Language modelling's accuracy metrics are not proportions: bits per byte >= 0, perplexities >= 1, and a
+    # text's log-likelihood <= 0 (tasks/metrics/language_modeling.py).
+    present = [name for name in LANGUAGE_MODELING_BOUNDS if name in set(frame["metric"])]
+    if present:
+        unit += f" and metric not in {present}"
+    bounded = [
+        e.ExpectColumnValuesToBeBetween(
+            column="value",
+            min_value=LANGUAGE_MODELING_BOUNDS[name][0],
+            max_value=LANGUAGE_MODELING_BOUNDS[name][1],
+            row_condition=f'metric == "{name}" and is_delta == False',
+            condition_parser="pandas",
+        )
+        for name in present
+    ]
     return _run(
         "stats",
         frame,
@@ -215,6 +238,7 @@ def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
                 row_condition='category == "bias"',
                 condition_parser="pandas",
             ),
+            *bounded,
             e.ExpectColumnValuesToBeBetween(column="n", min_value=0),
             # Robustness and fairness worst case <= unperturbed (>= when lower is better; none yet).
             e.ExpectColumnPairValuesAToBeGreaterThanB(

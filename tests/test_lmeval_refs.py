@@ -41,7 +41,7 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write(tasks / "_base.yaml", BASE)
     write(tasks / "toy.yaml", "include: _base.yaml\ntask: toy\ntag: toys\n")
     write(tasks / "toy_hooked.yaml", "include: _base.yaml\ntask: toy_hooked\nprocess_docs: !function hooks.upper\n")
-    write(tasks / "toy_rolling.yaml", "task: toy_rolling\noutput_type: loglikelihood_rolling\ntest_split: test\n")
+    write(tasks / "toy_lambada.yaml", "task: toy_lambada\noutput_type: loglikelihood\ntest_split: test\n")
     write(tasks / "toy_multi.yaml", "include: _base.yaml\ntask: toy_multi\ndoc_to_text: !function hooks.index\n")
     write(tasks / "group.yaml", "group: toy_group\ntask: [toy, toy_hooked]\nnum_fewshot: 1\n")
     write(
@@ -124,9 +124,9 @@ def test_extends_overrides_a_translated_task(folder: Path, tmp_path: Path) -> No
 def test_unsupported_features_stop_in_one_line(folder: Path, capsys: pytest.CaptureFixture) -> None:
     from helmflow.flows.cli import main
 
-    assert main(["run", "lmeval:toy_rolling", "--lmeval-path", str(folder)]) == 2
+    assert main(["run", "lmeval:toy_lambada", "--lmeval-path", str(folder)]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: lmeval:toy_rolling: helmflow cannot run it as lm-eval does: output_type loglik")
+    assert line.startswith("error: lmeval:toy_lambada: helmflow cannot run it as lm-eval does: output_type loglik")
 
 
 def test_specs_list_says_what_each_task_needs(folder: Path, capsys: pytest.CaptureFixture) -> None:
@@ -136,7 +136,7 @@ def test_specs_list_says_what_each_task_needs(folder: Path, capsys: pytest.Captu
     out = " ".join(capsys.readouterr().out.split())
     for expected in ("lmeval:toy ", "hub someone/toy-data", "lmeval:toy_group", "lmeval:toys", "needs --trust-task"):
         assert expected in out
-    assert "UNSUPPORTED: output_type loglikelihood_rolling" in out
+    assert "UNSUPPORTED: output_type loglikelihood (one" in out
 
 
 def test_lm_evals_draws_one_generator_for_the_run() -> None:

@@ -262,8 +262,10 @@ def test_gsm8k_generation_random_shots_and_filter() -> None:
         {"function": "regex", "regex_pattern": "#### (\\-?[0-9\\.\\,]+)"},
         {"function": "take_first"},
     ]
-    # lm-eval removes patterns from the answers and targets before exact_match; helmflow has no such metric.
-    assert [n.split(" (")[0] for n in translation.needs] == ["exact_match's regexes_to_ignore"]
+    # lm-eval removes patterns from the answers and targets before exact_match: so does exact_match_options.
+    assert translation.needs == []
+    assert translation.spec.exact_match_options is not None
+    assert translation.spec.exact_match_options.regexes_to_ignore == [",", "\\$", "(?s).*#### ", "\\.$"]
     ours = assert_same("gsm8k", gsm8k_docs())
     assert ours[0]["generation"]["until"] == ["Question:", "</s>", "<|im_end|>"]
 
@@ -310,10 +312,55 @@ def test_sst2_from_a_data_dir_matches_lm_eval_on_the_same_rows(tmp_path: Path, m
     assert requests[0].prompt.endswith(ours[0]["prompt"].split("\n\n")[-1])
 
 
+WIKITEXT_PAGES = [
+    " = Robert Boulter = \n Robert Boulter is an English film , television and theatre actor . He had a guest @-@ "
+    "starring role on the television series The Bill in 2000 . \n = = Career = = \n In 2006 , Boulter starred "
+    "alongside Whishaw in the play Citizenship written by Mark Ravenhill . \n",
+    " = Valkyria Chronicles III = \n Senjō no Valkyria 3 : Unrecorded Chronicles ( Japanese : 戦場のヴァルキュリア3 , "
+    "lit . Valkyria of the Battlefield 3 ) is a tactical role @-@ playing video game . \n",
+]
+
+
+def test_wikitext_rolling_the_text_scored_and_the_counts_of_its_process_results() -> None:
+    """A loglikelihood_rolling task: the text lm-eval scores (doc_to_target through wikitext's detokenizer hook) is
+    helmflow's one continuation after an empty prompt, and the word and byte counts its metrics divide by are those
+    lm-eval's process_results gives (counted on the page before detokenising, not on the text scored)."""
+    import datasets
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    docs = {split: [{"page": page} for page in WIKITEXT_PAGES] for split in ("train", "validation", "test")}
+    config = load_yaml(find_entry("wikitext").path, resolve_func=True)
+
+    def download(self: ConfigurableTask, *args: Any, **kwargs: Any) -> None:
+        self.dataset = datasets.DatasetDict({split: datasets.Dataset.from_list(rows) for split, rows in docs.items()})
+
+    with mock.patch.object(ConfigurableTask, "download", download):
+        task = ConfigurableTask(config=config)
+    task.build_all_requests()
+    theirs = sorted((r.doc_id, r.request_type, r.arguments) for r in task.instances)
+    counts = [task.process_results(doc, [-7.5]) for doc in task.eval_docs]
+
+    translation = translate("wikitext", task_config(find_entry("wikitext")), find_entry("wikitext").path)
+    spec = translation.spec
+    assert spec is not None and not translation.needs
+    assert (spec.adapter.method, spec.main_metric) == ("language_modeling", "bits_per_byte")
+    rows = apply_hooks([(f"test row {n}", doc) for n, doc in enumerate(docs["test"], 1)], spec.source.hooks)
+    instances = to_instances(rows, spec.fields, "test", False)
+    ours = build_requests(spec.adapter, instances, [], seed=0)
+    assert [(r.prompt, r.continuations) for r in ours] == [("", args) for _, _, args in theirs]
+    assert [kind for _, kind, _ in theirs] == ["loglikelihood_rolling"] * 2
+    for inst, their in zip(instances, counts, strict=True):
+        assert their["word_perplexity"] == (-7.5, int(inst.extra["words"]))
+        assert their["bits_per_byte"] == their["byte_perplexity"] == (-7.5, int(inst.extra["bytes"]))
+    # The page's words, not the detokenised text's: " , " joins its neighbours after detokenising.
+    assert int(instances[0].extra["words"]) != len(instances[0].input.split())
+
+
 def test_what_does_not_run_says_so_in_one_line(capsys: pytest.CaptureFixture) -> None:
     from helmflow.flows.cli import main
 
-    for task, need in (("wikitext", "output_type loglikelihood_rolling"), ("lambada_openai", "output_type loglik")):
+    for task, need in (("lambada_openai", "output_type loglikelihood (one"),):
         assert main(["run", f"lmeval:{task}"]) == 2
         [line] = capsys.readouterr().err.strip().splitlines()
         assert line.startswith(f"error: lmeval:{task}: helmflow cannot run it as lm-eval does: {need}")

@@ -172,8 +172,8 @@ def test_an_error_in_the_merged_spec_names_the_file_and_line_that_wrote_it(tmp_p
         f"{base}:8: field 'adapter.num_train': Input should be a valid integer, unable to parse string as an integer",
         f"{child}:4: field 'adapter.max_tokens': Input should be greater than or equal to 1",
         f"{child}:5: unknown field 'sorce'; did you mean 'source'? (expected one of: adapter, answer_extraction, "
-        "description, fields, groups, main_metric, max_instances, metrics, name, perturbations, source, "
-        "toxicity_classifier)",
+        "description, exact_match_options, fields, groups, main_metric, max_instances, metrics, name, perturbations, "
+        "source, toxicity_classifier)",
     ]
 
 

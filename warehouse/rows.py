@@ -93,6 +93,13 @@ def _raw_text(p: Prediction) -> str | None:
     return p.completion.text if p.extracted else None
 
 
+def _stored_text(row: dict[str, Any]) -> str:
+    """The generated text as it came: raw_completion where answer extraction stored its answer apart (an empty
+    raw text included, whose answer is the extraction's fallback), else the completion."""
+    raw = row.get("raw_completion")
+    return raw if isinstance(raw, str) else (row["completion"] or "")
+
+
 def samples_frame(samples: list[Prediction]) -> pd.DataFrame:
     """Sampled predictions (request.sample > 0: tasks/samples.py) as rows of `samples`: the answer and how it was
     drawn, without the prompt (their instance's unperturbed prediction has it)."""
@@ -243,7 +250,7 @@ def stored_answer_of(row: Row) -> tuple[Request, Completion]:
         request_id=row["request_id"],
         logprobs=list(logprobs or []),
         # The raw text where answer extraction stored its answer apart: re-scoring extracts it again.
-        text=(row.get("raw_completion") or row["completion"] or "") if kind == "generation" else "",
+        text=_stored_text(row) if kind == "generation" else "",
         continuation_tokens=list(row["choice_token_counts"] or []),
         baseline_logprobs=list(row["choice_baseline_logprobs"] or []),
         prompt_tokens=row["prompt_tokens"],
@@ -273,7 +280,7 @@ def stored_sample_of(row: Row) -> tuple[Request, Completion]:
     completion = Completion(
         request_id=row["request_id"],
         logprobs=list(row["output_logprobs"] or []),
-        text=row.get("raw_completion") or row["completion"] or "",
+        text=_stored_text(row),
         generated_tokens=row["generated_tokens"] or 0,
         prompt_tokens=row["prompt_tokens"],
         output_tokens=row["output_tokens"],

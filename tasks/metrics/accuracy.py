@@ -8,6 +8,8 @@ from collections.abc import Collection
 from functools import cache
 from typing import Any
 
+from helmflow.specs.schema import ExactMatchOptions
+from helmflow.tasks.extract import delete_matches
 from helmflow.tasks.instances import Instance
 from helmflow.tasks.metrics.scoring import ALL_METHODS, GENERATION, MetricRecord, Scoring
 from helmflow.tasks.metrics.summarization import rouge
@@ -15,6 +17,7 @@ from helmflow.tasks.metrics.types import Metric, Stat, mean
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+_DIGITS = str.maketrans("", "", string.digits)
 
 
 def normalize_text(text: str) -> str:
@@ -25,6 +28,28 @@ def normalize_text(text: str) -> str:
 
 def exact_match(prediction: str, reference: str) -> float:
     return float(prediction.strip() == reference.strip())
+
+
+def ignoring(text: str, options: ExactMatchOptions) -> str:
+    """A text as lm-evaluation-harness 0.4.13's exact_match compares it (lm_eval/api/metrics.py,
+    exact_match_hf_evaluate): each of regexes_to_ignore's matches deleted in turn (re.sub, with the guards of every
+    spec regex: tasks/extract.py), then lower case, then string.punctuation deleted, then string.digits deleted.
+    Not stripped: lm-eval compares the texts as they are."""
+    for pattern in options.regexes_to_ignore:
+        text = delete_matches(text, pattern)
+    if options.ignore_case:
+        text = text.lower()
+    if options.ignore_punctuation:
+        text = text.translate(_PUNCTUATION)
+    if options.ignore_numbers:
+        text = text.translate(_DIGITS)
+    return text
+
+
+def lmeval_exact_match(prediction: str, reference: str, options: ExactMatchOptions) -> float:
+    """exact_match with a spec's exact_match_options: lm-eval's exact_match ("$1,234." equals "1234" when the
+    regexes ",", "\\$" and "\\.$" are ignored)."""
+    return float(ignoring(prediction, options) == ignoring(reference, options))
 
 
 def quasi_exact_match(prediction: str, reference: str) -> float:
@@ -94,11 +119,12 @@ def instance_accuracy(
     completion: str,
     normalized: dict[str, int] | None = None,
     names: Collection[str] | None = None,
+    exact_match_options: ExactMatchOptions | None = None,
 ) -> dict[str, float]:
     """Multiple choice compares the chosen option with the gold one; generation the text with each reference.
 
     `names`: only these metrics (None: all that apply, less the NAMED_ONLY ones), so a metric not asked for is
-    not computed.
+    not computed. `exact_match_options` (the spec's): generation's exact_match is lm-eval's with those options.
     """
 
     def wanted(name: str) -> bool:
@@ -114,9 +140,11 @@ def instance_accuracy(
     refs = references_of(inst)
     if not refs:  # open-ended generation: nothing to be accurate against
         return {}
-    return {
-        name: max(metric(completion, r) for r in refs) for name, metric in GENERATION_METRICS.items() if wanted(name)
-    }
+    metrics = dict(GENERATION_METRICS)
+    if exact_match_options is not None:
+        # lm-eval scores a list of targets 1 when any one equals the answer: the best over them, as here.
+        metrics["exact_match"] = lambda p, r: lmeval_exact_match(p, r, exact_match_options)
+    return {name: max(metric(completion, r) for r in refs) for name, metric in metrics.items() if wanted(name)}
 
 
 def metric_rows(stats: list[Stat], name: str, main_metric: str, groups: dict[str, str | None]) -> list[Metric]:
@@ -144,10 +172,12 @@ def aggregate(stats: list[Stat], main_metric: str, groups: dict[str, str | None]
 def _instance_stats(scoring: Scoring) -> list[Stat]:
     """Every prediction, perturbed ones included, against the instance's gold answer (the metrics asked for)."""
     stats = []
-    names = scoring.wanted
+    names, options = scoring.wanted, scoring.spec.exact_match_options
     for pred in scoring.predictions:
         inst = scoring.by_id[pred.request.instance_id]
-        values = instance_accuracy(inst, pred.predicted_index, pred.predicted_text, pred.normalized_indices, names)
+        values = instance_accuracy(
+            inst, pred.predicted_index, pred.predicted_text, pred.normalized_indices, names, options
+        )
         stats += [Stat(inst.id, "accuracy", name, v, pred.request.perturbation) for name, v in values.items()]
     return stats
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from helmflow.tasks.metrics.scoring import MetricRecord, Scoring
+from helmflow.tasks.metrics.scoring import ALL_METHODS, LANGUAGE_MODELING, MetricRecord, Scoring
 from helmflow.tasks.metrics.types import Metric, mean
 from helmflow.tasks.records import Stat
 
@@ -174,6 +174,7 @@ def _record(name: str, display_name: str, description: str, higher_is_better: bo
         function=lambda scoring: ROWS[name](observed(scoring)),
         higher_is_better=higher_is_better,
         display_name=display_name,
+        methods=ALL_METHODS + LANGUAGE_MODELING,
         # The per-instance runtimes behind inference_runtime's interval.
         stats=_instance_stats if name == "inference_runtime" else None,
         description=description,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from helmflow.tasks.metrics.language_modeling import RATIOS, ratio_interval, scored_texts
 from helmflow.tasks.metrics.scoring import Scoring
 from helmflow.tasks.records import Metric
 
@@ -239,6 +240,8 @@ NO_SPREAD = "none: every request's runtime is its batch's time shared equally, a
 def interval_of(metric: Metric, scoring: Scoring) -> tuple[tuple[float, float] | None, str]:
     """The interval of one whole-run headline metric and its method ('' when none applies)."""
     name = metric.metric
+    if metric.category == "accuracy" and name in RATIOS:
+        return _ratio_interval(metric, scoring), "bootstrap"
     if metric.category == "accuracy":
         return proportion_or_mean(list(_unperturbed(scoring, "accuracy", name).values()))
     if metric.perturbation == "worst_case":
@@ -266,6 +269,13 @@ def interval_of(metric: Metric, scoring: Scoring) -> tuple[tuple[float, float] |
     return None, ""
 
 
+def _ratio_interval(metric: Metric, scoring: Scoring) -> tuple[float, float] | None:
+    """A language-modelling ratio (bits per byte, a perplexity) of the run or one group, its ratio of sums
+    recomputed on resampled texts."""
+    texts = [t for t in scored_texts(scoring) if not metric.group or scoring.groups.get(t.instance_id) == metric.group]
+    return ratio_interval(metric.metric, texts, RESAMPLES, SEED)
+
+
 def _group_interval(
     metric: Metric, scoring: Scoring, seen: dict[str, dict[str, float]]
 ) -> tuple[tuple[float, float] | None, str]:
@@ -273,6 +283,8 @@ def _group_interval(
 
     `seen` keeps each metric's per-instance values across groups (one pass over the stats per metric).
     """
+    if metric.metric in RATIOS:
+        return _ratio_interval(metric, scoring), "bootstrap"
     if metric.metric not in seen:
         seen[metric.metric] = _unperturbed(scoring, "accuracy", metric.metric)
     return proportion_or_mean([v for i, v in seen[metric.metric].items() if scoring.groups.get(i) == metric.group])

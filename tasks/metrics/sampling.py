@@ -23,6 +23,7 @@ import operator
 from collections import Counter
 from collections.abc import Sequence
 
+from helmflow.specs.schema import ExactMatchOptions
 from helmflow.tasks.metrics.accuracy import instance_accuracy, metric_rows
 from helmflow.tasks.metrics.scoring import GENERATION, MetricRecord, Scoring
 from helmflow.tasks.records import Instance, Metric, Prediction, Stat
@@ -70,19 +71,22 @@ def sampled_names(num_samples: int) -> tuple[str, list[str]]:
     return f"maj@{num_samples}", [f"pass@{k}" for k in dict.fromkeys((1, num_samples))]
 
 
-def _main_value(inst: Instance, answer: str, main: str) -> float | None:
+def _main_value(inst: Instance, answer: str, main: str, options: ExactMatchOptions | None = None) -> float | None:
     """An answer's main-metric value against the instance's gold, as accuracy scores a generated answer."""
-    return instance_accuracy(inst, None, answer, None, [main]).get(main)
+    return instance_accuracy(inst, None, answer, None, [main], options).get(main)
 
 
-def instance_values(inst: Instance, answers: list[str], main: str, num_samples: int) -> dict[str, float]:
+def instance_values(
+    inst: Instance, answers: list[str], main: str, num_samples: int, options: ExactMatchOptions | None = None
+) -> dict[str, float]:
     """One instance's maj@n, pass@1 and pass@n from its n sampled answers (in sample order); {} when the main
-    metric gives the instance no value (no reference) or it has fewer than n answers."""
-    values = [_main_value(inst, a, main) for a in answers]
+    metric gives the instance no value (no reference) or it has fewer than n answers. `options`: the spec's
+    exact_match_options."""
+    values = [_main_value(inst, a, main, options) for a in answers]
     if len(answers) < num_samples or not answers or any(v is None for v in values):
         return {}
     maj, passes = sampled_names(num_samples)
-    voted = _main_value(inst, majority_vote(answers[:num_samples]), main)
+    voted = _main_value(inst, majority_vote(answers[:num_samples]), main, options)
     assert voted is not None  # the instance has references: every answer has a value
     correct = sum(1 for v in values[:num_samples] if v == 1.0)
     out = {maj: voted}
@@ -104,7 +108,8 @@ def _instance_stats(scoring: Scoring) -> list[Stat]:
     stats = []
     for instance_id, samples in by_instance.items():
         answers = [p.predicted_text for p in sorted(samples, key=lambda p: p.request.sample)]
-        values = instance_values(scoring.by_id[instance_id], answers, scoring.spec.main_metric, n)
+        spec = scoring.spec
+        values = instance_values(scoring.by_id[instance_id], answers, spec.main_metric, n, spec.exact_match_options)
         for name, value in values.items():
             if wanted_maj if name.startswith("maj@") else wanted_pass:
                 stats.append(Stat(instance_id, "accuracy", name, value))

@@ -67,9 +67,11 @@ class Scoring:
         }
 
 
-ALL_METHODS = METHODS
+# The methods that answer a question: what a metric applies to unless it says otherwise.
+ALL_METHODS = METHODS[:4]
 MULTIPLE_CHOICE = ALL_METHODS[:3]
 GENERATION = ("generation",)
+LANGUAGE_MODELING = ("language_modeling",)
 
 
 @dataclass(frozen=True)

@@ -249,9 +249,9 @@ class HFModel:
             sequences.extend(seqs)
             out[i].logprobs = [0.0] * len(request.continuations)
             out[i].continuation_tokens = [0] * len(request.continuations)
-            for seq in seqs:
+            for seq in seqs:  # a text scored in rolling windows has several sequences: their counts add up
                 for k, _, tokens in seq.targets:
-                    out[i].continuation_tokens[k] = len(tokens)
+                    out[i].continuation_tokens[k] += len(tokens)
             out[i].prompt_tokens = len(seqs[0].input_ids) - (len(seqs[0].targets[0][2]) - 1)
         done = 0
 
@@ -260,7 +260,7 @@ class HFModel:
             for seq, seq_sums in zip(batch, sums, strict=True):
                 completion = out[seq.request_index]
                 for (k, _, _), value in zip(seq.targets, seq_sums, strict=True):
-                    completion.logprobs[k] = value
+                    completion.logprobs[k] += value
                 completion.latency_s += elapsed / len(batch)
                 completion.forward_s += elapsed / len(batch)
                 completion.batch_size = max(completion.batch_size, len(batch))

@@ -6,7 +6,8 @@
 - Multiple choice: trailing spaces of the prompt move into the continuation ("A: " + "yes" is scored as
   "A:" + " yes"); the model reads the context's own tokens, then the tokens of tokenize(context +
   continuation) past the context's length. An empty context is the BOS token alone (the EOS token when
-  there is none), and its continuation is tokenised by itself.
+  there is none), and its continuation is tokenised by itself; a text longer than max_length is scored in
+  lm-eval's rolling windows (rolling_sequences), as its loglikelihood_rolling scores a document.
 - Inputs longer than max_length lose their left end; a generation prompt keeps max_tokens of room.
 """
 
@@ -87,12 +88,14 @@ def choice_sequences(model: HFModel, index: int, request: Request) -> list[Seque
                 f"request '{request.id}': the choice {choice!r} adds no token after the prompt (the tokenizer "
                 "merges it into the prompt's last token), so it has no log-likelihood to score"
             )
-        if len(tokens) > limit:
+        if len(tokens) > limit and context:
             raise ModelError(
                 f"request '{request.id}': the choice {choice!r} is {len(tokens)} tokens, more than the "
                 f"model's max_length {limit}"
             )
         continuations.append(tokens)
+    if not context and any(len(tokens) > limit for tokens in continuations):
+        return [seq for k, tokens in enumerate(continuations) for seq in rolling_sequences(model, index, k, tokens)]
     context = context or empty_context(model)
     if all(len(tokens) == 1 for tokens in continuations):
         kept = context[-limit:]
@@ -102,3 +105,21 @@ def choice_sequences(model: HFModel, index: int, request: Request) -> list[Seque
         ids = (context + tokens)[-(limit + 1) :]
         sequences.append(Sequence(index, ids[:-1], [(k, len(ids) - len(tokens) - 1, tokens)]))
     return sequences
+
+
+def rolling_sequences(model: HFModel, index: int, k: int, tokens: list[int]) -> list[Sequence]:
+    """A text's tokens scored whole, in windows of max_length, as lm-eval's loglikelihood_rolling scores them
+    (lm_eval/utils.py get_rolling_token_windows with context_len 1, then make_disjoint_window): the first window
+    reads the prefix token and predicts the first max_length tokens; each next one predicts the next up to
+    max_length tokens, reading the max_length tokens before each. The windows' sums add up to the text's."""
+    limit = model.spec.max_length
+    first = min(limit, len(tokens))
+    rows = [Sequence(index, [*empty_context(model), *tokens[: first - 1]], [(k, 0, tokens[:first])])]
+    predicted = first
+    while predicted < len(tokens):
+        end = predicted + min(len(tokens) - predicted, limit)
+        target = tokens[predicted:end]
+        inputs = tokens[max(0, end - limit - 1) : end - 1]
+        rows.append(Sequence(index, inputs, [(k, len(inputs) - len(target), target)]))
+        predicted = end
+    return rows

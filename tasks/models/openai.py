@@ -249,6 +249,14 @@ class OpenAIModel:
     def loglikelihood(
         self, requests: list[Request], progress: Callable[[int, int], None] | None = None
     ) -> list[Completion]:
+        text_alone = next((r for r in requests if not r.prompt), None)
+        if text_alone is not None:
+            # An echo gives no log-prob for a text's first token (nothing precedes it on the server) and scores no
+            # more than the server's window: a text scored whole (language_modeling) needs the hf backend's windows.
+            raise ModelError(
+                f"model '{self.spec.name}': request '{text_alone.id}' scores a text by itself (adapter method "
+                "language_modeling), which the openai backend cannot: run it on an hf or embedded model"
+            )
         if self.spec.chat:
             answers = self._post_all(self.chat_url, [self._chat_body(r, LETTER_TOKENS, ()) for r in requests], progress)
             return [self._letter(r, answer, elapsed) for r, (answer, elapsed) in zip(requests, answers, strict=True)]

@@ -11,8 +11,8 @@ With --repeat N the pair runs N times, alternating, and each tool's fastest run 
 on a shared machine a run is only ever slowed by what else runs, so the fastest is the least disturbed.
 
 Prints one table (docs/benchmarks.md explains its columns); progress goes to stderr. Exits 1 when
-a run fails or any prompt differs between the two tools. --limit (or HELMFLOW_BENCH_LMEVAL_LIMIT)
-caps every shape's instances, for a quick check.
+a run fails, or any prompt or extracted answer differs between the two tools. --limit (or
+HELMFLOW_BENCH_LMEVAL_LIMIT) caps every shape's instances, for a quick check.
 """
 
 from __future__ import annotations
@@ -65,6 +65,41 @@ SHAPES = (
     ),
     # Chain of thought with answer extraction (lm-eval's filter on its side), generation capped for the CPU.
     Shape("bbh_boolean_cot", "bbh_boolean_expressions", max_instances=40, max_tokens=128),
+    # Answer extraction on real answers: BIG-bench arithmetic's 2-digit products, 5-shot "Q: What is 50 times 20?\nA:
+    # 1000" blocks, a number of at most 8 tokens up to a newline, read out by BIG-bench's own output_regex (lm-eval's
+    # regex filter, then take_first) on both sides. The task file is multiple choice (target_scores): made generative
+    # here against its `target`, its options not listed.
+    Shape(
+        "bigbench_arithmetic",
+        "bigbench:arithmetic/2_digit_multiplication",
+        max_instances=100,
+        max_tokens=8,
+        overrides={
+            "description": (
+                "BIG-bench arithmetic, 2_digit_multiplication, generative and 5-shot (the task file's first 5 "
+                "examples): the number read out of the completion by BIG-bench's output_regex, exact match."
+            ),
+            "source": {"hub": None},  # offline only: the Hub's rows carry BIG-bench's own prompt
+            "fields": {"input": "input", "choices": None, "answer": None, "references": "targets"},
+            "adapter": {
+                "method": "generation",
+                "input_prefix": "Q: ",
+                "input_suffix": "\n",
+                "output_prefix": "A:",
+                "target_delimiter": " ",
+                "fewshot_delimiter": "\n\n",
+                "num_train": 5,
+                "fewshot_split": "default",
+                "fewshot_order": "first_n",
+                "stop": ["\n"],
+            },
+            "answer_extraction": [
+                {"function": "regex", "regex_pattern": r"[-+]?\d+", "group_select": 0, "fallback": "[invalid]"},
+                {"function": "take_first"},
+            ],
+            "main_metric": "exact_match",
+        },
+    ),
     # Issue 28: lm-eval's own arc_easy YAML against helmflow's translation of it (`lmeval:arc_easy`), both on
     # the first 300 rows of ../shared/data's ARC-Easy test set in the Hub's schema.
     Shape("arc_easy_lmeval", "lmeval:arc_easy", max_instances=300, lmeval_task="arc_easy"),
@@ -169,10 +204,11 @@ def _fraction(n: int | None, total: int) -> str:
 
 
 def table(results: list[Result]) -> list[str]:
+    width = max([16, *(len(r.shape) + 2 for r in results)])
     header = (
-        f"{'shape':<16}{'instances':>10}{'helmflow_s':>12}{'helmflow_i/s':>14}{'lm_eval_s':>11}"
+        f"{'shape':<{width}}{'instances':>10}{'helmflow_s':>12}{'helmflow_i/s':>14}{'lm_eval_s':>11}"
         f"{'lm_eval_i/s':>13}{'ratio':>7}{'same_prompts':>14}{'max_abs_dlogp':>15}{'same_argmax':>13}"
-        f"{'same_text':>11}"
+        f"{'same_text':>11}{'same_extracted':>16}{'real_extracted':>16}"
     )
     lines = [header]
     for r in results:
@@ -180,10 +216,24 @@ def table(results: list[Result]) -> list[str]:
         ours, theirs = n / r.helmflow_s, n / r.lm_eval_s
         diff = "-" if a.max_abs_logprob_diff is None else f"{a.max_abs_logprob_diff:.2e}"
         lines.append(
-            f"{r.shape:<16}{n:>10}{r.helmflow_s:>12.1f}{ours:>14.2f}{r.lm_eval_s:>11.1f}{theirs:>13.2f}"
+            f"{r.shape:<{width}}{n:>10}{r.helmflow_s:>12.1f}{ours:>14.2f}{r.lm_eval_s:>11.1f}{theirs:>13.2f}"
             f"{ours / theirs:>7.2f}{_fraction(a.same_prompts, n):>14}{diff:>15}"
             f"{_fraction(a.same_argmax, n):>13}{_fraction(a.same_text, n):>11}"
+            f"{_fraction(a.same_extracted, n):>16}{_fraction(a.real_extracted, n):>16}"
         )
+    return lines
+
+
+def disagreements(results: list[Result]) -> list[str]:
+    """What fails the comparison, a line each: prompts that differ, and extracted answers that differ (what both
+    tools score; generated texts alone may differ by a float32 tie between two tokens)."""
+    lines = []
+    prompts = [r.shape for r in results if r.agreement.same_prompts != r.instances]
+    if prompts:
+        lines.append(f"prompts differ in: {', '.join(prompts)}")
+    answers = [r.shape for r in results if r.agreement.same_extracted not in (None, r.instances)]
+    if answers:
+        lines.append(f"extracted answers differ in: {', '.join(answers)}")
     return lines
 
 
@@ -249,9 +299,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{m} {ours.get(m, float('nan')):.4f} vs {theirs.get(m, float('nan')):.4f}" for m in theirs
             )
             print(f"{r.shape}: helmflow vs lm-eval's own task: {each}")
-    differing = [r.shape for r in results if r.agreement.same_prompts != r.instances]
-    if differing:
-        print(f"prompts differ in: {', '.join(differing)}", file=sys.stderr)
+    differing = disagreements(results)
+    for line in differing:
+        print(line, file=sys.stderr)
     if failed or differing or args.keep:
         print(f"work folder kept: {work}", file=sys.stderr)
     else:

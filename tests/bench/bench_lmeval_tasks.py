@@ -20,7 +20,8 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from helmflow.specs.schema import ScenarioSpec
 from helmflow.tasks.adapt import build_requests, choose_exemplars, fill_instructions, render_block
 from helmflow.tasks.chat import ChatFormat
 from helmflow.tasks.data import fewshot_pool
-from helmflow.tasks.extract import extract, parse_steps
+from helmflow.tasks.extract import FALLBACK, Step, parse_steps
 from helmflow.tasks.instances import Instance
 from helmflow.tasks.models.embedded import cache_root
 from helmflow.tasks.records import LETTERS, Completion, Request
@@ -102,6 +103,9 @@ class Shape:
     # An lm-eval task run by lm-eval from its own YAML (the scenario is `lmeval:<task>`, helmflow's translation),
     # both reading the same local copy of the task's data (`prepare_data` writes it in the Hub's schema).
     lmeval_task: str | None = None
+    # Merged over the scenario's spec data, key by key (a mapping into a mapping; None removes the key): what
+    # makes, say, a multiple-choice BIG-bench task generative with few-shot exemplars and answer extraction.
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def spec(self, limit: int | None, data_file: Path | None = None) -> dict[str, Any]:
         """The scenario as a spec file's data: unperturbed and accuracy only (lm-eval does no more); with
@@ -113,7 +117,7 @@ class Shape:
             num_train=self.num_train,
             max_instances=min(caps) if caps else None,
         )
-        data = spec.model_dump(mode="json", exclude_unset=True)
+        data = merged(spec.model_dump(mode="json", exclude_unset=True), self.overrides)
         data.update(metrics=["accuracy"], perturbations={"robustness": [], "fairness": []})
         if self.max_tokens is not None:
             data["adapter"]["max_tokens"] = self.max_tokens
@@ -128,6 +132,20 @@ class Shape:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(self.spec(limit, data_file), sort_keys=False, allow_unicode=True))
         return path
+
+
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` merged into a copy of `base`: a mapping into a mapping, key by key; None removes the key; any other
+    value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 # -- lm-eval's own task on local data --------------------------------------------------------------
@@ -224,6 +242,10 @@ class HelmflowRun:
     spec: ScenarioSpec
     instances: list[Instance]
     exemplars: dict[str | None, list[Instance]]  # per group, as the adapter chose them
+    # Generation with answer_extraction, by request id: the answer the run stored and scored (its `completion`) and
+    # the text the model wrote (its `raw_completion`), as the warehouse holds them.
+    extracted: dict[str, str] = field(default_factory=dict)
+    raw_texts: dict[str, str] = field(default_factory=dict)
 
 
 def read_run(db: Path, spec_path: Path, chat: ChatFormat | None = None) -> HelmflowRun:
@@ -250,6 +272,17 @@ def read_run(db: Path, spec_path: Path, chat: ChatFormat | None = None) -> Helmf
     prompts = {r.id: r.prompt for r, _ in stored.answers if r.perturbation == ""}
     mismatches = [r.id for r in requests if prompts.get(r.id) != r.prompt]
     mismatches += sorted(set(prompts) - {r.id for r in requests})
+    extracted, raw_texts = {}, {}
+    if spec.answer_extraction:
+        with warehouse.connect(read_only=True) as con:
+            rows = con.execute(
+                "select request_id, completion, raw_completion from predictions where run_id = ? "
+                "and perturbation = '' and kind = 'generation'",
+                [run_id],
+            ).fetchall()
+        extracted = {request_id: answer or "" for request_id, answer, _ in rows}
+        # null where nothing was extracted (the completion is the text as it came); "" is an empty completion
+        raw_texts = {request_id: raw if raw is not None else answer or "" for request_id, answer, raw in rows}
     return HelmflowRun(
         run_id=run_id,
         kind=requests[0].kind,
@@ -263,6 +296,8 @@ def read_run(db: Path, spec_path: Path, chat: ChatFormat | None = None) -> Helmf
         spec=spec,
         instances=list(stored.instances),
         exemplars=exemplars,
+        extracted=extracted,
+        raw_texts=raw_texts,
     )
 
 
@@ -381,7 +416,11 @@ class Agreement:
     same_prompts: int
     max_abs_logprob_diff: float | None = None  # multiple choice
     same_argmax: int | None = None  # multiple choice
-    same_text: int | None = None  # generation
+    same_text: int | None = None  # generation: the texts as generated
+    # Generation with answer_extraction: answers identical (helmflow's stored one, lm-eval's filtered_resps), and
+    # answers that are real on both sides (not a step's fallback, "[invalid]"): identical fallbacks prove little.
+    same_extracted: int | None = None
+    real_extracted: int | None = None
 
 
 def worst(a: Agreement, b: Agreement) -> Agreement:
@@ -396,6 +435,8 @@ def worst(a: Agreement, b: Agreement) -> Agreement:
         max(diffs) if diffs else None,
         fewer(a.same_argmax, b.same_argmax),
         fewer(a.same_text, b.same_text),
+        fewer(a.same_extracted, b.same_extracted),
+        fewer(a.real_extracted, b.real_extracted),
     )
 
 
@@ -416,13 +457,21 @@ def _same_request(request: Request, arguments: list[tuple[Any, ...]]) -> bool:
     )
 
 
+def fallbacks(steps: list[Step]) -> set[str]:
+    """What the steps answer when they find no answer: each regex step's fallback, a map's default."""
+    out = {str(s.params.get("fallback", FALLBACK)) for s in steps if s.name in ("regex", "multi_choice_regex")}
+    return out | {str(s.params["default"]) for s in steps if s.name == "map" and s.params.get("default") is not None}
+
+
 def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
-    """Request by request: prompts, then log-likelihoods and argmax, or generated texts.
+    """Request by request: prompts, then log-likelihoods and argmax, or generated texts (and, with answer
+    extraction, the answers each tool read out of its text with its own filter code).
 
     An instance lm-eval did not answer counts as a differing prompt."""
-    same_prompts, same_argmax, same_text, diffs = 0, 0, 0, []
+    same_prompts, same_argmax, same_text, same_extracted, real_extracted, diffs = 0, 0, 0, 0, 0, []
     mismatches = set(run.prompt_mismatches)
     steps = parse_steps(run.spec.answer_extraction) if run.spec.answer_extraction else []
+    invalid = fallbacks(steps)
     for request in run.requests:
         sample = samples.get(request.instance_id)
         if sample is None:
@@ -434,8 +483,11 @@ def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
             theirs = [float(r[0][0]) for r in sample["resps"]]
             diffs += [abs(a - b) for a, b in zip(ours.logprobs, theirs, strict=True)]
             same_argmax += _argmax(ours.logprobs) == _argmax(theirs)
-        elif steps:  # the answers both read out of their completions, each with its own filter code
-            same_text += extract(ours.text, steps) == sample["filtered_resps"][0]
+        elif steps:  # the texts as generated, then the answers both read out of them, each with its own filter code
+            ours_answer, theirs_answer = run.extracted.get(request.id), sample["filtered_resps"][0]
+            same_text += run.raw_texts.get(request.id) == sample["resps"][0][0]
+            same_extracted += ours_answer == theirs_answer
+            real_extracted += ours_answer is not None and ours_answer not in invalid and theirs_answer not in invalid
         else:
             same_text += ours.text == sample["filtered_resps"][0]
     generation = run.kind == "generation"
@@ -444,4 +496,6 @@ def compare(run: HelmflowRun, samples: dict[str, dict[str, Any]]) -> Agreement:
         max_abs_logprob_diff=None if generation else max(diffs, default=float("nan")),
         same_argmax=None if generation else same_argmax,
         same_text=same_text if generation else None,
+        same_extracted=same_extracted if generation and steps else None,
+        real_extracted=real_extracted if generation and steps else None,
     )
