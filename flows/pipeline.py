@@ -308,7 +308,7 @@ def fail(
 
 def _stop_on(db: str | None, run_id: str, label: tuple[str, str], exc: BaseException) -> NoReturn:
     """Mark the run failed if the warehouse still takes that, say which run was lost, and raise `exc` again."""
-    run = f"run {run_id} ({label[0]} × {label[1]}) was not stored"
+    run = f"run {run_id} ({label[0]} × {label[1]}) was not stored whole"
     try:
         Warehouse(db).fail_run(run_id, f"{type(exc).__name__}: {exc}")
     except Exception:  # the same full disk: the row stays running, and reads as interrupted once we exit
@@ -321,7 +321,7 @@ def _stop_on(db: str | None, run_id: str, label: tuple[str, str], exc: BaseExcep
 
 # -- entering at the predictions stage ---------------------------------------------------------------------
 
-# Runs whose instances and answers are all stored; a failed or running run has no result rows to score.
+# Runs whose instances and answers are all stored; a failed or running run may have only some of its predictions.
 SCORABLE = ("succeeded", "validation_failed")
 
 

@@ -232,7 +232,7 @@ def test_a_full_disk_while_the_run_is_written_is_one_line_and_earlier_runs_stay(
     assert code == 1
     # Progress lines come first (stderr is where they go); the command ends with the one error line.
     assert err[-1] == (
-        f"error: {said}; run {second} (quiz × remote) was not stored and is marked failed; "
+        f"error: {said}; run {second} (quiz × remote) was not stored whole and is marked failed; "
         f"`helmflow run --resume {second}` finishes it once the warehouse can be written"
     )
     assert [line for line in err if line.startswith("error") or "Traceback" in line] == [err[-1]]
@@ -269,7 +269,7 @@ def test_a_disk_too_full_to_mark_the_run_failed_says_so(
         [(run_id, status)] = con.execute("select run_id, status from runs").fetchall()
     assert code == 1
     assert err[-1] == (
-        f"error: {db}.wal: No space left on device; run {run_id} (quiz × remote) was not stored; it shows as "
+        f"error: {db}.wal: No space left on device; run {run_id} (quiz × remote) was not stored whole; it shows as "
         f"failed (interrupted) after this command; `helmflow run --resume {run_id}` finishes it once the "
         "warehouse can be written"
     )

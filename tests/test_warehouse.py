@@ -129,8 +129,10 @@ def _predictions(n: int) -> list[Prediction]:
     return out
 
 
-def test_a_large_run_is_written_slice_by_slice_in_one_transaction(db: Path) -> None:
-    """The predictions go in SLICE_ROWS at a time (no frame of the whole run), all of them or none."""
+def test_a_large_run_is_written_slice_by_slice(db: Path) -> None:
+    """The predictions go in SLICE_ROWS at a time (no frame of the whole run), each slice its own transaction while
+    the run is running; the rest and the status in the last one. A failure on the way leaves what was written
+    (the run is not complete: still running, then marked failed), and the next try replaces it."""
     predictions = _predictions(SLICE_ROWS * 2 + 5)
     tables = result_frames([], predictions, [], [], [])
     assert isinstance(tables["predictions"], Sliced)
@@ -142,16 +144,24 @@ def test_a_large_run_is_written_slice_by_slice_in_one_transaction(db: Path) -> N
     assert len(rows) == len(predictions)
     assert rows[0] == ("q0", "Question 0?\nAnswer:", [-1.0, -0.5])
     assert rows[-1][0] == f"q{len(predictions) - 1}" and rows[SLICE_ROWS][0] == f"q{SLICE_ROWS}"
-    # A slice that fails after others went in: nothing of the run's rows lands.
+    # A slice that fails after the first went in: the first stays, the run is not finished, nothing else lands.
     Warehouse(db).start_run({**RUN, "run_id": "r2"})
     broken = Sliced(
         3 * SLICE_ROWS,
         lambda a, b: pd.DataFrame({"no_such_column": range(a, b)}) if a else predictions_frame(predictions[a:b]),
     )
+    metrics = pd.DataFrame([{"category": "accuracy", "metric": "exact_match", "value": 1.0, "n": 1}])
     with pytest.raises(duckdb.Error):
-        Warehouse(db).finish_run("r2", "succeeded", {"predictions": broken}, {})
+        Warehouse(db).finish_run("r2", "succeeded", {"predictions": broken, "metrics": metrics}, {})
     with connect(db, read_only=True) as con:
-        assert con.execute("select count(*) from predictions where run_id = 'r2'").fetchone() == (0,)
+        assert con.execute("select count(*) from predictions where run_id = 'r2'").fetchone() == (SLICE_ROWS,)
+        assert con.execute("select count(*) from metrics where run_id = 'r2'").fetchone() == (0,)
+        assert con.execute("select status from runs where run_id = 'r2'").fetchone() == ("running",)
+    # The resumed run's write replaces the rows of its earlier try: no duplicate, no key clash.
+    Warehouse(db).finish_run("r2", "succeeded", result_frames([], predictions, [], [], []), {})
+    with connect(db, read_only=True) as con:
+        assert con.execute("select count(*) from predictions where run_id = 'r2'").fetchone() == (len(predictions),)
+        assert con.execute("select status from runs where run_id = 'r2'").fetchone() == ("succeeded",)
 
 
 def test_interrupted_runs_are_reaped(db: Path) -> None:

@@ -1,7 +1,10 @@
 """The run lifecycle: start, restart (resume), finish, fail, and a re-scoring's new metrics version.
 
-A run gets its row (status `running`) when inference starts; everything else lands in one
-transaction with the final status, so a run is either whole or has no result rows at all.
+A run gets its row (status `running`) when inference starts. At its end its predictions (and samples) land a
+slice per transaction while it is still `running`, then everything else with the final status in one last
+transaction: a run is whole once its status says so, or it is marked failed with the predictions it had written
+(a resume replaces them). One transaction for every prediction would hold all of a run's prompts in DuckDB's
+transaction-local storage, which its memory limit does not bound: about 450 MB for MMLU's 84,252 predictions.
 A process killed mid-run leaves its row `running`; such a run counts as failed as soon as its
 process is gone (`effective_status`), and the next writer records it so (`reap_interrupted`).
 """
@@ -58,7 +61,21 @@ def reap_interrupted(con: duckdb.DuckDBPyConnection) -> int:
 # DuckDB's own memory for a run's write: past it, the transaction's rows spill to the warehouse's
 # temporary folder (`<file>.tmp`) instead of growing this process (without it DuckDB may take 80% of RAM,
 # and a large run's write was the peak of its whole command).
-WRITE_MEMORY_LIMIT = "256MB"
+WRITE_MEMORY_LIMIT = "64MB"
+# Written a slice per transaction, before the final one (the tables of a run's prompts: rows.Sliced).
+SLICED_TABLES = ("predictions", "samples")
+
+
+def _insert_slices(con: duckdb.DuckDBPyConnection, run_id: str, tables: dict[str, Table]) -> None:
+    """The run's sliced tables, each slice committed on its own (the run's earlier try's rows deleted first)."""
+    sliced = {name: t for name, t in tables.items() if name in SLICED_TABLES and isinstance(t, Sliced)}
+    with _transaction(con):
+        for name in SLICED_TABLES:
+            con.execute(f"delete from {name} where run_id = ?", [run_id])
+    for name, table in sliced.items():
+        for frame in table.frames():
+            with _transaction(con):
+                _insert(con, run_id, {name: frame})
 
 
 def _insert(con: duckdb.DuckDBPyConnection, run_id: str, tables: dict[str, Table]) -> None:
@@ -90,11 +107,15 @@ class RunLifecycle(Connected):
             con.execute(f"insert into runs ({columns}) values ({marks})", list(row.values()))
 
     def finish_run(self, run_id: str, status: str, tables: dict[str, Table], updates: dict[str, Any]) -> None:
-        """All result rows and the final status in one transaction: all of it lands, or none."""
-        with self.connect(config={"memory_limit": WRITE_MEMORY_LIMIT}) as con, _transaction(con):
-            _insert(con, run_id, tables)
-            fields = {**updates, "status": status, "finished_at": now()}
-            _update(con, run_id, fields)
+        """The predictions slice by slice while the run is still running, then every other result row and the
+        final status in one transaction. A failure on the way leaves the run running with what it wrote (the
+        caller marks it failed; a process that died is reaped as failed)."""
+        with self.connect(config={"memory_limit": WRITE_MEMORY_LIMIT}) as con:
+            _insert_slices(con, run_id, tables)
+            rest = {name: t for name, t in tables.items() if not (name in SLICED_TABLES and isinstance(t, Sliced))}
+            with _transaction(con):
+                _insert(con, run_id, rest)
+                _update(con, run_id, {**updates, "status": status, "finished_at": now()})
 
     def restart_run(
         self,
