@@ -112,6 +112,7 @@ def test_cli_query_and_runs_read_the_warehouse(finished_run: tuple[Path, int], c
     assert rows(db, "select count(*) from runs") == [(1,)]
 
 
+@pytest.mark.slow  # make test-slow: make test's margin (the model, several seconds)
 def test_batched_scores_equal_one_at_a_time_scores() -> None:
     import torch
 
@@ -173,6 +174,7 @@ def test_generation_scenario_runs_end_to_end(tmp_path: Path) -> None:
     assert value == pytest.approx(sum(r[4] for r in stored) / 3)
 
 
+@pytest.mark.slow  # make test-slow: make test's margin (the model, several seconds)
 def test_batched_generation_equals_one_at_a_time() -> None:
     from helmflow.specs.library import find_model
     from helmflow.tasks.adapt import Request

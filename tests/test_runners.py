@@ -217,6 +217,7 @@ def test_workers_run_torch_on_the_threads_the_flow_process_passes(monkeypatch: p
     assert heard == [runners.ChunkDone("tiny × seen [1/1]", 1, 0), runners.ChunkDone("tiny × seen [1/1]", 2, 0)]
 
 
+@pytest.mark.slow  # make test-slow: make test's margin (the model, several seconds)
 def test_the_flow_threads_are_counted_as_before_a_local_cluster_changed_the_environment() -> None:
     """Dask's nanny sets OMP_NUM_THREADS and MKL_NUM_THREADS to 1 in the flow process's own environment, for
     the workers it spawns; torch imported after that would count 1 thread where a local run counts more."""
