@@ -160,6 +160,7 @@ def evaluate(
     chosen = runner_spec(runner or suite_runner(refs), workers, shards)
     context = RunContext(progress)
     context.thread_environment = thread_environment()  # before a local cluster changes it
+    context.release_checks = True  # this call's last run ends its checks: the worker is this call's alone
     try:
         # Bad data fails here, before any flow runs; meanwhile Prefect's server starts and the model loads.
         get_ready(targets.plans, model_specs, seed, source, load_model=not chosen.fans_out, context=context)

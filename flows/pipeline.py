@@ -78,12 +78,25 @@ class RunContext:
     copy every instance and the model's weights into that record (it records this one by its type name).
     """
 
-    __slots__ = ("chats", "checks", "models", "prepared", "reporter", "thread_environment", "unavailable", "windows")
+    __slots__ = (
+        "chats",
+        "checks",
+        "models",
+        "prepared",
+        "release_checks",
+        "reporter",
+        "thread_environment",
+        "unavailable",
+        "windows",
+    )
 
     def __init__(self, reporter: progress.Reporter | None = None) -> None:
         # Where the data, prediction and score checks run: a worker process once the caller starts it
         # (flows/startup.py), this process otherwise. The caller stops it (helmflow.evaluate).
         self.checks = ValidationWorker()
+        # Whether the worker may stop once the last run's checks are done (helmflow.evaluate: no check comes after
+        # that run), so that its ~380 MiB are not held through the run's write, the command's peak.
+        self.release_checks = False
         self.prepared: dict[PlanKey, Prepared] = {}
         # Scenarios whose data is not here (flows/prepare.preflight), each with why: recorded as failed runs.
         self.unavailable: list[tuple[ScenarioPlan, str]] = []
@@ -183,6 +196,10 @@ def run_pairs(
     """Every pair through the stages, in the pairs' order; runs are written in this process only."""
     outcomes: dict[int, RunOutcome] = {}
     index_of: dict[str, int] = {}
+
+    def last(index: int) -> bool:  # every pair started, and no other run still to finish
+        return index == len(pairs) - 1 and len(outcomes) == len(pairs) - 1
+
     with executor:
         for index, pair in enumerate(pairs):
             started = start(pair, executor, context, seed, db, flow_run_id, use_cache)
@@ -192,9 +209,9 @@ def run_pairs(
             index_of[started.run_id] = index
             executor.submit(started)
             for run in executor.finished(wait=False):
-                outcomes[index_of[run.run_id]] = finish(run, context, db)
+                outcomes[index_of[run.run_id]] = finish(run, context, db, last(index))
         for run in executor.finished(wait=True):
-            outcomes[index_of[run.run_id]] = finish(run, context, db)
+            outcomes[index_of[run.run_id]] = finish(run, context, db, len(outcomes) == len(pairs) - 1)
     return [outcomes[i] for i in sorted(outcomes)]
 
 
@@ -221,7 +238,7 @@ def start(
         return fail(db, run_id, (pair.prep.plan.spec.name, pair.model_spec.name), exc, context.reporter)
 
 
-def finish(run: Run, context: RunContext, db: str | None) -> RunOutcome:
+def finish(run: Run, context: RunContext, db: str | None, last: bool = False) -> RunOutcome:
     """Predictions from the answers, then checks, scores and the write; or the run failed, if its answers
     could not all be computed."""
     try:
@@ -232,7 +249,9 @@ def finish(run: Run, context: RunContext, db: str | None) -> RunOutcome:
         predictions = predictions_of(run.requests, run.baselines, result.completions, run.pair.prep.plan.spec)
         counts = (result.model_calls, result.cache_hits)
         prep, model_name = run.pair.prep, run.names[1]
-        return complete_run(prep, run.info, model_name, run.run_id, predictions, counts, run.began, db, context)
+        return complete_run(
+            prep, run.info, model_name, run.run_id, predictions, counts, run.began, db, context, last=last
+        )
     except Exception as exc:
         return fail(db, run.run_id, run.names, exc, context.reporter)
 
@@ -247,8 +266,10 @@ def complete_run(
     began: float,
     db: str | None,
     context: RunContext,
+    last: bool = False,
 ) -> RunOutcome:
-    """Validate and score the predictions, then write the run whole; `counts` is (model calls, cache hits)."""
+    """Validate and score the predictions, then write the run whole; `counts` is (model calls, cache hits).
+    `last`: no run of this command comes after it (its checks are the last: the worker may stop before the write)."""
     spec = prep.plan.spec
     calls, hits = counts
     # What the adapter promises, counted from the instances, not from the predictions: one answer per
@@ -269,6 +290,8 @@ def complete_run(
         stats, metrics, classifier = [], [], None
         unscored = f"not scored ({type(exc).__name__}: {exc})"
     checks += validate_stats_stage(quote(metrics), context.checks) if metrics else []
+    if last and context.release_checks:
+        context.checks.stop()
     failed = [c for c in checks if not c.success]
     status = "validation_failed" if failed else "succeeded"
     tables = result_frames(prep.instances, predictions, stats, metrics, checks)

@@ -9,7 +9,9 @@ calls `start` (a test calling a flow, a Dask worker) checks in-process, as befor
 
 The worker belongs to a `ValidationWorker` that the caller owns (the run's `RunContext`, made by
 `helmflow.evaluate`): nothing here is module state, and the worker lives as long as the call that started
-it (`evaluate` stops it on its way out, however it leaves: returned, raised, Ctrl-C or SIGTERM).
+it (`evaluate` stops it on its way out, however it leaves: returned, raised, Ctrl-C or SIGTERM), or until
+the call's last run has had its checks (`RunContext.release_checks`): its ~380 MiB are then not held through
+that run's write, the command's peak of memory.
 
 If the process itself ends first, the worker ends with it: when this process is killed outright, Linux
 sends the worker SIGKILL (PR_SET_PDEATHSIG, asked for first thing in the worker). Without that the

@@ -169,3 +169,31 @@ def test_rolling_log_likelihoods_equal_lm_evals_on_the_model() -> None:
     for completion, their in zip(completions, theirs, strict=True):
         assert abs(completion.logprobs[0] - their) <= 1e-4
     assert completions[0].continuation_tokens[0] > 16  # scored in several windows
+
+
+# -- a task's own counts (lm-eval's process_results of a loglikelihood_rolling task) ---------------------------
+
+
+def test_a_counts_hook_is_read_once_per_row_and_one_that_scores_is_refused(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helmflow.specs.schema import DocHooks
+    from helmflow.tasks.data import DataError
+    from helmflow.tasks.lmeval_hooks import apply_hooks
+
+    hooks = tmp_path / "hooks.py"
+    hooks.write_text(
+        "def counts(doc, results):\n"
+        "    (ll,) = results\n"
+        "    return {'word_perplexity': (ll, len(doc['page'].split())), 'bits_per_byte': (ll, len(doc['page']))}\n"
+        "def scores(doc, results):\n"
+        "    (ll,) = results\n"
+        "    return {'word_perplexity': (ll * 2, 3)}\n"
+    )
+    monkeypatch.setenv("HELMFLOW_TRUST_TASK_CODE", "1")  # a user's folder: code that runs only when trusted
+    rows = [("test row 1", {"page": "a b c"})]
+    [(_, row)] = apply_hooks(rows, DocHooks(counts=f"{hooks}:counts"))
+    assert (row["lmeval_words"], row["lmeval_bytes"]) == (3, 5)
+    said = r"test row 1: process_results hook .*:scores gave word_perplexity: \(-2.0, 3\)"
+    with pytest.raises(DataError, match=said):
+        apply_hooks(rows, DocHooks(counts=f"{hooks}:scores"))

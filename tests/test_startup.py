@@ -203,3 +203,37 @@ def test_a_scenario_whose_data_is_not_here_is_set_aside_and_recorded_as_a_failed
     assert outcome.status == "failed" and outcome.error == f"DataUnavailable: {reason}"
     row = Warehouse(db).query(f"select scenario, model, status, error from runs where run_id = '{outcome.run_id}'")
     assert row.values.tolist() == [["away", "smollm2-135m-instruct", "failed", f"DataUnavailable: {reason}"]]
+
+
+def test_only_the_last_run_to_finish_is_told_it_is_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_pairs tells finish() which run is the command's last (its checks are the last: evaluate's validation
+    worker may stop before that run's write), whichever order the runs finish in."""
+    from types import SimpleNamespace
+
+    from helmflow.flows import pipeline
+
+    class Executor:
+        def __init__(self, done_at_once: set[str]) -> None:
+            self.done_at_once, self.waiting = done_at_once, []
+
+        def __enter__(self) -> Executor:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def submit(self, run: object) -> None:
+            self.waiting.append(run)
+
+        def finished(self, wait: bool):
+            ready = [r for r in self.waiting if wait or r.run_id in self.done_at_once]
+            self.waiting = [r for r in self.waiting if r not in ready]
+            yield from ready
+
+    told: list[tuple[str, bool]] = []
+    monkeypatch.setattr(pipeline, "start", lambda pair, *a: SimpleNamespace(run_id=pair))
+    monkeypatch.setattr(pipeline, "finish", lambda run, context, db, last=False: told.append((run.run_id, last)))
+    for at_once, order in (({"a", "b", "c"}, ["a", "b", "c"]), (set(), ["a", "b", "c"]), ({"c"}, ["c", "a", "b"])):
+        told.clear()
+        pipeline.run_pairs(["a", "b", "c"], Executor(at_once), None, 0, None, None)  # type: ignore[arg-type]
+        assert told == [(r, r == order[-1]) for r in order]
