@@ -103,7 +103,8 @@ def apply_hooks(rows: Rows, hooks: DocHooks) -> Rows:
         rows = _processed(rows, hooks.process_docs)
     columns = {name: function(ref) for name, ref in hooks.columns.items()}
     if hooks.counts:
-        rows = [(origin, {**row, **_counts(origin, row, hooks.counts)}) for origin, row in rows]
+        counter = function(hooks.counts)  # found once: its file is checked and imported once, not per row
+        rows = [(origin, {**row, **_counts(origin, row, hooks.counts, counter)}) for origin, row in rows]
     if not columns:
         return rows
     out: Rows = []
@@ -129,14 +130,14 @@ _STAND_IN = -1.0
 _COUNTED = {"word_perplexity": "lmeval_words", "byte_perplexity": "lmeval_bytes", "bits_per_byte": "lmeval_bytes"}
 
 
-def _counts(origin: str, row: dict[str, Any], ref: str) -> dict[str, int]:
+def _counts(origin: str, row: dict[str, Any], ref: str, counter: Callable[..., Any]) -> dict[str, int]:
     """A loglikelihood_rolling task's process_results on one row: the word and byte counts its metrics divide by.
 
     lm-eval calls it after scoring with (doc, [loglikelihood]) and reads {metric: (loglikelihood, count)}; the
     counts depend on the doc only, so they are read here, once, with a stand-in log-likelihood, which each pair
     must give back unchanged (a hook that computes with it is a scoring of its own: refused)."""
     try:
-        given = function(ref)(row, [_STAND_IN])
+        given = counter(row, [_STAND_IN])
     except DataError:
         raise
     except Exception as exc:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from helmflow.tasks.metrics.language_modeling import RATIOS, ratio_interval, scored_texts
+from helmflow.tasks.metrics.language_modeling import RATIOS, scored_texts
 from helmflow.tasks.metrics.scoring import Scoring
 from helmflow.tasks.records import Metric
 
@@ -272,8 +272,16 @@ def interval_of(metric: Metric, scoring: Scoring) -> tuple[tuple[float, float] |
 def _ratio_interval(metric: Metric, scoring: Scoring) -> tuple[float, float] | None:
     """A language-modelling ratio (bits per byte, a perplexity) of the run or one group, its ratio of sums
     recomputed on resampled texts."""
+    key, shown = RATIOS[metric.metric]
     texts = [t for t in scored_texts(scoring) if not metric.group or scoring.groups.get(t.instance_id) == metric.group]
-    return ratio_interval(metric.metric, texts, RESAMPLES, SEED)
+    counted = [t for t in texts if t.counts[key] > 0]
+    if len(counted) < 2:
+        return None
+    ll = np.array([t.logprob for t in counted])
+    counts = np.array([t.counts[key] for t in counted], dtype=float)
+    bounds = bootstrap(lambda idx: float(ll[idx].sum() / counts[idx].sum()), len(counted))
+    # Every shown form is monotone in the ratio (decreasing), so its bounds are the shown ends, in order.
+    return None if bounds is None else (min(map(shown, bounds)), max(map(shown, bounds)))
 
 
 def _group_interval(

@@ -23,8 +23,6 @@ import math
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
 from helmflow.tasks.metrics.scoring import LANGUAGE_MODELING, MetricRecord, Scoring
 from helmflow.tasks.records import Instance, Metric, Prediction, Stat
 
@@ -95,22 +93,6 @@ def ratio_value(name: str, texts: list[Scored]) -> float | None:
     key, shown = RATIOS[name]
     total = sum(t.counts[key] for t in texts)
     return shown(sum(t.logprob for t in texts) / total) if total > 0 else None
-
-
-def ratio_interval(name: str, texts: list[Scored], resamples: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """The seeded percentile bootstrap of a ratio metric over texts (the ratio recomputed on each resample)."""
-    key, shown = RATIOS[name]
-    counted = [t for t in texts if t.counts[key] > 0]
-    if len(counted) < 2:
-        return None
-    ll = np.array([t.logprob for t in counted])
-    denominators = np.array([t.counts[key] for t in counted], dtype=float)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    picks = rng.integers(0, len(counted), size=(resamples, len(counted)))
-    ratios = ll[picks].sum(axis=1) / denominators[picks].sum(axis=1)
-    low, high = np.percentile(ratios, [2.5, 97.5])
-    # Every shown form is monotone in the ratio (decreasing), so its bounds are the shown ends, in order.
-    return tuple(sorted((shown(float(low)), shown(float(high)))))  # type: ignore[return-value]
 
 
 def _instance_stats(scoring: Scoring) -> list[Stat]:
