@@ -199,7 +199,8 @@ def validate_stats(frame: pd.DataFrame) -> list[ValidationResult]:
     unit = "(" + " or ".join(f'category == "{c}"' for c in UNIT_INTERVAL_CATEGORIES) + ") and is_delta == False"
     # Language modelling's accuracy metrics are not proportions: bits per byte >= 0, perplexities >= 1, and a
     # text's log-likelihood <= 0 (tasks/metrics/language_modeling.py).
-    present = [name for name in LANGUAGE_MODELING_BOUNDS if name in set(frame["metric"])]
+    stored = set(frame["metric"])
+    present = [name for name in LANGUAGE_MODELING_BOUNDS if name in stored]
     if present:
         unit += f" and metric not in {present}"
     bounded = [
