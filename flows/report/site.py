@@ -45,6 +45,7 @@ from helmflow.flows.report.content import (
 from helmflow.flows.report.pages import PAGE_ROWS, InstancePage, InstancePages
 from helmflow.specs.reference_rows import References, load_references
 from helmflow.specs.registry import CATEGORIES
+from helmflow.tasks.metrics.language_modeling import NAMES as LANGUAGE_MODELING_METRICS
 from helmflow.tasks.records import LETTERS
 from helmflow.warehouse.report_reads import INSTANCE_COLUMNS
 from helmflow.warehouse.store import Warehouse
@@ -234,7 +235,8 @@ class Writer:
         outcomes = self.warehouse.report_instance_outcomes(run_id, main)
         scored = outcomes[outcomes.confidence.notna() & outcomes.score.notna()]
         reliability = None
-        if len(scored):
+        # A text scored by itself (language modelling) has no confidence in an answer: nothing to calibrate.
+        if len(scored) and main not in LANGUAGE_MODELING_METRICS:
             bins = reliability_bins(list(scored.confidence), list(scored.score))
             reliability = self.chart(charts.reliability(bins))
         validations = plain_records(self.warehouse.report_validations([run_id]))
@@ -247,6 +249,11 @@ class Writer:
             main=main,
             sections=run_sections(metrics),
             reliability=reliability,
+            no_reliability=(
+                "None: each text is scored by itself (language modelling), with no answer to be confident in."
+                if main in LANGUAGE_MODELING_METRICS
+                else "No confidences with a main-metric value."
+            ),
             validations=validations,
             versions=_versions(run["package_versions"]),
             cache_hits=hits,

@@ -151,3 +151,5 @@ METRICS = [
     _record("perplexity", "Perplexity (tokens)", "exp(-Σ log-likelihood / Σ tokens of the model's tokenizer)"),
     _record("word_perplexity", "Word perplexity", "exp(-Σ log-likelihood / Σ whitespace-separated words)"),
 ]
+
+NAMES = frozenset(record.name for record in METRICS)
