@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import groupby
 
 from helmflow.tasks.models import ModelBackend
 from helmflow.tasks.models.base import GENERATION_GROUP_BATCHES
+from helmflow.tasks.prompt_store import PromptStore
 from helmflow.tasks.records import Completion, Request
 from helmflow.warehouse.store import Warehouse
 
@@ -63,11 +64,13 @@ class ModelIdentity:
         return cls(info.fingerprint, info.dtype, max_length, info.batch_size, prefix)
 
 
-def request_key(request: Request, model: ModelBackend | ModelIdentity) -> str:
+def request_key(request: Request, model: ModelBackend | ModelIdentity, prompt: str | None = None) -> str:
+    """The hash of what decides the request's answer; `prompt`: its prompt, where the request carries none
+    (tasks/prompt_store.py)."""
     identity = model if isinstance(model, ModelIdentity) else ModelIdentity.of(model)
     decisive = {
         "kind": request.kind,
-        "prompt": request.prompt,
+        "prompt": request.prompt if prompt is None else prompt,
         "continuations": list(request.continuations),
         "max_tokens": request.max_tokens,
         "stop": list(request.stop),
@@ -94,37 +97,54 @@ class InferencePlan:
     cached: dict[str, Completion]
     chunks: list[list[str]]  # every distinct key, in fixed chunks, cached or not
     answers: dict[str, Completion] = field(default_factory=dict)  # key -> completion, cached ones included
+    # Where the requests' prompts are, when they carry none (tasks/prompt_store.py); the plan does not own it.
+    prompts: PromptStore | None = None
 
-    def missing(self) -> list[list[Request]]:
-        """Per chunk that still lacks answers, the requests it lacks (chunk order kept)."""
-        out = []
+    def missing(self) -> Iterator[list[Request]]:
+        """Per chunk that still lacks answers, the requests it lacks, each with its prompt (chunk order kept).
+        A chunk's prompts are read back as the chunk is reached: one chunk's at a time in memory."""
         for chunk in self.chunks:
             lacking = [self.distinct[k] for k in chunk if k not in self.answers]
             if lacking:
-                out.append(lacking)
-        return out
+                yield [self.prompts.filled(r) for r in lacking] if self.prompts is not None else lacking
 
     def result(self, model_calls: int) -> InferenceResult:
         completions = {r.id: replace(self.answers[self.keys[r.id]], request_id=r.id) for r in self.requests}
         return InferenceResult(completions, model_calls=model_calls, cache_hits=len(self.cached))
 
+    def release(self) -> None:
+        """Drop the keys and answers once the result is taken: the result's completions are the run's from then
+        on, and the plan's would otherwise stay beside them through scoring (the full MMLU: ~30 MiB)."""
+        self.keys.clear()
+        self.distinct.clear()
+        self.answers.clear()
+        self.cached.clear()
+
 
 def plan_inference(
-    requests: list[Request], identity: ModelIdentity, warehouse: Warehouse, use_cache: bool = True
+    requests: list[Request],
+    identity: ModelIdentity,
+    warehouse: Warehouse,
+    use_cache: bool = True,
+    prompts: PromptStore | None = None,
 ) -> InferencePlan:
-    keys = {r.id: request_key(r, identity) for r in requests}
+    """The run's keys, what the cache answers and the fixed chunks of the rest; `prompts`: where the requests'
+    prompts are when they carry none."""
+    store = prompts if prompts is not None else PromptStore()  # an empty one: each request's own prompt
+    keys = {r.id: request_key(r, identity, store.text(r)) for r in requests}
+    length = store.length
     distinct: dict[str, Request] = {}
     for request in requests:
         distinct.setdefault(keys[request.id], request)
     cached = warehouse.cached_answers(identity.fingerprint, list(distinct)) if use_cache else {}
     # Fixed chunks over every distinct request of a kind (longest first), whatever is cached already.
-    ordered = sorted(distinct, key=lambda k: (distinct[k].kind, -len(distinct[k].prompt), k))
+    ordered = sorted(distinct, key=lambda k: (distinct[k].kind, -length(distinct[k]), k))
     chunks: list[list[str]] = []
     for kind, of_kind in groupby(ordered, key=lambda k: distinct[k].kind):
         keys_of_kind = list(of_kind)
         size = max(1, identity.batch_size * CHUNK_BATCHES_BY_KIND[kind])
         chunks += [keys_of_kind[i : i + size] for i in range(0, len(keys_of_kind), size)]
-    return InferencePlan(identity, requests, keys, distinct, cached, chunks, answers=dict(cached))
+    return InferencePlan(identity, requests, keys, distinct, cached, chunks, answers=dict(cached), prompts=prompts)
 
 
 def compute_chunk(model: ModelBackend, requests: list[Request]) -> dict[str, Completion]:

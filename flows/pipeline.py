@@ -55,6 +55,7 @@ from helmflow.tasks.metrics import Prediction
 from helmflow.tasks.models import ModelBackend, ModelInfo
 from helmflow.tasks.models.chat_format import chat_format_for
 from helmflow.tasks.models.window import window_for
+from helmflow.tasks.prompt_store import PromptStore
 from helmflow.tasks.records import Request
 from helmflow.tasks.samples import expected_samples
 from helmflow.warehouse.rows import result_frames
@@ -156,6 +157,8 @@ class Run:
     baselines: dict[str, Request]
     plan: InferencePlan
     began: float
+    # The prompts of `requests` (which carry none) until the run is written; closed by `finish`.
+    prompts: PromptStore = field(default_factory=PromptStore)
     error: Exception | None = field(default=None)
 
     @property
@@ -229,12 +232,16 @@ def start(
     info, identity = executor.describe(pair.model_spec)
     began = time.perf_counter()
     run_id = open_run(pair.prep, info, pair.model_spec, seed, db, flow_run_id, pair.resume_run_id)
+    # The run's prompts wait on disk until the model and the write read them (tasks/prompt_store.py).
+    prompts = PromptStore()
     try:
-        requests = requests_of(pair.prep, seed, context.window(pair.model_spec), context.chat(pair.model_spec))
+        window, chat = context.window(pair.model_spec), context.chat(pair.model_spec)
+        requests = requests_of(pair.prep, seed, window, chat, prompts)
         sent, baselines = with_baselines(requests)
-        plan = plan_inference(sent, identity, Warehouse(db), use_cache)
-        return Run(pair, run_id, info, requests, baselines, plan, began)
+        plan = plan_inference(sent, identity, Warehouse(db), use_cache, prompts)
+        return Run(pair, run_id, info, requests, baselines, plan, began, prompts)
     except Exception as exc:
+        prompts.close()
         return fail(db, run_id, (pair.prep.plan.spec.name, pair.model_spec.name), exc, context.reporter)
 
 
@@ -246,14 +253,18 @@ def finish(run: Run, context: RunContext, db: str | None, last: bool = False) ->
             raise run.error
         # Every answer the cache did not give went to the model for this run (in an earlier try, perhaps).
         result = run.plan.result(len(run.plan.answers) - len(run.plan.cached))
+        run.plan.release()
         predictions = predictions_of(run.requests, run.baselines, result.completions, run.pair.prep.plan.spec)
         counts = (result.model_calls, result.cache_hits)
+        del result  # its completions live on in the predictions
         prep, model_name = run.pair.prep, run.names[1]
         return complete_run(
-            prep, run.info, model_name, run.run_id, predictions, counts, run.began, db, context, last=last
+            prep, run.info, model_name, run.run_id, predictions, counts, run.began, db, context, last, run.prompts
         )
     except Exception as exc:
         return fail(db, run.run_id, run.names, exc, context.reporter)
+    finally:
+        run.prompts.close()
 
 
 def complete_run(
@@ -267,9 +278,11 @@ def complete_run(
     db: str | None,
     context: RunContext,
     last: bool = False,
+    prompts: PromptStore | None = None,
 ) -> RunOutcome:
     """Validate and score the predictions, then write the run whole; `counts` is (model calls, cache hits).
-    `last`: no run of this command comes after it (its checks are the last: the worker may stop before the write)."""
+    `last`: no run of this command comes after it (its checks are the last: the worker may stop before the write).
+    `prompts`: where the predictions' prompts are, when their requests carry none."""
     spec = prep.plan.spec
     calls, hits = counts
     # What the adapter promises, counted from the instances, not from the predictions: one answer per
@@ -294,7 +307,7 @@ def complete_run(
         context.checks.stop()
     failed = [c for c in checks if not c.success]
     status = "validation_failed" if failed else "succeeded"
-    tables = result_frames(prep.instances, predictions, stats, metrics, checks)
+    tables = result_frames(prep.instances, predictions, stats, metrics, checks, prompts.text if prompts else None)
     error = "; ".join([*(c.describe() for c in failed), *([unscored] if unscored else [])]) or None
     updates = {
         "error": error,

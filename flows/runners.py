@@ -486,7 +486,7 @@ class ClusterExecutor:
 
     def submit(self, run: Run) -> None:
         key = run.pair.model_spec.model_dump_json()
-        groups = shard(run.plan.missing(), self.shards)
+        groups = shard(list(run.plan.missing()), self.shards)
         if not groups:  # everything was cached
             self._ready.append(run)
             return

@@ -18,7 +18,7 @@ from helmflow.flows.prepare import Prepared
 from helmflow.flows.validation_process import ValidationWorker
 from helmflow.specs.loader import spec_hash
 from helmflow.specs.schema import ModelSpec, ScenarioSpec
-from helmflow.tasks.adapt import Request, build_requests
+from helmflow.tasks.adapt import Request, iter_requests
 from helmflow.tasks.chat import ChatFormat
 from helmflow.tasks.extract import parse_steps
 from helmflow.tasks.fit_context import Window
@@ -26,8 +26,9 @@ from helmflow.tasks.instances import Instance, instances_fingerprint
 from helmflow.tasks.metrics import METRICS_CODE_VERSION, Metric, Prediction, Stat, score, to_prediction
 from helmflow.tasks.metrics.toxicity import classifier as toxicity_classifier
 from helmflow.tasks.models import ModelInfo
+from helmflow.tasks.prompt_store import PromptStore
 from helmflow.tasks.records import LETTERS, Completion
-from helmflow.tasks.samples import with_samples
+from helmflow.tasks.samples import greedy_id, with_samples
 from helmflow.tasks.validate import ValidationResult, validate_predictions, validate_stats
 from helmflow.warehouse.rows import Table, checked_predictions_frame, metrics_frame
 from helmflow.warehouse.store import Warehouse
@@ -196,15 +197,27 @@ def open_run(
 
 
 def requests_of(
-    prep: Prepared, seed: int, window: Window | None = None, chat: ChatFormat | None = None
+    prep: Prepared,
+    seed: int,
+    window: Window | None = None,
+    chat: ChatFormat | None = None,
+    prompts: PromptStore | None = None,
 ) -> list[Request]:
     """The run's requests, each prompt fitted into the model's context window when it is known, and made in
     the model's chat format when it has one; then the sampled copies of the generation requests, when the
-    adapter asks for num_samples (tasks/samples.py)."""
+    adapter asks for num_samples (tasks/samples.py).
+
+    With `prompts`, each prompt goes into that store as its request is made, and the requests come back without
+    them (tasks/prompt_store.py): a sampled copy reads its greedy request's."""
     spec = prep.plan.spec
     adapter = spec.adapter
-    requests = build_requests(adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec), window, chat)
-    return with_samples(requests, adapter, seed)
+    built = iter_requests(adapter, prep.instances, prep.fewshot_pool, seed, perturbations_of(spec), window, chat)
+    greedy = [prompts.spill(r) for r in built] if prompts is not None else list(built)
+    requests = with_samples(greedy, adapter, seed)
+    if prompts is not None:
+        for request in requests[len(greedy) :]:
+            prompts.alias(request.id, greedy_id(request.id))
+    return requests
 
 
 def stored_predictions(

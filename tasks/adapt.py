@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import replace
+from functools import lru_cache
 
 from helmflow.specs.schema import AdapterSpec, group_words
 from helmflow.tasks.chat import ChatFormat
@@ -77,15 +79,27 @@ def _request(
             perturbation=perturbation,
         )
     joint = adapter.method == "multiple_choice_joint"
-    options = tuple(LETTERS[: len(inst.choices)]) if joint else inst.choices
+    options = _letters(len(inst.choices)) if joint else inst.choices
     # Inside a chat template the answer is the assistant's message, right after the generation prompt: no
     # delimiter before it (lm-eval's construct_requests drops target_delimiter under --apply_chat_template).
     delimiter = "" if chat is not None and chat.templated else adapter.target_delimiter
-    continuations = tuple(delimiter + option for option in options)
+    continuations = _continuations(delimiter, options)
     baseline = adapter.output_prefix if adapter.method == "multiple_choice_calibrated" else None
     return Request(
         request_id, inst.id, "multiple_choice", prompt, continuations, options, baseline, perturbation=perturbation
     )
+
+
+# A run's requests share their options' tuples (every lettered question has the same " A" to " D"): made once,
+# not once per request, they are not 84,252 copies of the same four strings in the full MMLU.
+@lru_cache(maxsize=64)
+def _letters(count: int) -> tuple[str, ...]:
+    return tuple(LETTERS[:count])
+
+
+@lru_cache(maxsize=4096)
+def _continuations(delimiter: str, options: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(delimiter + option for option in options)
 
 
 def choose_exemplars(
@@ -175,6 +189,19 @@ def build_requests(
     window: Window | None = None,
     chat: ChatFormat | None = None,
 ) -> list[Request]:
+    """Every request of `iter_requests`, in a list."""
+    return list(iter_requests(adapter, instances, fewshot_pool, seed, perturbations, window, chat))
+
+
+def iter_requests(
+    adapter: AdapterSpec,
+    instances: list[Instance],
+    fewshot_pool: list[Instance],
+    seed: int,
+    perturbations: list[str] | tuple[str, ...] = (),
+    window: Window | None = None,
+    chat: ChatFormat | None = None,
+) -> Iterator[Request]:
     """One request per instance, plus one per instance and perturbation (its input perturbed).
 
     Only the instance's own text changes (tasks/perturb, perturb_input): the scaffold (the field
@@ -187,6 +214,8 @@ def build_requests(
     that came out longer may keep one exemplar fewer than its original.
 
     With the model's `chat` format (tasks/chat.py) each prompt is the conversation its template makes.
+    Requests come one at a time, instance by instance, so that a caller can put each prompt away as it is
+    made (tasks/prompt_store.py) rather than hold a whole run's at once.
     """
     if chat is not None and chat.templated and adapter.method == "multiple_choice_calibrated":
         raise DataError(
@@ -198,7 +227,6 @@ def build_requests(
     exemplar_cache: dict[str | None, list[Instance]] = {}
     # lm-eval's sampler draws each instance's exemplars in turn from one generator (tasks/lmeval_fewshot.py).
     drawn = lmeval_exemplars(adapter, instances, fewshot_pool) if adapter.fewshot_order == "lmeval" else None
-    requests = []
     for position, inst in enumerate(instances):
         if drawn is not None:
             exemplars = drawn[position]
@@ -215,14 +243,11 @@ def build_requests(
         for name, variant in variants:
             request_id = f"{inst.id}|{name}" if name else inst.id
             if adapter.method == "language_modeling":  # a text, not a prompt: nothing to fit (the backend rolls)
-                requests.append(_request(adapter, inst, "", request_id, name, chat))
-                continue
-            if window is not None:
-                requests.append(_fitted(adapter, inst, variant, exemplars, window, request_id, name, chat))
-                continue
-            prompt = render_prompt(adapter, variant, exemplars, chat)
-            requests.append(_request(adapter, inst, prompt, request_id, name, chat))
-    return requests
+                yield _request(adapter, inst, "", request_id, name, chat)
+            elif window is not None:
+                yield _fitted(adapter, inst, variant, exemplars, window, request_id, name, chat)
+            else:
+                yield _request(adapter, inst, render_prompt(adapter, variant, exemplars, chat), request_id, name, chat)
 
 
-__all__ = ["Request", "RequestKind", "build_requests", "choose_exemplars", "render_prompt"]
+__all__ = ["Request", "RequestKind", "build_requests", "choose_exemplars", "iter_requests", "render_prompt"]

@@ -38,7 +38,7 @@ class Instance:
 RequestKind = Literal["multiple_choice", "generation"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     id: str
     instance_id: str
@@ -66,7 +66,7 @@ class Request:
     seed: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Completion:
     request_id: str
     # multiple_choice: the log-likelihood of each continuation. generation: each output token's log-prob.
@@ -94,7 +94,7 @@ class Completion:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Prediction:
     """A request's outcome as it is stored: what the model chose and how sure it was."""
 
@@ -112,7 +112,7 @@ class Prediction:
     extracted: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stat:
     """One value for one instance (and perturbation; '' is the unperturbed input)."""
 

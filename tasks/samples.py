@@ -39,6 +39,12 @@ def sample_id(request_id: str, sample: int) -> str:
     return f"{request_id}#sample{sample}"
 
 
+def greedy_id(request_id: str) -> str:
+    """The greedy request's id of a sampled one (`sample_id` undone); any other id as it is."""
+    head, mark, tail = request_id.rpartition("#sample")
+    return head if mark and tail.isdigit() else request_id
+
+
 def with_samples(requests: list[Request], adapter: AdapterSpec, run_seed: int) -> list[Request]:
     """The requests, then `adapter.num_samples` sampled copies of each unperturbed generation request (in the
     requests' order, sample 1 first). Without num_samples, the requests as they are."""

@@ -12,6 +12,7 @@ import sys
 import tomllib
 import typing
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -187,7 +188,7 @@ def scored(spec: ScenarioSpec) -> tuple[list, list]:
     ]  # fmt: skip
     requests = build_requests(spec.adapter, instances, [], seed=0)
     perturbed = [*spec.perturbations.robustness, *spec.perturbations.fairness]
-    requests += [r.__class__(**{**r.__dict__, "id": r.id + p, "perturbation": p}) for p in perturbed for r in requests]
+    requests += [replace(r, id=r.id + p, perturbation=p) for p in perturbed for r in requests]
     requests = with_samples(requests, spec.adapter, 0)  # what maj@k and pass@k read, with num_samples
     completions = [
         Completion(r.id, logprobs=[-1.0 - (k + len(r.id)) % 3 for k in range(max(len(r.continuations), 1))],

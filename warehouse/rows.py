@@ -50,14 +50,15 @@ def instances_frame(instances: list[Instance]) -> pd.DataFrame:
     )
 
 
-def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
+def predictions_frame(predictions: list[Prediction], prompt_of: Callable[[Request], str] | None = None) -> pd.DataFrame:
+    """`prompt_of`: each request's prompt, where the requests carry none (read back from the run's prompt file)."""
     return pd.DataFrame(
         {
             "request_id": [p.request.id for p in predictions],
             "instance_id": [p.request.instance_id for p in predictions],
             "perturbation": [p.request.perturbation for p in predictions],
             "kind": [p.request.kind for p in predictions],
-            "prompt": [p.request.prompt for p in predictions],
+            "prompt": _texts([prompt_of(p.request) if prompt_of else p.request.prompt for p in predictions]),
             "num_train_instances": pd.array([p.request.num_train_instances for p in predictions], dtype="Int64"),
             # Known only with num_train_instances (a fitted prompt): null where the window was not known.
             "prompt_truncated": pd.array(
@@ -67,7 +68,7 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
                 ],
                 dtype="boolean",
             ),
-            "completion": [p.predicted_text for p in predictions],
+            "completion": _texts([p.predicted_text for p in predictions]),
             # The generated text as it came, where answer extraction read `completion` out of it (else null).
             "raw_completion": pd.array([_raw_text(p) for p in predictions], dtype="string"),
             "choice_logprobs": [
@@ -87,6 +88,13 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
             "error": pd.array([p.completion.error for p in predictions], dtype="string"),
         }
     )
+
+
+def _texts(values: list[str]) -> pd.Series:
+    """A column of long texts as the Python strings they are. pandas 3 would copy them into an Arrow string
+    array, whose allocator keeps the freed bytes: the full MMLU's prompts grew the write by ~150 MiB that way,
+    and DuckDB reads the strings as well from either."""
+    return pd.Series(values, dtype=object)
 
 
 def _raw_text(p: Prediction) -> str | None:
@@ -212,15 +220,19 @@ def result_frames(
     stats: list[Stat],
     metrics: list[Metric],
     validations: list[ValidationResult],
+    prompt_of: Callable[[Request], str] | None = None,
 ) -> dict[str, Table]:
-    """A run's result tables, by table name (the predictions made into frames slice by slice as written). Sampled
-    predictions go to `samples`, the greedy ones to `predictions`."""
+    """A run's result tables, by table name (the predictions made into frames slice by slice as written, each
+    slice's prompts read through `prompt_of` where the requests carry none). Sampled predictions go to `samples`,
+    the greedy ones to `predictions`."""
     samples = [p for p in predictions if p.request.sample]
     if samples:
         predictions = [p for p in predictions if not p.request.sample]
     return {
         "instances": instances_frame(instances),
-        "predictions": Sliced(len(predictions), lambda start, stop: predictions_frame(predictions[start:stop])),
+        "predictions": Sliced(
+            len(predictions), lambda start, stop: predictions_frame(predictions[start:stop], prompt_of)
+        ),
         "samples": Sliced(len(samples), lambda start, stop: samples_frame(samples[start:stop])),
         "instance_stats": stats_frame(stats),
         "metrics": metrics_frame(metrics),
